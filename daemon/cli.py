@@ -1,0 +1,341 @@
+"""The `framewatch` command. Nothing heavy is imported at start-up: torch loads only to analyse."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon import __version__
+from daemon.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from daemon.models import EventInfo, RecordingInfo
+    from daemon.store import Store
+
+# Exit codes: 0 ok; 1 the recording failed (bad input, failed chunks); 2 usage or config error;
+# 3 the model could not be loaded.
+EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get("FRAMEWATCH_CONFIG")
+    return load_config(path)
+
+
+def _store(cfg: Config) -> Store:
+    from daemon.store import Store
+
+    return Store(cfg.storage_url())
+
+
+def _event_json(e: EventInfo, path: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": e.id,
+        "chunk": e.chunk_index,
+        "start_s": e.start_s,
+        "end_s": e.end_s,
+        "label": e.label,
+        "description": e.description,
+    }
+    if path is not None:
+        out["recording"] = path
+    if e.confidence is not None:
+        out["confidence"] = e.confidence
+    if e.evidence_s is not None:
+        out["evidence_s"] = e.evidence_s
+    out["provenance"] = e.provenance
+    return out
+
+
+def _hms(t: float) -> str:
+    t = int(t)
+    return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
+
+
+def _result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
+    chunks = store.chunks(rec.id)
+    return {
+        "recording": {
+            "id": rec.id,
+            "path": rec.path,
+            "status": rec.status,
+            "reason": rec.reason,
+            "duration_s": rec.duration_s,
+        },
+        "chunks": [
+            {
+                "index": c.index,
+                "start_s": c.start_s,
+                "end_s": c.end_s,
+                "frames": c.frames,
+                "status": c.status,
+                **({"error": c.error} if c.error else {}),
+            }
+            for c in chunks
+        ],
+        "events": [_event_json(e) for e in store.events(rec.id)],
+    }
+
+
+def default_analyzer_factory(cfg: Config):  # type: ignore[no-untyped-def]
+    """The Qwen3-VL transformers backend, loaded on first use."""
+
+    def make():  # type: ignore[no-untyped-def]
+        from daemon.engine.backends.qwen3vl import QwenAnalyzer
+
+        return QwenAnalyzer.from_config(cfg)
+
+    return make
+
+
+def analyze_path(
+    cfg: Config, path: str, *, profile: str | None = None, progress: bool = False, store: Store | None = None
+) -> tuple[dict[str, Any], str]:
+    """Analyse one file into the store; returns the JSON result and a one-line summary."""
+    from daemon.worker import Worker
+
+    store = store or _store(cfg)
+    worker = Worker(store, cfg, default_analyzer_factory(cfg))
+    store.reap()
+    rec, created = worker.ingest(path, profile)
+    if rec.status == "done":
+        result = _result_json(store, rec)
+        return result, f"{path}: already analysed as recording {rec.id} (same content); nothing to do"
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="chunk", desc=Path(path).name, file=sys.stderr)
+
+    def on_chunk(done: Any) -> None:
+        if bar is not None:
+            bar.total = done.chunk.chunks_total
+            bar.update(1)
+            bar.set_postfix_str(f"chunk {done.chunk.index + 1}/{done.chunk.chunks_total} {done.status}")
+
+    try:
+        rec = worker.process(rec.id, on_chunk=on_chunk, retry_failed=True)
+    finally:
+        if bar is not None:
+            bar.close()
+    result = _result_json(store, rec)
+    if rec.status == "failed":
+        return result, f"{path}: failed: {rec.reason}"
+    n = len(result["events"])
+    return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events"
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from daemon.engine.backends import ModelLoadError
+
+    cfg = _config(args)
+    path = os.path.abspath(args.file)
+    if not os.path.exists(path):
+        raise CliError(f"{args.file}: no such file")
+    try:
+        result, summary = analyze_path(
+            cfg, path, profile=args.profile, progress=not args.json and sys.stderr.isatty()
+        )
+    except ModelLoadError as exc:
+        raise CliError(str(exc), EXIT_MODEL) from None
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for e in result["events"]:
+            print(f"[{_hms(e['start_s'])}] {e['label']}: {e['description']}")
+    failed = result["recording"]["status"] == "failed"
+    print(("framewatch: error: " if failed else "") + summary, file=sys.stderr)
+    return EXIT_FAILED if failed else 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    store = _store(cfg)
+    rows = store.events_with_paths()
+    if args.recording:
+        want = os.path.abspath(args.recording)
+        rec = store.find_recording(want)
+        rows = [(e, p) for e, p in rows if rec is not None and e.recording_id == rec.id]
+    if args.json:
+        print(json.dumps([_event_json(e, p) for e, p in rows], indent=2))
+    else:
+        for e, p in rows:
+            print(f"{p} [{_hms(e.start_s)}-{_hms(e.end_s)}] {e.label}: {e.description}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    store = _store(cfg)
+    recs = store.recordings()
+    current = None
+    for rec, done, total in recs:
+        if rec.status == "analyzing":
+            current = {"id": rec.id, "path": rec.path, "chunks_done": done, "chunks_total": total}
+            break
+    data = {
+        "recordings": [
+            {
+                "id": r.id,
+                "path": r.path,
+                "status": r.status,
+                "reason": r.reason,
+                "chunks_done": done,
+                "chunks_total": total,
+            }
+            for r, done, total in recs
+        ],
+        "current": current,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    if not recs:
+        print("no recordings")
+    for r, done, total in recs:
+        reason = f" ({r.reason})" if r.reason else ""
+        print(f"{r.id:>5} {r.status:<9} {done}/{total} {r.path}{reason}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    print(f"{cfg.source or '(defaults)'}: ok", file=sys.stderr)
+    return 0
+
+
+def cmd_make_test_model(args: argparse.Namespace) -> int:
+    from daemon.testmodel import make_test_model
+
+    out = make_test_model(args.dir)
+    print(out)
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    """Whole pipeline on a generated clip with the tiny offline model, in a temporary folder."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from daemon.config import parse_config
+    from daemon.synth import make_video
+    from daemon.testmodel import make_test_model
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="framewatch-selftest-") as tmp:
+        root = Path(args.keep) if args.keep else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        model = make_test_model(root / "model")
+        clip = make_video(
+            root / "clip.mp4",
+            seconds=12.0,
+            size=(320, 180),
+            scenes=[(0.0, (200, 30, 30)), (4.0, (30, 200, 30)), (8.0, (30, 30, 200))],
+        )
+        cfg = parse_config(
+            {
+                "storage": {"url": f"sqlite:///{root / 'selftest.db'}"},
+                "model": {"name": str(model), "max_new_tokens": 96},
+                "chunking": {"seconds": 6, "overlap_seconds": 1},
+                "sampling": {"fps": 1, "max_side": 128},
+                "analysis": {"max_events": 2, "label_chars": 16, "description_chars": 40},
+            }
+        )
+        result, summary = analyze_path(cfg, str(clip))
+        problems = []
+        if result["recording"]["status"] != "done":
+            problems.append(f"recording ended {result['recording']['status']}: {result['recording']['reason']}")
+        if len(result["chunks"]) != 3 or any(c["status"] != "done" for c in result["chunks"]):
+            problems.append(f"expected 3 done chunks, got {[c['status'] for c in result['chunks']]}")
+        for e in result["events"]:
+            if not 0 <= e["start_s"] <= e["end_s"] <= 12.0:
+                problems.append(f"event outside the clip: {e}")
+        again, summary2 = analyze_path(cfg, str(clip))
+        if "already analysed" not in summary2:
+            problems.append("second run was not a no-op")
+    took = time.perf_counter() - t0
+    report = {"ok": not problems, "problems": problems, "seconds": round(took, 1), "summary": summary}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"selftest {'ok' if not problems else 'FAILED'} in {took:.1f} s: {summary}")
+        for p in problems:
+            print(f"  - {p}")
+    return 0 if not problems else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="framewatch", description=__doc__)
+    p.add_argument("--version", action="version", version=f"framewatch {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", help="config.toml (default: $FRAMEWATCH_CONFIG, else built-in defaults)")
+        return sp
+
+    a = with_config(sub.add_parser("analyze", help="analyse one recording now"))
+    a.add_argument("file")
+    a.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    a.add_argument("--profile", help="prompt profile for this file (default: analysis.profile)")
+    a.set_defaults(func=cmd_analyze, log_level="WARNING")
+
+    e = with_config(sub.add_parser("events", help="list stored events"))
+    e.add_argument("--recording", help="only this file's events")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_events, log_level="WARNING")
+
+    s = with_config(sub.add_parser("status", help="recordings, their state and failures"))
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status, log_level="WARNING")
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    cc = with_config(csub.add_parser("check", help="validate a config file: exit 0, or print each error"))
+    cc.set_defaults(func=cmd_config_check, log_level="WARNING")
+
+    m = sub.add_parser("make-test-model", help="write a tiny random Qwen3-VL checkpoint (offline)")
+    m.add_argument("dir")
+    m.set_defaults(func=cmd_make_test_model, log_level="WARNING")
+
+    t = sub.add_parser("selftest", help="run the whole pipeline offline on a generated clip")
+    t.add_argument("--keep", metavar="DIR", help="keep the clip, model and database in DIR")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_selftest, log_level="WARNING")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from daemon.log import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: args.log_level, 1: "INFO"}.get(args.verbose, "DEBUG")
+    setup_logging(level)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        for key, value, msg in exc.errors:
+            print(f"framewatch: config error: {exc.path or ''}: {key}: {msg} (got {value!r})", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"framewatch: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("framewatch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

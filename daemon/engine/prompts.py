@@ -1,0 +1,97 @@
+"""Prompt profiles and the JSON schema the model's answer must follow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+# One fixed template per kind of recording: say exactly what to extract and in which form.
+PROFILES: dict[str, str] = {
+    "general": (
+        "List the distinct things that happen in this video: actions, scene changes, people or "
+        "objects appearing or leaving, and text that appears on screen."
+    ),
+    "lecture": (
+        "This is a lecture recording. List the topics as they are introduced, slide or board "
+        "changes, definitions, worked examples and questions from the audience."
+    ),
+    "meeting": (
+        "This is a meeting recording. List who starts presenting, screen-share changes, "
+        "decisions, action items and questions."
+    ),
+    "surveillance": (
+        "This is security camera footage. List every person or vehicle that enters or leaves, "
+        "doors opening or closing, objects left or taken, and anything unusual."
+    ),
+    "screen": (
+        "This is a screen recording. List the applications and windows shown, what the user does "
+        "in them, errors or dialogs that appear and text that matters."
+    ),
+}
+
+_FORMAT = (
+    "Each frame group is preceded by its time as <T seconds>, counted from the start of the "
+    "recording. This part of the recording runs from {start:.1f} to {end:.1f} seconds. "
+    "Answer with JSON only: {{\"events\": [{{\"start_s\": number, \"end_s\": number, "
+    "\"label\": short name, \"description\": one sentence}}]}}, with times in seconds on the "
+    "same clock as the <T seconds> markers, at most {max_events} events, ordered by time. "
+    "If nothing happens, answer {{\"events\": []}}."
+)
+
+
+class UnknownProfile(ValueError):
+    """analysis.profile names no known profile."""
+
+
+def instructions(profile: str, custom: str | None) -> str:
+    """The task text for a profile, or the user's own prompt when given."""
+    if custom:
+        return custom.strip()
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise UnknownProfile(f"unknown analysis profile {profile!r}; known: {known}") from None
+
+
+def build_prompt(task: str, start_s: float, end_s: float, max_events: int) -> str:
+    """The full text sent with one chunk's frames."""
+    return task + "\n\n" + _FORMAT.format(start=start_s, end=end_s, max_events=max_events)
+
+
+def prompt_hash(task: str) -> str:
+    """Short stable id of the task text, kept in every event's provenance."""
+    return hashlib.sha256(task.encode("utf-8")).hexdigest()[:16]
+
+
+def _bounded_text(max_chars: int) -> dict[str, Any]:
+    # A `pattern` bounds length and excludes quotes, backslashes and control characters;
+    # xgrammar compiled `maxLength` to a rule that let raw control characters through.
+    return {"type": "string", "pattern": f"^[^\"\\\\\\x00-\\x1f]{{0,{max_chars}}}$"}
+
+
+def event_schema(max_events: int, label_chars: int, description_chars: int) -> dict[str, Any]:
+    """JSON schema of one chunk's answer. `end_s >= start_s` cannot be expressed; events.py checks it."""
+    event = {
+        "type": "object",
+        "properties": {
+            "start_s": {"type": "number"},
+            "end_s": {"type": "number"},
+            "label": _bounded_text(label_chars),
+            "description": _bounded_text(description_chars),
+        },
+        "required": ["start_s", "end_s", "label", "description"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"events": {"type": "array", "items": event, "maxItems": max_events}},
+        "required": ["events"],
+        "additionalProperties": False,
+    }
+
+
+def schema_key(schema: dict[str, Any]) -> str:
+    """Stable text form of a schema (for caching a compiled grammar)."""
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))

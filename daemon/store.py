@@ -1,0 +1,493 @@
+"""The store: SQLModel tables, the engine (SQLite WAL + busy timeout) and every session opened on it.
+
+The database is the source of truth and the queue: recordings, their chunks, the events found and
+the outbox of notifications for plugins. Each chunk's events commit together with the chunk's
+status (and its outbox rows) in one transaction, so a crash at any point loses nothing and never
+stores a chunk's events twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import JSON, Column, UniqueConstraint, event, func, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, delete, select
+
+from daemon.engine.events import Candidate
+from daemon.models import ChunkInfo, ChunkWindow, EventInfo, RecordingInfo
+
+log = structlog.get_logger(__name__)
+
+RECORDING_STATES = ("queued", "analyzing", "done", "failed", "skipped")
+CHUNK_STATES = ("pending", "running", "done", "failed")
+
+
+class Recording(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(index=True, unique=True)
+    path: str
+    size: int
+    status: str = Field(default="queued", index=True)
+    reason: str | None = None
+    duration_s: float | None = None
+    profile: str | None = None
+    prompt: str | None = None
+    chunks_total: int = 0
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class RecordingPath(SQLModel, table=True):
+    """Every path a recording's bytes were seen under; the same bytes under a new name add a row here."""
+
+    __tablename__ = "recording_path"
+    path: str = Field(primary_key=True)
+    recording_id: int = Field(foreign_key="recording.id", index=True)
+    size: int
+    mtime: float
+    seen_at: float = Field(default_factory=time.time)
+
+
+class Chunk(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("recording_id", "index"),)
+    id: int | None = Field(default=None, primary_key=True)
+    recording_id: int = Field(foreign_key="recording.id", index=True)
+    index: int
+    start_s: float
+    end_s: float
+    frames: int
+    width: int
+    height: int
+    status: str = Field(default="pending", index=True)
+    attempts: int = 0
+    error: str | None = None
+    owner: str | None = None
+    lease_until: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Event(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    recording_id: int = Field(foreign_key="recording.id", index=True)
+    chunk_id: int = Field(foreign_key="chunk.id", index=True)
+    chunk_index: int
+    start_s: float = Field(index=True)
+    end_s: float
+    label: str
+    description: str
+    confidence: float | None = None
+    evidence_s: float | None = None
+    model: str
+    prompt_hash: str
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Delivery(SQLModel, table=True):
+    """Outbox: one notification for one plugin, written with the facts it announces."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    plugin: str = Field(index=True)
+    hook: str
+    recording_id: int = Field(foreign_key="recording.id", index=True)
+    chunk_index: int | None = None
+    attempts: int = 0
+    next_attempt_at: float = Field(default_factory=time.time, index=True)
+    last_error: str | None = None
+    delivered_at: float | None = Field(default=None, index=True)
+    dead: bool = False
+    created_at: float = Field(default_factory=time.time)
+
+
+def process_owner() -> str:
+    """Who holds a chunk lease: host and pid, so a dead local owner can be recognised at once."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit transactions defer the write lock,
+        # which turns concurrent read-then-write into "database is locked" instead of waiting).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the store URL; SQLite files get WAL, a busy timeout and immediate transactions."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _recording_info(r: Recording) -> RecordingInfo:
+    assert r.id is not None
+    return RecordingInfo(
+        id=r.id,
+        path=r.path,
+        fingerprint=r.fingerprint,
+        status=r.status,
+        reason=r.reason,
+        duration_s=r.duration_s,
+        profile=r.profile,
+        model=r.settings.get("model"),
+        settings=dict(r.settings),
+    )
+
+
+def _chunk_info(c: Chunk, total: int) -> ChunkInfo:
+    return ChunkInfo(
+        recording_id=c.recording_id,
+        index=c.index,
+        start_s=c.start_s,
+        end_s=c.end_s,
+        frames=c.frames,
+        status=c.status,
+        chunks_total=total,
+    )
+
+
+def _event_info(e: Event) -> EventInfo:
+    return EventInfo(
+        id=e.id,
+        recording_id=e.recording_id,
+        chunk_index=e.chunk_index,
+        start_s=e.start_s,
+        end_s=e.end_s,
+        label=e.label,
+        description=e.description,
+        confidence=e.confidence,
+        evidence_s=e.evidence_s,
+        provenance={"model": e.model, "prompt_hash": e.prompt_hash, **e.settings},
+    )
+
+
+class Store:
+    """All reads and writes of framewatch's state. Methods return frozen objects, never rows."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        SQLModel.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on error."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            with s.begin():
+                yield s
+
+    # -- recordings ---------------------------------------------------------------------------
+
+    def register(
+        self,
+        path: str,
+        fingerprint: str,
+        size: int,
+        mtime: float,
+        profile: str | None = None,
+        prompt: str | None = None,
+    ) -> tuple[RecordingInfo, bool]:
+        """Record that these bytes exist at `path`. Returns the recording and whether it is new.
+
+        The same bytes seen under another path are the same recording (one more path row)."""
+        with self.session() as s:
+            rec = s.exec(select(Recording).where(Recording.fingerprint == fingerprint)).first()
+            created = rec is None
+            if rec is None:
+                rec = Recording(
+                    fingerprint=fingerprint, path=path, size=size, profile=profile, prompt=prompt
+                )
+                s.add(rec)
+                s.flush()
+            assert rec.id is not None
+            alias = s.get(RecordingPath, path)
+            if alias is None:
+                s.add(RecordingPath(path=path, recording_id=rec.id, size=size, mtime=mtime))
+            else:
+                alias.recording_id, alias.size, alias.mtime, alias.seen_at = rec.id, size, mtime, time.time()
+            return _recording_info(rec), created
+
+    def recording(self, recording_id: int) -> RecordingInfo:
+        with self.session() as s:
+            rec = s.get(Recording, recording_id)
+            if rec is None:
+                raise KeyError(recording_id)
+            return _recording_info(rec)
+
+    def find_recording(self, path: str) -> RecordingInfo | None:
+        """The recording last seen at `path` (by any of its names)."""
+        with self.session() as s:
+            alias = s.get(RecordingPath, path)
+            rec = s.get(Recording, alias.recording_id) if alias else None
+            if rec is None:
+                rec = s.exec(select(Recording).where(Recording.path == path).order_by(Recording.id.desc())).first()  # type: ignore[union-attr]
+            return _recording_info(rec) if rec else None
+
+    def set_status(
+        self,
+        recording_id: int,
+        status: str,
+        reason: str | None = None,
+        *,
+        duration_s: float | None = None,
+        settings: dict[str, Any] | None = None,
+        notify: Sequence[tuple[str, str]] = (),
+    ) -> RecordingInfo:
+        """Move a recording to `status`; `notify` (plugin, hook) pairs go into the outbox in the
+        same transaction."""
+        if status not in RECORDING_STATES:
+            raise ValueError(status)
+        with self.session() as s:
+            rec = s.get(Recording, recording_id)
+            if rec is None:
+                raise KeyError(recording_id)
+            rec.status, rec.reason, rec.updated_at = status, reason, time.time()
+            if duration_s is not None:
+                rec.duration_s = duration_s
+            if settings is not None:
+                rec.settings = dict(settings)
+            for plugin, hook in notify:
+                s.add(Delivery(plugin=plugin, hook=hook, recording_id=recording_id))
+            s.add(rec)
+            return _recording_info(rec)
+
+    def recordings(self) -> list[tuple[RecordingInfo, int, int]]:
+        """Every recording with (chunks done, chunks total), newest first."""
+        with self.session() as s:
+            done = (
+                select(Chunk.recording_id, func.count().label("n"))
+                .where(Chunk.status == "done")
+                .group_by(Chunk.recording_id)
+                .subquery()
+            )
+            rows = s.exec(
+                select(Recording, done.c.n)
+                .join(done, done.c.recording_id == Recording.id, isouter=True)
+                .order_by(Recording.id.desc())  # type: ignore[union-attr]
+            ).all()
+            return [(_recording_info(r), n or 0, r.chunks_total) for r, n in rows]
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    def plan(self, recording_id: int, windows: Sequence[ChunkWindow]) -> list[ChunkInfo]:
+        """Create the chunk rows of a recording unless they exist (a resumed run keeps its plan)."""
+        with self.session() as s:
+            existing = s.exec(
+                select(Chunk).where(Chunk.recording_id == recording_id).order_by(Chunk.index)
+            ).all()
+            if not existing:
+                existing = []
+                for w in windows:
+                    c = Chunk(
+                        recording_id=recording_id,
+                        index=w.index,
+                        start_s=w.start_s,
+                        end_s=w.end_s,
+                        frames=len(w.sample_times),
+                        width=w.width,
+                        height=w.height,
+                    )
+                    s.add(c)
+                    existing.append(c)
+                rec = s.get(Recording, recording_id)
+                assert rec is not None
+                rec.chunks_total = len(windows)
+                s.add(rec)
+                s.flush()
+            total = len(existing)
+            return [_chunk_info(c, total) for c in existing]
+
+    def chunks(self, recording_id: int) -> list[Chunk]:
+        with self.session() as s:
+            return list(
+                s.exec(select(Chunk).where(Chunk.recording_id == recording_id).order_by(Chunk.index)).all()
+            )
+
+    def claim(
+        self, recording_id: int, owner: str, lease_s: float, *, retry_failed: bool = False
+    ) -> ChunkInfo | None:
+        """Take the first chunk of a recording that is pending (or failed, when retrying): it
+        becomes `running`, leased to `owner`."""
+        wanted = ["pending", "failed"] if retry_failed else ["pending"]
+        with self.session() as s:
+            c = s.exec(
+                select(Chunk)
+                .where(Chunk.recording_id == recording_id, Chunk.status.in_(wanted))  # type: ignore[attr-defined]
+                .order_by(Chunk.index)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if c is None:
+                return None
+            now = time.time()
+            c.status, c.owner, c.lease_until, c.started_at = "running", owner, now + lease_s, now
+            c.attempts += 1
+            s.add(c)
+            total = s.exec(select(func.count()).where(Chunk.recording_id == recording_id)).one()
+            return _chunk_info(c, total)
+
+    def reap(self, lease_grace_s: float = 0.0) -> int:
+        """Return to `pending` every chunk left `running` by a dead local process or whose lease
+        ran out. Run at start-up and periodically."""
+        now = time.time()
+        n = 0
+        with self.session() as s:
+            for c in s.exec(select(Chunk).where(Chunk.status == "running")).all():
+                if _owner_is_dead(c.owner) or (c.lease_until or 0) + lease_grace_s < now:
+                    c.status, c.owner, c.lease_until = "pending", None, None
+                    s.add(c)
+                    n += 1
+        if n:
+            log.info("chunks_reaped", count=n)
+        return n
+
+    def neighbour_events(self, recording_id: int, index: int) -> list[tuple[str, float, float]]:
+        """(label, start, end) of the events stored for the chunks just before and after `index`."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Event.label, Event.start_s, Event.end_s).where(
+                    Event.recording_id == recording_id,
+                    Event.chunk_index.in_([index - 1, index + 1]),  # type: ignore[attr-defined]
+                )
+            ).all()
+            return [(lbl, st, en) for lbl, st, en in rows]
+
+    def commit_chunk(
+        self,
+        recording_id: int,
+        index: int,
+        owner: str,
+        events: Sequence[Candidate],
+        provenance: dict[str, Any],
+        *,
+        notify: Sequence[str] = (),
+    ) -> list[EventInfo] | None:
+        """Store a chunk's events and mark it done, in one transaction, replacing any events a
+        previous run stored for it. Outbox rows for `notify` plugins (hook events_found) go in
+        the same transaction. Returns None when the chunk is no longer ours (lease taken over)."""
+        with self.session() as s:
+            c = s.exec(
+                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
+            ).one()
+            if c.status == "done" or (c.owner not in (None, owner)):
+                log.warning("chunk_commit_skipped", recording_id=recording_id, chunk=index, owner=c.owner)
+                return None
+            s.exec(delete(Event).where(Event.chunk_id == c.id))  # type: ignore[arg-type]
+            rows = [
+                Event(
+                    recording_id=recording_id,
+                    chunk_id=c.id,  # type: ignore[arg-type]
+                    chunk_index=index,
+                    start_s=e.start_s,
+                    end_s=e.end_s,
+                    label=e.label,
+                    description=e.description,
+                    confidence=e.confidence,
+                    evidence_s=e.evidence_s,
+                    model=str(provenance.get("model", "")),
+                    prompt_hash=str(provenance.get("prompt_hash", "")),
+                    settings={k: provenance[k] for k in ("sampling", "extra") if k in provenance}
+                    | ({"extra": e.extra} if e.extra else {}),
+                )
+                for e in events
+            ]
+            s.add_all(rows)
+            c.status, c.error, c.owner, c.lease_until = "done", None, None, None
+            c.finished_at, c.provenance = time.time(), dict(provenance)
+            s.add(c)
+            for plugin in notify:
+                s.add(Delivery(plugin=plugin, hook="events_found", recording_id=recording_id, chunk_index=index))
+            s.flush()
+            return [_event_info(r) for r in rows]
+
+    def fail_chunk(self, recording_id: int, index: int, owner: str, error: str) -> None:
+        with self.session() as s:
+            c = s.exec(
+                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
+            ).one()
+            if c.owner not in (None, owner):
+                return
+            c.status, c.error, c.owner, c.lease_until = "failed", error[:2000], None, None
+            c.finished_at = time.time()
+            s.add(c)
+
+    def release_chunk(self, recording_id: int, index: int, owner: str) -> None:
+        """Give a claimed chunk back untouched (shutdown in the middle of it)."""
+        with self.session() as s:
+            c = s.exec(
+                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
+            ).one()
+            if c.status == "running" and c.owner == owner:
+                c.status, c.owner, c.lease_until = "pending", None, None
+                c.attempts = max(0, c.attempts - 1)
+                s.add(c)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def events(self, recording_id: int | None = None, chunk_index: int | None = None) -> list[EventInfo]:
+        with self.session() as s:
+            q = select(Event)
+            if recording_id is not None:
+                q = q.where(Event.recording_id == recording_id)
+            if chunk_index is not None:
+                q = q.where(Event.chunk_index == chunk_index)
+            rows = s.exec(q.order_by(Event.recording_id, Event.start_s, Event.id)).all()  # type: ignore[arg-type]
+            return [_event_info(e) for e in rows]
+
+    def events_with_paths(self) -> list[tuple[EventInfo, str]]:
+        with self.session() as s:
+            rows = s.exec(
+                select(Event, Recording.path)
+                .join(Recording, Recording.id == Event.recording_id)
+                .order_by(Event.recording_id, Event.start_s, Event.id)  # type: ignore[arg-type]
+            ).all()
+            return [(_event_info(e), p) for e, p in rows]
+
+    def ping(self) -> None:
+        with self.session() as s:
+            s.exec(text("SELECT 1"))  # type: ignore[call-overload]

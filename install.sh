@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One command installs framewatch and everything its tests need on a Debian/Ubuntu box:
+#   ./install.sh            # system packages (when root), .venv, framewatch with dev extras
+# FRAMEWATCH_NO_APT=1 skips the system packages; PYTHON picks the interpreter (3.11+).
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python3}"
+
+need_apt=()
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${FRAMEWATCH_NO_APT:-}" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+    else
+        echo "install.sh: please install: ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]})" >&2
+    fi
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch/torchvision pinned in pyproject.toml; everything else resolves from PyPI.
+.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/framewatch --version

@@ -1,0 +1,1 @@
+"""Built-in framewatch plugins. They import only `daemon.hookspecs` and `daemon.models`."""
