@@ -1,0 +1,154 @@
+"""probe(): what generated clips report, and a readable UnsupportedMedia for every broken input."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from daemon.engine.probe import MAX_SIDE, UnsupportedMedia, probe
+from tests.media import BLUE, RED, make_bad_inputs, make_huge_header, make_video, vfr_times
+
+
+def test_constant_rate_clip(tmp_path):
+    info = probe(make_video(tmp_path / "cfr.mp4", seconds=3.0, fps=10, size=(160, 90)))
+
+    assert info.duration_s == pytest.approx(3.0, abs=0.01)
+    assert info.fps == pytest.approx(10.0)
+    assert (info.width, info.height) == (160, 90)
+    assert info.display_size == (160, 90)
+    assert info.rotation == 0
+    assert info.codec == "h264"
+    assert info.frame_count == 30
+    assert info.variable_frame_rate is False
+    assert info.path == str(tmp_path / "cfr.mp4")
+
+
+def test_other_codec_and_container(tmp_path):
+    path = make_video(tmp_path / "clip.mkv", seconds=2.0, fps=5, codec="mpeg4", size=(96, 64))
+    info = probe(path)
+
+    assert info.codec == "mpeg4"
+    assert info.duration_s == pytest.approx(2.0, abs=0.01)
+    assert info.fps == pytest.approx(5.0)
+    assert (info.width, info.height) == (96, 64)
+
+
+def test_variable_frame_rate_clip(tmp_path):
+    info = probe(make_video(tmp_path / "vfr.mp4", seconds=3.0, vfr=True))
+
+    assert info.variable_frame_rate is True
+    times = vfr_times(3.0)
+    assert info.frame_count == len(times)
+    # The last frame lasts one more gap after its PTS.
+    assert times[-1] < info.duration_s <= times[-1] + 0.2 + 1e-6
+
+
+def test_duration_without_header_comes_from_last_packet(tmp_path):
+    # Matroska written "live" carries no duration, like a recording whose writer was killed.
+    path = make_video(tmp_path / "live.mkv", seconds=3.0, fps=10, container_options={"live": "1"})
+
+    assert probe(path).duration_s == pytest.approx(3.0, abs=0.11)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_rotation_is_read_from_the_display_matrix(tmp_path, rotation):
+    info = probe(make_video(tmp_path / "rot.mp4", seconds=0.5, size=(160, 90), rotation=rotation))
+
+    assert info.rotation == rotation
+    sideways = rotation in (90, 270)
+    assert (info.width, info.height) == ((90, 160) if sideways else (160, 90))
+    assert info.display_size == (160, 90)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg CLI not installed")
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_rotation_convention_matches_ffmpeg(tmp_path, rotation):
+    """ffmpeg's player-style autorotation shows make_video's picture upright: the sign is right."""
+    path = make_video(
+        tmp_path / "rot.mp4", seconds=0.3, size=(64, 32), rotation=rotation, bottom=BLUE
+    )
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "1"]
+        + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    ).stdout
+    upright = np.frombuffer(raw, dtype=np.uint8).reshape(32, 64, 3).astype(int)
+
+    assert np.abs(upright[4, 32] - RED).max() < 40
+    assert np.abs(upright[-4, 32] - BLUE).max() < 40
+    assert probe(path).rotation == rotation
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    return make_bad_inputs(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("empty", ["empty", "0 bytes"]),
+        ("random", ["not a media file"]),
+        ("text", ["not a media file"]),
+        ("truncated", ["truncated", "moov"]),
+        ("audio_only", ["no video stream", "audio-only"]),
+        ("huge", ["16000x16000", f"{MAX_SIDE}-pixel limit"]),
+    ],
+)
+def test_bad_input_is_refused_with_a_reason(bad_inputs, name, words):
+    with pytest.raises(UnsupportedMedia) as caught:
+        probe(bad_inputs[name])
+
+    assert str(caught.value) == caught.value.reason
+    for word in words:
+        assert word in caught.value.reason
+
+
+def test_huge_header_is_refused_before_allocating(tmp_path):
+    path = make_huge_header(tmp_path / "huge.mkv")
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+
+    with pytest.raises(UnsupportedMedia, match="exceeds"):
+        probe(path)
+
+    assert time.monotonic() - started < 1.0
+    # ru_maxrss is in KiB on Linux; one 16000x16000 picture would be hundreds of MiB.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 100_000
+
+
+def test_moov_cut_short_is_called_truncated(tmp_path):
+    data = make_video(tmp_path / "whole.mp4", seconds=1.0).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    # Keep the moov header and part of mvhd: the sample tables that locate frames are lost.
+    cut.write_bytes(data[: data.find(b"moov") + 60])
+
+    with pytest.raises(UnsupportedMedia, match="truncated"):
+        probe(cut)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UnsupportedMedia, match="cannot read file: no such file"):
+        probe(tmp_path / "gone.mp4")
+
+
+def test_directory_is_not_a_recording(tmp_path):
+    with pytest.raises(UnsupportedMedia, match="cannot read file"):
+        probe(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(tmp_path):
+    path = make_video(tmp_path / "secret.mp4", seconds=0.3)
+    path.chmod(0)
+
+    with pytest.raises(UnsupportedMedia, match="permission denied"):
+        probe(path)
