@@ -14,13 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.config import Config, ConfigError, load_config
+from daemon.gpu import EXIT_CUDA, CudaFault, GpuLeaseBusy
 
 if TYPE_CHECKING:
     from daemon.models import EventInfo, RecordingInfo
+    from daemon.plugins import PluginManager
     from daemon.store import Store
 
 # Exit codes: 0 ok; 1 the recording failed (bad input, failed chunks); 2 usage or config error;
-# 3 the model could not be loaded.
+# 3 the model could not be loaded or does not fit the GPU memory budget; EXIT_CUDA (75, in
+# daemon/gpu.py) a CUDA fault ended the process and its chunk is to be run again.
 EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
 
 
@@ -90,30 +93,57 @@ def _result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
     }
 
 
-def default_analyzer_factory(cfg: Config):  # type: ignore[no-untyped-def]
-    """The Qwen3-VL transformers backend, loaded on first use."""
+def default_analyzer_factory(cfg: Config, plugins: PluginManager | None = None):  # type: ignore[no-untyped-def]
+    """The analyzer from the plugins' make_analyzer (by default the Qwen3-VL transformers
+    backend), built on first use: bad input never pays for loading a model."""
 
     def make():  # type: ignore[no-untyped-def]
-        from daemon.engine.backends.qwen3vl import QwenAnalyzer
+        from daemon.plugins import load_plugins
 
-        return QwenAnalyzer.from_config(cfg)
+        return (plugins or load_plugins(cfg)).make_analyzer()
 
     return make
 
 
+def _plugins(cfg: Config) -> PluginManager:
+    from daemon.plugins import load_plugins
+
+    return load_plugins(cfg)
+
+
+def _deliver(store: Store, plugins: PluginManager, cfg: Config) -> str:
+    """Deliver what is due now (a one-shot run delivers too); says what is left for later."""
+    from daemon.dispatch import Dispatcher
+
+    Dispatcher(store, plugins, cfg).deliver_all()
+    counts = store.delivery_counts()
+    waiting = counts["pending"] + counts["failed"]
+    return f"; {waiting} notifications to retry later (framewatch status)" if waiting else ""
+
+
 def analyze_path(
-    cfg: Config, path: str, *, profile: str | None = None, progress: bool = False, store: Store | None = None
+    cfg: Config,
+    path: str,
+    *,
+    profile: str | None = None,
+    progress: bool = False,
+    store: Store | None = None,
+    plugins: PluginManager | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Analyse one file into the store; returns the JSON result and a one-line summary."""
+    """Analyse one file into the store and deliver its notifications to plugins; returns the
+    JSON result and a one-line summary."""
     from daemon.worker import Worker
 
+    plugins = plugins or _plugins(cfg)
     store = store or _store(cfg)
-    worker = Worker(store, cfg, default_analyzer_factory(cfg))
+    make = default_analyzer_factory(cfg, plugins)
+    worker = Worker(store, cfg, make, subscribers=plugins.subscribers)
     store.reap()
     rec, created = worker.ingest(path, profile)
     if rec.status == "done":
         result = _result_json(store, rec)
-        return result, f"{path}: already analysed as recording {rec.id} (same content); nothing to do"
+        left = _deliver(store, plugins, cfg)
+        return result, f"{path}: already analysed as recording {rec.id} (same content); nothing to do{left}"
     bar = None
     if progress:
         from tqdm import tqdm
@@ -132,10 +162,11 @@ def analyze_path(
         if bar is not None:
             bar.close()
     result = _result_json(store, rec)
+    left = _deliver(store, plugins, cfg)
     if rec.status == "failed":
-        return result, f"{path}: failed: {rec.reason}"
+        return result, f"{path}: failed: {rec.reason}{left}"
     n = len(result["events"])
-    return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events"
+    return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events{left}"
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -182,10 +213,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _store(cfg)
     recs = store.recordings()
     current = None
-    for rec, done, total in recs:
-        if rec.status == "analyzing":
-            current = {"id": rec.id, "path": rec.path, "chunks_done": done, "chunks_total": total}
+    # The chunk on the GPU now (the oldest running one when several processes share the store).
+    running = {rid: (index, owner, started) for rid, index, owner, started in reversed(store.running_chunks())}
+    for rec, done, total in sorted(recs, key=lambda r: (r[0].id not in running, r[0].id)):
+        if rec.id in running or rec.status == "analyzing":
+            index, owner, started = running.get(rec.id, (None, None, None))
+            current = {
+                "id": rec.id,
+                "path": rec.path,
+                "chunks_done": done,
+                "chunks_total": total,
+                "chunk": index,
+                "chunk_started_at": started,
+                "owner": owner,
+            }
             break
+    from daemon.store import RECORDING_STATES
+
+    counts = {state: sum(1 for r, _, _ in recs if r.status == state) for state in RECORDING_STATES}
     data = {
         "recordings": [
             {
@@ -199,20 +244,114 @@ def cmd_status(args: argparse.Namespace) -> int:
             for r, done, total in recs
         ],
         "current": current,
+        "counts": counts,
+        # Notifications not yet in their plugins' hands: pending (untried), failed (retrying), dead.
+        "deliveries": store.delivery_counts(),
     }
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     if not recs:
         print("no recordings")
+    else:
+        print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    if current is not None and current["chunk"] is not None:
+        print(f"now: {current['path']} chunk {current['chunk'] + 1}/{current['chunks_total']}")
     for r, done, total in recs:
         reason = f" ({r.reason})" if r.reason else ""
         print(f"{r.id:>5} {r.status:<9} {done}/{total} {r.path}{reason}")
+    d = data["deliveries"]
+    if d["pending"] or d["failed"] or d["dead"]:
+        print(f"deliveries: {d['pending']} pending, {d['failed']} failed (retrying), {d['dead']} dead")
+        for name, c in sorted(d["plugins"].items()):
+            if c["pending"] or c["failed"] or c["dead"]:
+                print(f"  {name}: {c['pending']} pending, {c['failed']} failed, {c['dead']} dead")
     return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    entries = _plugins(cfg).entries()
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        return 0
+    for e in entries:
+        state = "active" if e.active else f"inactive: {e.reason}"
+        print(f"{e.name} {e.version or '?'} ({e.source}; {state})")
+        print(f"  hooks: {', '.join(e.hooks) or '-'}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from daemon.dispatch import Dispatcher
+
+    if args.all == bool(args.recording):
+        raise CliError("replay: give a RECORDING, or --all with --plugin")
+    if args.all and not args.plugin:
+        raise CliError("replay --all needs --plugin NAME (it back-fills one plugin)")
+    cfg = _config(args)
+    plugins = _plugins(cfg)
+    store = _store(cfg)
+    ids: list[int] | None = None
+    if args.recording:
+        rec = store.find_recording(os.path.abspath(args.recording))
+        if rec is None and args.recording.isdigit():
+            try:
+                rec = store.recording(int(args.recording))
+            except KeyError:
+                rec = None
+        if rec is None:
+            raise CliError(f"{args.recording}: no such recording in the store")
+        ids = [rec.id]
+    dispatcher = Dispatcher(store, plugins, cfg)
+    try:
+        queued = dispatcher.replay(ids, args.plugin)
+    except LookupError as exc:
+        raise CliError(str(exc)) from None
+    delivered = dispatcher.deliver_all()
+    counts = store.delivery_counts()
+    print(
+        f"queued {queued} notifications, delivered {delivered}; "
+        f"{counts['pending'] + counts['failed']} waiting for a retry, {counts['dead']} dead",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """The chunk plan of one file with its memory estimate; arithmetic only (no torch)."""
+    from daemon.engine.backends import ModelLoadError
+    from daemon.engine.probe import UnsupportedMedia
+    from daemon.plan_report import format_report, plan_report
+
+    cfg = _config(args)
+    if not os.path.exists(args.file):
+        raise CliError(f"{args.file}: no such file")
+    try:
+        report = plan_report(cfg, os.path.abspath(args.file))
+    except UnsupportedMedia as exc:
+        raise CliError(f"{args.file}: {exc.reason}", EXIT_FAILED) from None
+    except ModelLoadError as exc:
+        raise CliError(str(exc), EXIT_MODEL) from None
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The service: watch folders and analyse what lands in them until SIGTERM."""
+    from daemon.app import run
+    from daemon.engine.backends import ModelLoadError
+
+    cfg = _config(args)
+    try:
+        return run(cfg)
+    except ModelLoadError as exc:
+        raise CliError(str(exc), EXIT_MODEL) from None
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    _plugins(cfg)  # plugin settings are part of the config: [plugins.<name>] tables
     print(f"{cfg.source or '(defaults)'}: ok", file=sys.stderr)
     return 0
 
@@ -296,9 +435,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_events, log_level="WARNING")
 
+    rn = with_config(sub.add_parser("run", help="the service: watch folders, analyse finished files (systemd runs this)"))
+    rn.set_defaults(func=cmd_run, log_level="INFO")
+
     s = with_config(sub.add_parser("status", help="recordings, their state and failures"))
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status, log_level="WARNING")
+
+    pl = with_config(sub.add_parser("plugins", help="list plugins, their versions and hooks"))
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins, log_level="WARNING")
+
+    r = with_config(sub.add_parser("replay", help="deliver a recording's notifications to plugins again"))
+    r.add_argument("recording", nargs="?", help="the recording's file (or its id)")
+    r.add_argument("--plugin", help="only this plugin")
+    r.add_argument("--all", action="store_true", help="every recording (back-fill a newly enabled plugin)")
+    r.set_defaults(func=cmd_replay, log_level="WARNING")
+
+    pn = with_config(sub.add_parser("plan", help="show a file's chunks and their estimated GPU memory"))
+    pn.add_argument("file")
+    pn.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    pn.set_defaults(func=cmd_plan, log_level="WARNING")
 
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -332,6 +489,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"framewatch: error: {exc}", file=sys.stderr)
         return exc.code
+    except GpuLeaseBusy as exc:
+        print(f"framewatch: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except CudaFault as exc:
+        print(f"framewatch: CUDA error, exiting so the chunk runs again in a fresh process: {exc}", file=sys.stderr)
+        return EXIT_CUDA
     except KeyboardInterrupt:
         print("framewatch: interrupted", file=sys.stderr)
         return 130

@@ -7,7 +7,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+
+from daemon.engine.prompts import PROFILES
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
 
@@ -53,6 +55,11 @@ class ModelConfig(_Section):
     prefill_chunk_size: int | None = Field(
         None, ge=64, description="Chunked prefill (bounds activation memory on a GPU); None: off."
     )
+    quantization: Literal["8bit", "4bit"] | None = Field(
+        None,
+        description="Load the language model's linear layers in 8 or 4 bits (bitsandbytes, the "
+        "optional extra `gpu`); the vision tower stays in model.dtype. None: no quantization.",
+    )
 
     @field_validator("device")
     @classmethod
@@ -94,12 +101,146 @@ class AnalysisConfig(_Section):
     )
 
 
+# Container suffixes a watched folder takes by default (matched case-insensitively).
+DEFAULT_INCLUDE = (
+    "*.mp4", "*.m4v", "*.mov", "*.mkv", "*.webm", "*.avi", "*.ts", "*.mts", "*.m2ts",
+    "*.mpg", "*.mpeg", "*.wmv", "*.flv", "*.3gp", "*.ogv",
+)
+
+
+class WatchConfig(_Section):
+    """One `[[watch]]` table: a folder whose finished files become recordings."""
+
+    path: Path = Field(description="Folder to watch (relative: to the config file).")
+    recursive: bool = Field(True, description="Also watch every subfolder.")
+    include: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INCLUDE),
+        description="Globs a file must match (name, or path relative to the folder when the glob "
+        "has a '/'); case-insensitive.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Globs of files to leave alone. Partial downloads (*.part, *.crdownload, *.tmp, "
+        ".~*) and hidden files are always ignored until renamed.",
+    )
+    profile: str | None = Field(None, description="Prompt profile for this folder (default: analysis.profile).")
+    settle_seconds: float = Field(
+        10.0, ge=0, le=86400, description="A finished file must keep its size and mtime this long before it is taken."
+    )
+    follow_symlinks: bool = Field(
+        False, description="Take symlinks whose target lies outside the folder (and descend into linked folders)."
+    )
+    poll: Literal["auto"] | StrictBool = Field(
+        "auto",
+        description="auto: poll on network file systems (NFS, SMB/CIFS, sshfs), inotify elsewhere; "
+        "true/false force it.",
+    )
+    poll_interval_s: float = Field(5.0, gt=0, le=3600, description="How often a polled folder is compared.")
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, v: str | None) -> str | None:
+        if v is not None and v not in PROFILES:
+            raise ValueError(f"unknown profile; one of {', '.join(sorted(PROFILES))}")
+        return v
+
+
+class DaemonConfig(_Section):
+    """`[daemon]`: how `framewatch run` schedules, retries and shuts down."""
+
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="Tries per chunk (failures and crashes in the middle of it) before it stays failed."
+    )
+    retry_backoff_s: float = Field(
+        60.0, ge=0, description="Wait before retrying a failed chunk; doubles with each further attempt."
+    )
+    rescan_interval_s: float = Field(
+        300.0, gt=0, description="How often every watched folder is rescanned for files the watcher missed."
+    )
+    queue_poll_s: float = Field(
+        30.0, gt=0, description="How often an idle worker looks at the queue without being woken."
+    )
+    reap_interval_s: float = Field(60.0, gt=0, description="How often chunks with an expired lease are reaped.")
+    deliver_interval_s: float = Field(5.0, gt=0, description="How often due plugin notifications are delivered.")
+    deliver_batch: int = Field(100, ge=1, description="Most notifications delivered per round.")
+    chunk_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="A chunk running longer counts as hung: the systemd watchdog is no longer fed, "
+        "so systemd restarts the service and the chunk is retried.",
+    )
+    stop_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="On SIGTERM, how long to let the current chunk finish before releasing it and "
+        "exiting; keep it below the unit's TimeoutStopSec.",
+    )
+
+
+class PluginsConfig(BaseModel):
+    """`[plugins]`: `disabled` names plugins never to load; every other key is one plugin's table,
+    kept raw here and validated at start-up by the plugin manager against the model the plugin
+    registered (so errors still carry key paths like `plugins.webhook.url`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    disabled: list[str] = Field(
+        default_factory=list, description="Plugins (built-in or installed) that are never loaded."
+    )
+
+    @model_validator(mode="after")
+    def _tables_only(self) -> PluginsConfig:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"plugins.{name} must be a table ([plugins.{name}])")
+        return self
+
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """Each `[plugins.<name>]` table as written (its presence turns a built-in output on)."""
+        return {k: dict(v) for k, v in (self.model_extra or {}).items()}
+
+
+class GpuConfig(_Section):
+    """`[gpu]`: the memory budget one chunk must fit, and how far the planner may step down."""
+
+    memory_budget_gib: float | None = Field(
+        None, gt=0, description="GiB of GPU memory framewatch may use; None: memory_fraction of the device."
+    )
+    memory_fraction: float = Field(
+        0.9, gt=0, le=1, description="Share of the device's memory used when memory_budget_gib is not set."
+    )
+    min_side: int = Field(
+        224, ge=32, le=4096, description="Floor for the frames' longest side when stepping down, in pixels."
+    )
+    min_fps: float = Field(0.25, gt=0, le=60, description="Floor for frames per second when stepping down.")
+    min_chunk_seconds: float = Field(
+        30.0, gt=0, description="Floor for the chunk length when stepping down, in seconds."
+    )
+    when_busy: Literal["wait", "step_down"] = Field(
+        "wait",
+        description="Another process holds GPU memory so a chunk no longer fits: wait for it, "
+        "or run the chunk stepped down.",
+    )
+    busy_poll_seconds: float = Field(10.0, gt=0, description="How often a waiting worker looks again.")
+    slack_fraction: float = Field(
+        0.15, ge=0, le=2, description="Allocator slack on top of the estimated activations and KV cache."
+    )
+    when_locked: Literal["error", "wait"] = Field(
+        "error",
+        description="Another framewatch process already uses this GPU: stop with an error, or wait for it.",
+    )
+
+
 class Config(_Section):
     storage: StorageConfig = StorageConfig()
     model: ModelConfig = ModelConfig()
     chunking: ChunkingConfig = ChunkingConfig()
     sampling: SamplingConfig = SamplingConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    gpu: GpuConfig = GpuConfig()
+    plugins: PluginsConfig = PluginsConfig()
+    watch: list[WatchConfig] = Field(default_factory=list, description="[[watch]] folders.")
+    daemon: DaemonConfig = DaemonConfig()
     source: Path | None = Field(None, exclude=True, description="The file this was loaded from.")
 
     def storage_url(self) -> str:
@@ -114,6 +255,13 @@ class Config(_Section):
             base = self.source.parent if self.source else Path.cwd()
             return prefix + str((base / rel).resolve())
         return url
+
+    def watch_path(self, watch: WatchConfig) -> Path:
+        """watch.path made absolute (relative to the config file), `~` expanded."""
+        path = watch.path.expanduser()
+        if not path.is_absolute():
+            path = (self.source.parent if self.source else Path.cwd()) / path
+        return Path(os.path.abspath(path))
 
     def model_name(self) -> str:
         """model.name, with a relative local directory resolved against the config file."""

@@ -13,13 +13,14 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 from sqlalchemy import JSON, Column, UniqueConstraint, event, func, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, create_engine, delete, select
+from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select, update
 
 from daemon.engine.events import Candidate
 from daemon.models import ChunkInfo, ChunkWindow, EventInfo, RecordingInfo
@@ -109,6 +110,49 @@ class Delivery(SQLModel, table=True):
     delivered_at: float | None = Field(default=None, index=True)
     dead: bool = False
     created_at: float = Field(default_factory=time.time)
+
+
+class PluginBlock(SQLModel, table=True):
+    """A plugin whose destination said it is gone for good (HTTP 410), with the settings it had:
+    its notifications are not attempted until those settings change or a replay lifts the block."""
+
+    __tablename__ = "plugin_block"
+    plugin: str = Field(primary_key=True)
+    settings_hash: str
+    reason: str
+    since: float = Field(default_factory=time.time)
+
+
+class Calibration(SQLModel, table=True):
+    """Measured over estimated peak GPU allocation for one model setting on one kind of GPU:
+    later plans multiply their estimate by `ratio_max` (see engine/budget.py)."""
+
+    __table_args__ = (UniqueConstraint("model", "device"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model: str  # budget.calibration_key: model name, dtype, quantization
+    device: str  # the GPU's name, e.g. "NVIDIA H100 80GB HBM3"
+    samples: int = 0
+    ratio_mean: float = 1.0
+    ratio_max: float = 0.0
+    last_measured_gib: float | None = None
+    last_estimated_gib: float | None = None
+    updated_at: float = Field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryInfo:
+    """One claimed outbox row. `lease` is the next_attempt_at the claim wrote: the token that
+    proves the row is still ours (see `renew_delivery`)."""
+
+    id: int
+    plugin: str
+    hook: str
+    recording_id: int
+    chunk_index: int | None
+    attempts: int
+    created_at: float
+    lease: float
+    last_error: str | None = None
 
 
 def process_owner() -> str:
@@ -348,16 +392,21 @@ class Store:
                 s.exec(select(Chunk).where(Chunk.recording_id == recording_id).order_by(Chunk.index)).all()
             )
 
-    def claim(
-        self, recording_id: int, owner: str, lease_s: float, *, retry_failed: bool = False
-    ) -> ChunkInfo | None:
-        """Take the first chunk of a recording that is pending (or failed, when retrying): it
-        becomes `running`, leased to `owner`."""
-        wanted = ["pending", "failed"] if retry_failed else ["pending"]
+    def requeue_failed(self, recording_id: int) -> int:
+        """Put a recording's failed chunks back to `pending` (a person asked to analyse it again)."""
+        with self.session() as s:
+            rows = s.exec(select(Chunk).where(Chunk.recording_id == recording_id, Chunk.status == "failed")).all()
+            for c in rows:
+                c.status = "pending"
+                s.add(c)
+            return len(rows)
+
+    def claim(self, recording_id: int, owner: str, lease_s: float) -> ChunkInfo | None:
+        """Take the first pending chunk of a recording: it becomes `running`, leased to `owner`."""
         with self.session() as s:
             c = s.exec(
                 select(Chunk)
-                .where(Chunk.recording_id == recording_id, Chunk.status.in_(wanted))  # type: ignore[attr-defined]
+                .where(Chunk.recording_id == recording_id, Chunk.status == "pending")
                 .order_by(Chunk.index)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -467,6 +516,104 @@ class Store:
                 c.attempts = max(0, c.attempts - 1)
                 s.add(c)
 
+    # -- queue (framewatch run) ----------------------------------------------------------------
+
+    def due_recordings(self, now: float | None = None) -> list[int]:
+        """Recordings with work left (queued or analyzing) whose retry time has come, oldest first."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(Recording.id)
+                    .where(
+                        col(Recording.status).in_(("queued", "analyzing")),
+                        (col(Recording.next_attempt_at).is_(None)) | (col(Recording.next_attempt_at) <= now),
+                    )
+                    .order_by(col(Recording.id))
+                ).all()
+            )
+
+    def set_path(self, recording_id: int, path: str) -> None:
+        """The recording's bytes now live at `path` (renamed or moved while it waited)."""
+        with self.session() as s:
+            rec = s.get(Recording, recording_id)
+            if rec is not None and rec.path != path:
+                rec.path, rec.updated_at = path, time.time()
+                s.add(rec)
+
+    def path_index(self) -> dict[str, tuple[int, float]]:
+        """(size, mtime) each known path was registered with: a rescan skips files unchanged since."""
+        with self.session() as s:
+            rows = s.exec(select(RecordingPath.path, RecordingPath.size, RecordingPath.mtime)).all()
+            return {p: (size, mtime) for p, size, mtime in rows}
+
+    def defer(self, recording_id: int, error: str, delay_s: float) -> RecordingInfo:
+        """An unexpected error while processing a recording: count the attempt and hold the
+        recording back for `delay_s` (the caller fails it once attempts run out)."""
+        with self.session() as s:
+            rec = s.get(Recording, recording_id)
+            if rec is None:
+                raise KeyError(recording_id)
+            rec.attempts += 1
+            rec.next_attempt_at = time.time() + delay_s
+            rec.reason, rec.updated_at = f"attempt {rec.attempts} failed: {error}"[:2000], time.time()
+            s.add(rec)
+            return _recording_info(rec)
+
+    def retry_failed_chunks(self, max_attempts: int, backoff_s: float, now: float | None = None) -> list[int]:
+        """Put failed chunks with attempts left back to `pending` once their backoff
+        (backoff_s * 2^(attempts-1) after the failure) has passed, and their recordings back in
+        the queue. Returns the recordings re-queued."""
+        now = time.time() if now is None else now
+        requeued: set[int] = set()
+        with self.session() as s:
+            failed = s.exec(
+                select(Chunk).where(Chunk.status == "failed", Chunk.attempts < max_attempts)
+            ).all()
+            for c in failed:
+                delay = backoff_s * 2 ** max(0, c.attempts - 1)
+                if (c.finished_at or 0) + delay > now:
+                    continue
+                rec = s.get(Recording, c.recording_id)
+                if rec is None or rec.status not in ("failed", "analyzing", "queued"):
+                    continue
+                c.status = "pending"
+                s.add(c)
+                if rec.status == "failed":
+                    rec.status, rec.reason, rec.updated_at = "queued", None, now
+                    s.add(rec)
+                requeued.add(rec.id)  # type: ignore[arg-type]
+        if requeued:
+            log.info("chunks_retried", recordings=sorted(requeued))
+        return sorted(requeued)
+
+    def abandon_exhausted(self, max_attempts: int) -> int:
+        """Fail pending chunks that already used every attempt: the process died or hung in each
+        of them (a released chunk gives its attempt back), so running it again would only repeat
+        the crash."""
+        n = 0
+        with self.session() as s:
+            for c in s.exec(
+                select(Chunk).where(Chunk.status == "pending", Chunk.attempts >= max_attempts)
+            ).all():
+                c.status, c.finished_at = "failed", time.time()
+                c.error = f"gave up after {c.attempts} attempts: the daemon died or hung during this chunk"
+                s.add(c)
+                n += 1
+        if n:
+            log.warning("chunks_abandoned", count=n)
+        return n
+
+    def running_chunks(self) -> list[tuple[int, int, str | None, float | None]]:
+        """(recording id, chunk index, owner, started_at) of every chunk being analysed now."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Chunk.recording_id, Chunk.index, Chunk.owner, Chunk.started_at)
+                .where(Chunk.status == "running")
+                .order_by(col(Chunk.started_at))
+            ).all()
+            return [(r, i, o, t) for r, i, o, t in rows]
+
     # -- events -------------------------------------------------------------------------------
 
     def events(self, recording_id: int | None = None, chunk_index: int | None = None) -> list[EventInfo]:
@@ -491,3 +638,192 @@ class Store:
     def ping(self) -> None:
         with self.session() as s:
             s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+
+    def chunk_info(self, recording_id: int, index: int) -> ChunkInfo:
+        with self.session() as s:
+            c = s.exec(
+                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
+            ).first()
+            if c is None:
+                raise KeyError((recording_id, index))
+            total = s.exec(select(func.count()).where(Chunk.recording_id == recording_id)).one()
+            return _chunk_info(c, total)
+
+    # -- outbox -------------------------------------------------------------------------------
+
+    def claim_deliveries(
+        self, plugins: Sequence[str], limit: int, lease_s: float, now: float | None = None
+    ) -> list[DeliveryInfo]:
+        """Take up to `limit` due, undelivered, live outbox rows of `plugins`, oldest first.
+
+        Claiming moves next_attempt_at to now + lease_s: that is the lease (no other dispatcher
+        takes the rows meanwhile) and the token `renew_delivery` checks."""
+        if not plugins:
+            return []
+        now = time.time() if now is None else now
+        with self.session() as s:
+            rows = s.exec(
+                select(Delivery)
+                .where(
+                    col(Delivery.delivered_at).is_(None),
+                    col(Delivery.dead).is_(False),
+                    Delivery.next_attempt_at <= now,
+                    col(Delivery.plugin).in_(list(plugins)),
+                )
+                .order_by(col(Delivery.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            until = now + lease_s
+            out = []
+            for d in rows:
+                d.next_attempt_at = until
+                s.add(d)
+                assert d.id is not None
+                out.append(
+                    DeliveryInfo(
+                        d.id, d.plugin, d.hook, d.recording_id, d.chunk_index, d.attempts,
+                        d.created_at, until, d.last_error,
+                    )
+                )
+            return out
+
+    def renew_delivery(self, delivery_id: int, lease: float, until: float) -> bool:
+        """Extend a claimed row's lease just before calling its plugin; False when the row is no
+        longer ours (delivered, dead, or re-claimed elsewhere after our lease ran out)."""
+        with self.session() as s:
+            res = s.exec(
+                update(Delivery)
+                .where(
+                    col(Delivery.id) == delivery_id,
+                    col(Delivery.next_attempt_at) == lease,
+                    col(Delivery.delivered_at).is_(None),
+                    col(Delivery.dead).is_(False),
+                )
+                .values(next_attempt_at=until)
+            )
+            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
+    def delivery_done(self, delivery_id: int, now: float | None = None) -> None:
+        with self.session() as s:
+            d = s.get(Delivery, delivery_id)
+            if d is not None:
+                d.delivered_at = time.time() if now is None else now
+                d.attempts += 1
+                s.add(d)
+
+    def delivery_failed(self, delivery_id: int, error: str, next_attempt_at: float | None) -> None:
+        """Record a failed attempt: retried at `next_attempt_at`, or dead when that is None."""
+        with self.session() as s:
+            d = s.get(Delivery, delivery_id)
+            if d is None:
+                return
+            d.attempts += 1
+            d.last_error = error[:2000]
+            if next_attempt_at is None:
+                d.dead = True
+            else:
+                d.next_attempt_at = next_attempt_at
+            s.add(d)
+
+    def release_deliveries(self, ids: Sequence[int], next_attempt_at: float) -> None:
+        """Give claimed rows back unattempted, due again at `next_attempt_at`."""
+        if not ids:
+            return
+        with self.session() as s:
+            s.exec(
+                update(Delivery)
+                .where(col(Delivery.id).in_(list(ids)), col(Delivery.delivered_at).is_(None))
+                .values(next_attempt_at=next_attempt_at)
+            )
+
+    def add_deliveries(self, rows: Sequence[tuple[str, str, int, int | None]]) -> int:
+        """New outbox rows (plugin, hook, recording id, chunk index), e.g. for a replay."""
+        with self.session() as s:
+            s.add_all(
+                Delivery(plugin=p, hook=h, recording_id=r, chunk_index=c) for p, h, r, c in rows
+            )
+        return len(rows)
+
+    def block_plugin(self, plugin: str, settings_hash: str, reason: str) -> int:
+        """Stop delivering to `plugin` while it has these settings; its undelivered rows die with
+        `reason`, in the same transaction. Returns how many died."""
+        with self.session() as s:
+            block = s.get(PluginBlock, plugin) or PluginBlock(
+                plugin=plugin, settings_hash=settings_hash, reason=reason
+            )
+            block.settings_hash, block.reason, block.since = settings_hash, reason, time.time()
+            s.add(block)
+            res = s.exec(
+                update(Delivery)
+                .where(
+                    col(Delivery.plugin) == plugin,
+                    col(Delivery.delivered_at).is_(None),
+                    col(Delivery.dead).is_(False),
+                )
+                .values(dead=True, last_error=reason[:2000])
+            )
+            return int(res.rowcount)  # type: ignore[attr-defined]
+
+    def plugin_block(self, plugin: str) -> tuple[str, str] | None:
+        """(settings hash, reason) when `plugin` is blocked, else None."""
+        with self.session() as s:
+            b = s.get(PluginBlock, plugin)
+            return (b.settings_hash, b.reason) if b else None
+
+    def unblock_plugin(self, plugin: str) -> bool:
+        with self.session() as s:
+            b = s.get(PluginBlock, plugin)
+            if b is not None:
+                s.delete(b)
+            return b is not None
+
+    def delivery_counts(self) -> dict[str, Any]:
+        """Outbox totals, overall and per plugin: pending (not yet tried), failed (tried, will be
+        retried), dead (given up), delivered."""
+        state = (
+            "CASE WHEN delivered_at IS NOT NULL THEN 'delivered' WHEN dead THEN 'dead' "
+            "WHEN attempts > 0 THEN 'failed' ELSE 'pending' END"
+        )
+        with self.session() as s:
+            rows = s.exec(  # type: ignore[call-overload]
+                text(f"SELECT plugin, {state} AS s, COUNT(*) FROM delivery GROUP BY plugin, s")
+            ).all()
+        keys = ("pending", "failed", "dead", "delivered")
+        out: dict[str, Any] = dict.fromkeys(keys, 0)
+        plugins: dict[str, dict[str, int]] = {}
+        for plugin, st, n in rows:
+            out[st] += n
+            plugins.setdefault(plugin, dict.fromkeys(keys, 0))[st] = n
+        out["plugins"] = plugins
+        return out
+
+    # -- GPU memory calibration ---------------------------------------------------------------
+
+    def record_calibration(self, model: str, device: str, measured_gib: float, estimated_gib: float) -> float:
+        """Add one chunk's measured peak allocation against its estimate; returns the ratio plans
+        now use (the largest seen: an estimate is a promise not to run out of memory)."""
+        if measured_gib <= 0 or estimated_gib <= 0:
+            raise ValueError("measured and estimated GiB must be positive")
+        ratio = measured_gib / estimated_gib
+        with self.session() as s:
+            row = s.exec(
+                select(Calibration).where(Calibration.model == model, Calibration.device == device)
+            ).first()
+            if row is None:
+                row = Calibration(model=model, device=device)
+            row.ratio_mean = (row.ratio_mean * row.samples + ratio) / (row.samples + 1)
+            row.samples += 1
+            row.ratio_max = max(row.ratio_max, ratio)
+            row.last_measured_gib, row.last_estimated_gib = measured_gib, estimated_gib
+            row.updated_at = time.time()
+            s.add(row)
+            return row.ratio_max
+
+    def calibration(self, model: str, device: str) -> float | None:
+        """The ratio to apply to estimates for `model` on `device`; None when never measured."""
+        with self.session() as s:
+            row = s.exec(
+                select(Calibration).where(Calibration.model == model, Calibration.device == device)
+            ).first()
+            return row.ratio_max if row is not None and row.samples else None

@@ -7,17 +7,38 @@ one place where the engine (pure) meets the store (state).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from daemon.engine.budget import (
+    BudgetError,
+    Estimator,
+    budget_from,
+    calibration_key,
+    estimator_for,
+    load_model_spec,
+    what_would_fit,
+)
 from daemon.engine.events import merge_overlaps
-from daemon.engine.pipeline import analyze_chunk
-from daemon.engine.planner import evenly_spaced, plan_chunks
+from daemon.engine.pipeline import ChunkResult, analyze_chunk
+from daemon.engine.planner import (
+    FittedPlan,
+    Floors,
+    describe_steps,
+    evenly_spaced,
+    fit_plan,
+    plan_chunks,
+    step_down_window,
+    window_steps,
+)
 from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine.prompts import instructions, prompt_hash
+from daemon.engine.prompts import build_prompt
+from daemon.gpu import CudaFault, GpuLease, GpuRuntime, is_cuda_fault, is_oom, lease_dir, release_memory
 from daemon.identity import fingerprint
 from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo
 from daemon.store import Store, process_owner
@@ -62,6 +83,7 @@ class Worker:
         owner: str | None = None,
         subscribers: Subscribers = _no_subscribers,
         lease_s: float = DEFAULT_LEASE_S,
+        gpu: GpuRuntime | None = None,
     ):
         self.store = store
         self.config = config
@@ -71,6 +93,12 @@ class Worker:
         self.owner = owner or process_owner()
         self.subscribers = subscribers
         self.lease_s = lease_s
+        # The device (detected on first use: it imports torch), its lease, the memory model and
+        # budget on a GPU, and the fitted plan of the recording being processed.
+        self._gpu = gpu
+        self._gpu_lease: GpuLease | None = None
+        self._memory: tuple[Estimator, float] | None = None
+        self._fitted: FittedPlan | None = None
 
     @property
     def analyzer(self) -> Analyzer:
@@ -112,7 +140,21 @@ class Worker:
         }
 
     def plan(self, media: MediaInfo) -> list[ChunkWindow]:
+        """The configured plan; on a GPU, fitted to the memory budget (BudgetError when even the
+        floors do not fit, saying what would)."""
         c = self.config
+        self._fitted = None
+        memory = self.memory()
+        if memory is not None:
+            est, budget = memory
+            fitted = fit_plan(media, c, est, budget)
+            if not fitted.fits:
+                advice = what_would_fit(est, budget, fitted.floor, c.model_name())
+                raise BudgetError(f"{c.model_name()}: {fitted.reason}. What would fit: {advice}")
+            if fitted.stepped_down:
+                log.info("plan_stepped_down", stepped_down=fitted.describe(), budget_gib=round(budget, 2))
+            self._fitted = fitted
+            return list(fitted.windows)
         return plan_chunks(
             media,
             seconds=c.chunking.seconds,
@@ -127,6 +169,7 @@ class Worker:
         recording_id: int,
         *,
         on_chunk: Callable[[ChunkDone], None] | None = None,
+        on_start_chunk: Callable[[RecordingInfo, ChunkInfo], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         retry_failed: bool = False,
     ) -> RecordingInfo:
@@ -148,15 +191,28 @@ class Worker:
             except ValueError as exc:
                 return self._fail(rec, str(exc))
             windows = self.plan(media)
+            if self._fitted is not None and self._fitted.stepped_down:
+                settings = {**settings, "fitted": {k: list(v) for k, v in self._fitted.stepped_down.items()}}
+            if not self.hold_gpu(should_stop):
+                return self.store.recording(rec.id)
+            # Load the model before taking a chunk: a model that cannot load (ModelLoadError) is
+            # the operator's to fix, not a failure of this recording's chunks.
+            self.analyzer  # noqa: B018
             chunks = self.store.plan(rec.id, windows)
             rec = self.store.set_status(rec.id, "analyzing", duration_s=media.duration_s, settings=settings)
             log.info("recording_started", chunks=len(chunks), duration_s=round(media.duration_s, 3))
             by_index = {c.index: c for c in chunks}
+            if retry_failed:
+                self.store.requeue_failed(rec.id)
             while not should_stop():
-                claimed = self.store.claim(rec.id, self.owner, self.lease_s, retry_failed=retry_failed)
+                claimed = self.store.claim(rec.id, self.owner, self.lease_s)
                 if claimed is None:
                     break
-                done = self._run_chunk(rec, media, claimed, by_index, task, settings)
+                if on_start_chunk is not None:
+                    # The daemon's watchdog, STATUS= line and shutdown release need to know which
+                    # chunk is on the GPU from the moment it is claimed.
+                    on_start_chunk(rec, claimed)
+                done = self._run_chunk(rec, media, claimed, by_index, task, settings, should_stop)
                 if on_chunk is not None:
                     on_chunk(done)
             return self._settle(rec)
@@ -173,6 +229,134 @@ class Worker:
             height=row.height,
         )
 
+    # -- GPU memory -----------------------------------------------------------------------------
+
+    @property
+    def gpu(self) -> GpuRuntime:
+        if self._gpu is None:
+            self._gpu = GpuRuntime.detect(self.config.model.device)
+        return self._gpu
+
+    def memory(self) -> tuple[Estimator, float] | None:
+        """(memory model, budget GiB) on a GPU, calibrated from the store; None on the CPU, whose
+        memory is not budgeted."""
+        if not self.gpu.is_cuda:
+            return None
+        if self._memory is None:
+            c = self.config
+            budget, _ = budget_from(c, self.gpu.total_gib)
+            if budget is None:
+                return None
+            spec = load_model_spec(c.model_name(), c.model.revision)
+            ratio = self.store.calibration(calibration_key(c, self.gpu.device), self._gpu_key()) or 1.0
+            task = instructions(c.analysis.profile, c.analysis.prompt)
+            prompt = build_prompt(task, 0.0, 0.0, c.analysis.max_events)
+            self._memory = (estimator_for(c, spec, self.gpu.device, ratio=ratio, prompt=prompt), budget)
+        return self._memory
+
+    def _gpu_key(self) -> str:
+        return self.gpu.name or self.gpu.device
+
+    def hold_gpu(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """One consumer per GPU: take this device's lease (kept for the life of the worker).
+        Raises GpuLeaseBusy, or waits, per gpu.when_locked; False if stopped while waiting."""
+        if not self.gpu.is_cuda:
+            return True
+        if self._gpu_lease is None:
+            self._gpu_lease = GpuLease(lease_dir(self.config), self.gpu.device)
+        return self._gpu_lease.acquire(
+            wait=self.config.gpu.when_locked == "wait", should_stop=should_stop,
+            poll_s=self.config.gpu.busy_poll_seconds,
+        )
+
+    def close(self) -> None:
+        """Give the GPU lease back (process exit does too)."""
+        if self._gpu_lease is not None:
+            self._gpu_lease.release()
+
+    def _room_for(
+        self, window: ChunkWindow, media: MediaInfo, steps: list[dict[str, Any]], should_stop: Callable[[], bool]
+    ) -> ChunkWindow | None:
+        """The chunk as it can run now: as planned, or, when another process holds GPU memory,
+        after waiting or stepped down (gpu.when_busy). None if stopped while waiting."""
+        memory = self.memory()
+        if memory is None or self.gpu.room_gib() is None:
+            return window
+        est, budget = memory
+        g = self.config.gpu
+        waiting_since: float | None = None
+        while True:
+            room = self.gpu.room_gib()
+            # The room excludes our CUDA context, which the estimate includes.
+            limit = min(budget, (room if room is not None else budget) + est.context_gib)
+
+            def fits(w: ChunkWindow) -> bool:
+                return est.peak_gib(len(w.sample_times), w.width, w.height) <= limit
+
+            if fits(window):
+                if waiting_since is not None:
+                    log.info("gpu_free_again", waited_s=round(time.monotonic() - waiting_since, 1))
+                return window
+            if g.when_busy == "step_down":
+                smaller = step_down_window(
+                    window, media, Floors.from_config(self.config), self.config.sampling.max_pixels, fits
+                )
+                if smaller is not None and fits(smaller):
+                    steps.append({"why": "gpu_busy", **window_steps(window, smaller)})
+                    log.warning("gpu_busy_stepped_down", room_gib=round(limit, 2),
+                                stepped_down=describe_steps(window_steps(window, smaller)))
+                    return smaller
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                need = est.peak_gib(len(window.sample_times), window.width, window.height)
+                log.warning("gpu_busy_waiting", room_gib=round(limit, 2), need_gib=round(need, 2))
+            deadline = time.monotonic() + g.busy_poll_seconds
+            while time.monotonic() < deadline:
+                if should_stop():
+                    return None
+                time.sleep(min(0.5, g.busy_poll_seconds))
+
+    def _attempt(
+        self, rec: RecordingInfo, chunk: ChunkInfo, window: ChunkWindow, media: MediaInfo, task: str
+    ) -> ChunkResult | ChunkDone | None:
+        """One try at a chunk: its result, a failed ChunkDone, or None for out of memory.
+
+        The exception stays inside this frame, so once it returns nothing references the tensors
+        the failed try allocated and release_memory() can free them."""
+        try:
+            return analyze_chunk(
+                rec.path, window, media.rotation, self.analyzer, task, self.config.analysis.max_events
+            )
+        except UnsupportedMedia as exc:
+            return self._chunk_failed(rec, chunk, exc.reason)
+        except Exception as exc:  # an analyzer may fail in any way; the chunk records why
+            if is_oom(exc):
+                log.warning("chunk_out_of_memory", frames=len(window.sample_times),
+                            width=window.width, height=window.height)
+                return None
+            if is_cuda_fault(exc):
+                # The CUDA context is gone: hand the chunk back and end the process (EXIT_CUDA).
+                log.error("cuda_fault", error=f"{type(exc).__name__}: {exc}")
+                self.store.release_chunk(rec.id, chunk.index, self.owner)
+                raise CudaFault(f"{type(exc).__name__}: {exc}") from exc
+            log.exception("chunk_failed")
+            return self._chunk_failed(rec, chunk, f"{type(exc).__name__}: {exc}")
+
+    def _calibrate(self, window: ChunkWindow, stats: dict[str, Any]) -> None:
+        """Keep the measured peak against the estimate, so later plans use the ratio."""
+        memory = self.memory() if self.gpu.is_cuda else None
+        peak = stats.get("peak_gib")
+        if memory is None or not isinstance(peak, (int, float)) or peak <= 0:
+            return
+        est, budget = memory
+        estimated = est.calibrated(1.0).chunk(len(window.sample_times), window.width, window.height)
+        ratio = self.store.record_calibration(
+            calibration_key(self.config, self.gpu.device), self._gpu_key(), float(peak), estimated.allocated_gib
+        )
+        self._memory = (est.calibrated(ratio), budget)
+        log.debug("memory_calibrated", measured_gib=peak, estimated_gib=round(estimated.allocated_gib, 3),
+                  ratio=round(ratio, 3))
+
     def _run_chunk(
         self,
         rec: RecordingInfo,
@@ -181,19 +365,39 @@ class Worker:
         planned: dict[int, ChunkInfo],
         task: str,
         settings: dict[str, object],
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> ChunkDone:
-        window = self._window(chunk)
+        window = planned_window = self._window(chunk)
         with structlog.contextvars.bound_contextvars(chunk=chunk.index):
-            try:
-                analyzer = self.analyzer
-                result = analyze_chunk(
-                    rec.path, window, media.rotation, analyzer, task, self.config.analysis.max_events
-                )
-            except UnsupportedMedia as exc:
-                return self._chunk_failed(rec, chunk, exc.reason)
-            except Exception as exc:  # an analyzer may fail in any way; the chunk records why
-                log.exception("chunk_failed")
-                return self._chunk_failed(rec, chunk, f"{type(exc).__name__}: {exc}")
+            steps: list[dict[str, Any]] = []
+            ready = self._room_for(window, media, steps, should_stop)
+            if ready is None:
+                self.store.release_chunk(rec.id, chunk.index, self.owner)
+                return ChunkDone(rec, chunk, "released", 0)
+            window = ready
+            floors = Floors.from_config(self.config)
+            while True:
+                outcome = self._attempt(rec, chunk, window, media, task)
+                if isinstance(outcome, ChunkDone):
+                    return outcome
+                if outcome is not None:
+                    result = outcome
+                    break
+                # Out of memory: free what the try left (outside the except block, where the
+                # traceback no longer pins its tensors), then the same chunk, smaller.
+                release_memory()
+                smaller = step_down_window(window, media, floors, self.config.sampling.max_pixels)
+                if smaller is None:
+                    tried = "; ".join(describe_steps({k: v for k, v in s.items() if k != "why"}) for s in steps)
+                    return self._chunk_failed(
+                        rec, chunk,
+                        f"out of GPU memory at the floor ({len(window.sample_times)} frames of "
+                        f"{window.width}x{window.height}; stepped down: {tried or 'nothing'})",
+                    )
+                steps.append({"why": "out_of_memory", **window_steps(window, smaller)})
+                window = smaller
+            analyzer = self.analyzer
+            self._calibrate(window, result.analyzer_stats)
             overlap = self._overlaps(window, planned)
             events = merge_overlaps(
                 self.store.neighbour_events(rec.id, chunk.index),
@@ -211,6 +415,7 @@ class Worker:
                     "width": window.width,
                     "height": window.height,
                 },
+                "memory": self._memory_provenance(planned_window, window, steps),
                 "counts": result.counts.as_dict(),
                 "decode_s": round(result.decode_s, 3),
                 "analyze_s": round(result.analyze_s, 3),
@@ -227,6 +432,22 @@ class Worker:
             n = len(stored) if stored is not None else 0
             log.info("chunk_analyzed", events=n, **result.counts.as_dict())
             return ChunkDone(rec, chunk, "done", n)
+
+    def _memory_provenance(
+        self, planned: ChunkWindow, used: ChunkWindow, steps: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """What the chunk was planned as, what ran, and each step down on the way (and why)."""
+        out: dict[str, Any] = {
+            "planned": {"frames": len(planned.sample_times), "width": planned.width, "height": planned.height},
+            "stepped_down": [{k: list(v) if isinstance(v, tuple) else v for k, v in s.items()} for s in steps],
+        }
+        if self._fitted is not None and self._fitted.stepped_down:
+            out["plan_stepped_down"] = {k: list(v) for k, v in self._fitted.stepped_down.items()}
+        if self._memory is not None:
+            est, budget = self._memory
+            out["budget_gib"] = round(budget, 3)
+            out["est_peak_gib"] = round(est.peak_gib(len(used.sample_times), used.width, used.height), 3)
+        return out
 
     @staticmethod
     def _overlaps(window: ChunkWindow, planned: dict[int, ChunkInfo]) -> list[tuple[float, float]]:

@@ -1,0 +1,209 @@
+"""The `framewatch run` service: start the parts in order, stop them in reverse, handle signals.
+
+start(): config checked, plugins loaded (their settings validated), store opened and crash
+leftovers reaped, GPU lease and model loaded, plugins' startup, watcher (with its start-up scan),
+scheduler (worker thread, heartbeat, periodic jobs); then READY=1. A first SIGTERM/SIGINT only
+sets the stop event: no new work is taken, the chunk on the GPU finishes (or is released when
+daemon.stop_timeout_s runs out) and the process exits 0. A second signal exits at once with
+EXIT_FORCED; SQLite's transactions keep the store consistent either way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import structlog
+
+from daemon import sdnotify
+from daemon.config import ConfigError
+
+if TYPE_CHECKING:
+    from daemon.config import Config, WatchConfig
+    from daemon.plugins import PluginManager
+    from daemon.scheduler import Scheduler
+    from daemon.store import Store
+    from daemon.watcher import Watcher
+    from daemon.worker import Worker
+
+log = structlog.get_logger(__name__)
+
+# A second SIGTERM/SIGINT while stopping: leave now, without waiting for the chunk.
+EXIT_FORCED = 4
+
+# A claimed chunk's lease outlives chunk_timeout_s by this much: the watchdog restarts a hung
+# process first, and the lease only matters to a process on another host.
+LEASE_MARGIN_S = 300.0
+
+
+class Daemon:
+    """The running service; plugins receive it as `app` (its `config` is the Config)."""
+
+    def __init__(self, config: Config, *, plugins: PluginManager | None = None):
+        self.config = config
+        self.stop_event = threading.Event()
+        self.plugins = plugins
+        self.store: Store | None = None
+        self.worker: Worker | None = None
+        self.watcher: Watcher | None = None
+        self.scheduler: Scheduler | None = None
+        self._plugins_started = False
+        self._signals = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring every part up in order; on failure, take down what came up and re-raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        from daemon.dispatch import Dispatcher
+        from daemon.plugins import load_plugins
+        from daemon.scheduler import Scheduler
+        from daemon.store import Store
+        from daemon.watcher import Watcher
+        from daemon.worker import Worker
+
+        cfg = self.config
+        if not cfg.watch:
+            raise ConfigError(
+                str(cfg.source) if cfg.source else None,
+                [("watch", [], "no [[watch]] folder configured: framewatch run would have nothing to do")],
+            )
+        self.plugins = self.plugins or load_plugins(cfg)
+        self.store = Store(cfg.storage_url())
+        self.store.reap()
+        self.store.abandon_exhausted(cfg.daemon.max_attempts)
+        self.worker = Worker(
+            self.store,
+            cfg,
+            self.plugins.make_analyzer,
+            subscribers=self.plugins.subscribers,
+            lease_s=cfg.daemon.chunk_timeout_s + LEASE_MARGIN_S,
+        )
+        sdnotify.notify("STATUS=loading the model")
+        t0 = time.monotonic()
+        if not self.worker.hold_gpu(self.stop_event.is_set):
+            return  # stopped while another process held the GPU
+        if self.stop_event.is_set():
+            return
+        analyzer = self.worker.analyzer  # loaded now: READY=1 promises chunks can run
+        log.info("model_ready", analyzer=getattr(analyzer, "name", type(analyzer).__name__),
+                 seconds=round(time.monotonic() - t0, 2))
+        self.plugins.startup(self)
+        self._plugins_started = True
+        self.watcher = Watcher(cfg, self._intake, self.store.path_index, self.stop_event)
+        self.watcher.start()
+        self.scheduler = Scheduler(
+            cfg, self.store, self.worker, self.watcher, Dispatcher(self.store, self.plugins, cfg), self.stop_event
+        )
+        self.scheduler.start()
+        folders = [str(f.root) for f in self.watcher.folders]
+        sdnotify.notify("READY=1", f"STATUS=watching {len(folders)} folder(s)")
+        log.info("daemon_started", folders=folders, pid=os.getpid())
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def wait(self) -> None:
+        """Block the main thread until a signal (or a fatal worker error) asks to stop."""
+        while not self.stop_event.wait(3600):
+            pass
+
+    def stop(self) -> bool:
+        """Take the parts down in reverse order and join their threads. False when the chunk on
+        the GPU did not finish within daemon.stop_timeout_s and was released instead (its thread
+        may still be inside the model: the caller must end the process with os._exit)."""
+        sdnotify.notify("STOPPING=1", "STATUS=stopping: finishing the current chunk")
+        self.stop_event.set()
+        deadline = time.monotonic() + self.config.daemon.stop_timeout_s
+        clean = True
+        if self.scheduler is not None:
+            clean = self.scheduler.stop(deadline)
+        if self.watcher is not None:
+            self.watcher.stop(max(1.0, deadline - time.monotonic()))
+        if self._plugins_started and self.plugins is not None:
+            self.plugins.shutdown(self)
+            self._plugins_started = False
+        if clean:
+            if self.worker is not None:
+                self.worker.close()
+            if self.store is not None:
+                self.store.close()
+        return clean
+
+    @property
+    def exit_code(self) -> int:
+        """0, or why the worker ended the process (a CUDA fault, a crashed loop)."""
+        if self.scheduler is not None and self.scheduler.loop.exit_code is not None:
+            return self.scheduler.loop.exit_code
+        return 0
+
+    # -- intake -------------------------------------------------------------------------------
+
+    def _intake(self, path: str, watch: WatchConfig) -> None:
+        """A finished file from the watcher: register its content; new content is queued."""
+        assert self.worker is not None and self.store is not None and self.plugins is not None
+        with structlog.contextvars.bound_contextvars(path=path):
+            try:
+                verdict = self.plugins.accept_recording(path)
+            except Exception:  # a broken filter plugin must not stop intake; its error is logged
+                log.exception("accept_recording_failed")
+                verdict = None
+            if verdict is False:
+                log.info("recording_refused", by="accept_recording")
+                return
+            rec, created = self.worker.ingest(path, watch.profile)
+            with structlog.contextvars.bound_contextvars(recording_id=rec.id):
+                if created:
+                    log.info("recording_queued", status=rec.status, profile=watch.profile)
+                elif rec.path != path and not os.path.exists(rec.path):
+                    # Renamed or moved before or while it was analysed: follow the file.
+                    self.store.set_path(rec.id, path)
+                    log.info("recording_moved", old_path=rec.path, status=rec.status)
+                else:
+                    log.info("recording_known", status=rec.status, first_path=rec.path)
+                if rec.status in ("queued", "analyzing") and self.scheduler is not None:
+                    self.scheduler.loop.wake()
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Only async-signal-safe work here: set an event, or write(2) and _exit(2). Logging
+        # could deadlock on a lock the interrupted code holds.
+        self._signals += 1
+        if self._signals > 1:
+            os.write(2, f"framewatch: second {signal.Signals(signum).name}, exiting now\n".encode())
+            os._exit(EXIT_FORCED)
+        self.stop_event.set()
+
+
+def run(config: Config) -> int:
+    """`framewatch run`: serve until signalled; returns the exit code."""
+    daemon = Daemon(config)
+    daemon.install_signal_handlers()
+    daemon.start()
+    daemon.wait()
+    log.info("daemon_stopping", signals=daemon._signals, exit_code=daemon.exit_code)
+    clean = daemon.stop()
+    code = daemon.exit_code
+    log.info("daemon_stopped", exit_code=code, chunk_released=not clean)
+    if not clean:
+        # The worker thread is still inside the model and cannot be interrupted; its chunk is
+        # back in the queue, so leave without waiting for it.
+        sys.stderr.flush()
+        os._exit(code)
+    return code

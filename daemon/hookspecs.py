@@ -1,0 +1,173 @@
+"""The public plugin API: pluggy markers, hook specifications and the errors a plugin may raise.
+
+A plugin imports only this module and `daemon.models`. Every hook receives frozen data objects,
+never database rows. Every hook except `register_settings` may also take `settings`: that
+plugin's own validated `[plugins.<name>]` settings (an instance of the model it registered, or
+None). An implementation may take fewer arguments than its spec, so specs can grow without breaking
+plugins.
+
+Notifications (`events_found`, `recording_finished`, `recording_failed`) are not called while the
+recording is analysed: they are written to the outbox with the events they announce and delivered
+later, one plugin at a time, retried with backoff until they succeed. They therefore also take
+`delivery_id`, the same on every retry of one notification (an idempotency key).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import pluggy
+from pydantic import AfterValidator, BaseModel, ValidationInfo
+
+hookspec = pluggy.HookspecMarker("framewatch")
+hookimpl = pluggy.HookimplMarker("framewatch")
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+    from daemon.engine.backends import Analyzer
+    from daemon.models import ChunkInfo, EventInfo, RecordingInfo
+
+
+class RetryLater(Exception):
+    """Raise from a notification to have it retried no sooner than `retry_after` seconds
+    (an HTTP 429/503 with Retry-After); None lets the dispatcher's backoff decide."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Gone(Exception):
+    """Raise from a notification when the destination is gone for good (HTTP 410): this and every
+    other undelivered notification for the plugin become dead, and new ones are not attempted
+    until the plugin's settings change or `framewatch replay --plugin NAME` re-enables it."""
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    # Relative paths in config.toml mean "next to config.toml", as for storage.url and model.name.
+    if value is None:
+        return None
+    value = value.expanduser()
+    base = (info.context or {}).get("config_dir")
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path setting: `~` expanded, relative paths resolved against the config file's folder."""
+
+
+@hookspec
+def register_settings() -> dict[str, type[BaseModel]]:  # type: ignore[empty-body]
+    """Declare settings models for `[plugins.<name>]` tables.
+
+    Returns: a mapping of plugin name to a pydantic model class. At start-up each plugin's table
+    (an empty one when absent) is validated against its model; errors are reported with key paths
+    such as `plugins.webhook.url` and stop the start. The validated instance is what the plugin's
+    other hooks receive as `settings`.
+    """
+
+
+@hookspec
+def startup(app: Any, settings: BaseModel | None) -> None:
+    """The daemon is starting, after the config and every plugin's settings were validated.
+
+    app: the running daemon (its `config` attribute is the Config).
+    settings: this plugin's validated settings, or None.
+    Returns: nothing. An exception stops the start.
+    """
+
+
+@hookspec
+def shutdown(app: Any, settings: BaseModel | None) -> None:
+    """The daemon is stopping; release what `startup` acquired.
+
+    app: the daemon being stopped.
+    settings: this plugin's validated settings, or None.
+    Returns: nothing. An exception is logged and the shutdown goes on.
+    """
+
+
+@hookspec(firstresult=True)
+def accept_recording(path: str, config: Config, settings: BaseModel | None) -> bool | None:
+    """Decide whether a file found in a watched folder should be analysed.
+
+    path: absolute path of the finished file.
+    config: the whole validated Config.
+    settings: this plugin's validated settings, or None.
+    Returns: True to analyse it, False to skip it, None to leave the decision to other plugins
+    (and finally to the watcher's own rules). Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def make_analyzer(config: Config, settings: BaseModel | None) -> Analyzer | None:
+    """Build the Analyzer that turns a chunk's frames into events (called once, lazily, when the
+    first chunk needs analysing).
+
+    config: the whole validated Config.
+    settings: this plugin's validated settings, or None.
+    Returns: an object with `name`, `analyze(chunk: daemon.models.ChunkInput) -> list[dict]` and
+    `provenance() -> dict`, or None to let another plugin decide; the built-in default (tried
+    last) loads the transformers Qwen3-VL backend. Stops at first non-None result.
+    """
+
+
+@hookspec
+def events_found(
+    recording: RecordingInfo,
+    chunk: ChunkInfo,
+    events: list[EventInfo],
+    settings: BaseModel | None,
+    delivery_id: str,
+) -> None:
+    """A chunk was analysed and its events committed (called for every chunk, also one without
+    events, so alerts come early rather than after a two-hour file).
+
+    recording: the recording as it is now (`status` may already be done).
+    chunk: the committed chunk.
+    events: the events stored for that chunk, by start time.
+    settings: this plugin's validated settings, or None.
+    delivery_id: stable across retries of this notification.
+    Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).
+    """
+
+
+@hookspec
+def recording_finished(
+    recording: RecordingInfo,
+    events: list[EventInfo],
+    settings: BaseModel | None,
+    delivery_id: str,
+) -> None:
+    """Every chunk of a recording was analysed; reports and subtitle files are written here.
+
+    recording: the finished recording (status "done", duration, model and settings).
+    events: every event of the recording, by start time.
+    settings: this plugin's validated settings, or None.
+    delivery_id: stable across retries of this notification.
+    Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).
+    """
+
+
+@hookspec
+def recording_failed(
+    recording: RecordingInfo,
+    error: str,
+    settings: BaseModel | None,
+    delivery_id: str,
+) -> None:
+    """A recording could not be analysed (unsupported media, failed chunks).
+
+    recording: the failed recording.
+    error: why, as a person should read it (also `recording.reason`).
+    settings: this plugin's validated settings, or None.
+    delivery_id: stable across retries of this notification.
+    Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).
+    """
+
+
+NOTIFICATION_HOOKS = ("events_found", "recording_finished", "recording_failed")
+"""Hooks delivered through the outbox, one plugin at a time."""

@@ -1,0 +1,149 @@
+"""`framewatch plan`: the chunk plan of one file with each chunk's estimated GPU memory.
+
+Arithmetic only: probe (PyAV), the model's config.json and the budget. It must not import torch
+(tests check), so the device is learnt from the config and nvidia-smi, not from torch.cuda.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.engine.budget import (
+    BudgetError,
+    budget_from,
+    calibration_key,
+    estimator_for,
+    load_model_spec,
+    what_would_fit,
+)
+from daemon.engine.planner import describe_steps, fit_plan, plan_chunks
+from daemon.engine.probe import probe
+from daemon.engine.prompts import build_prompt, instructions
+from daemon.gpu import device_index, query_nvidia_smi
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+
+def _device(cfg: Config) -> tuple[str, tuple[str, float] | None]:
+    """(device, (GPU name, total GiB) or None) as analyze would use them."""
+    setting = cfg.model.device
+    if setting == "cpu":
+        return "cpu", None
+    device = "cuda:0" if setting in ("auto", "cuda") else setting
+    found = query_nvidia_smi(device_index(device))
+    if setting == "auto" and found is None:
+        return "cpu", None
+    return device, found
+
+
+def _calibration(cfg: Config, device: str, gpu_name: str | None) -> float:
+    """The stored measured/estimated ratio, read without creating a store that is not there."""
+    if gpu_name is None:
+        return 1.0
+    url = cfg.storage_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return 1.0
+    from daemon.store import Store
+
+    store = Store(url)
+    try:
+        return store.calibration(calibration_key(cfg, device), gpu_name) or 1.0
+    finally:
+        store.close()
+
+
+def plan_report(cfg: Config, path: str) -> dict[str, Any]:
+    """The plan as `framewatch plan --json` prints it. Raises UnsupportedMedia for a bad file and
+    BudgetError when the model or its config does not fit or cannot be read."""
+    media = probe(path)
+    device, gpu = _device(cfg)
+    name = cfg.model_name()
+    spec = load_model_spec(name, cfg.model.revision)
+    ratio = _calibration(cfg, device, gpu[0] if gpu else None)
+    task = instructions(cfg.analysis.profile, cfg.analysis.prompt)
+    prompt = build_prompt(task, 0.0, media.duration_s, cfg.analysis.max_events)
+    est = estimator_for(cfg, spec, device, ratio=ratio, prompt=prompt)
+    budget, source = budget_from(cfg, gpu[1] if gpu else None)
+    stepped: dict[str, Any] = {}
+    on_gpu = device.startswith("cuda")
+    if on_gpu and budget is not None:
+        fitted = fit_plan(media, cfg, est, budget)
+        if not fitted.fits:
+            raise BudgetError(
+                f"{name}: {fitted.reason}. What would fit: {what_would_fit(est, budget, fitted.floor, name)}"
+            )
+        windows = list(fitted.windows)
+        stepped = {k: list(v) for k, v in fitted.stepped_down.items()}
+    else:
+        # The CPU's memory is not budgeted: the configured plan, with its estimate for reference.
+        c = cfg
+        windows = plan_chunks(
+            media,
+            seconds=c.chunking.seconds,
+            overlap_s=c.chunking.overlap_seconds,
+            fps=c.sampling.fps,
+            max_side=c.sampling.max_side,
+            max_pixels=c.sampling.max_pixels,
+        )
+    chunks = []
+    for w in windows:
+        e = est.chunk(len(w.sample_times), w.width, w.height)
+        chunks.append(
+            {
+                "index": w.index,
+                "start_s": w.start_s,
+                "end_s": w.end_s,
+                "frames": len(w.sample_times),
+                "width": w.width,
+                "height": w.height,
+                "visual_tokens": e.visual_tokens,
+                "prompt_tokens": e.prompt_tokens,
+                "est_peak_gib": round(e.peak_gib, 3),
+            }
+        )
+    return {
+        "model": name,
+        "budget_gib": round(budget, 3) if budget is not None else None,
+        "weights_gib": round(est.weights_gib(), 3),
+        "chunks": chunks,
+        # Beyond the documented keys: how the numbers came about.
+        "device": device if not gpu else f"{device} ({gpu[0]})",
+        "dtype": est.dtype,
+        "quantization": est.quantization,
+        "fixed_gib": round(est.fixed_gib(), 3),
+        "budget_source": source if on_gpu or budget is not None else "no GPU: estimate only",
+        "calibration_ratio": round(ratio, 4),
+        "stepped_down": stepped,
+        "kv_kib_per_token": spec.kv_bytes_per_token(est.dtype) / 1024,
+    }
+
+
+def _hms(t: float) -> str:
+    t = int(t)
+    return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The report as a table for a person."""
+    budget = r["budget_gib"]
+    lines = [
+        f"model   {r['model']} ({r['dtype']}{', ' + r['quantization'] if r['quantization'] else ''}, {r['device']})",
+        f"fixed   {r['weights_gib']:.2f} GiB weights, {r['fixed_gib']:.2f} GiB with the CUDA context"
+        if r["device"].startswith("cuda")
+        else f"fixed   {r['weights_gib']:.2f} GiB weights",
+        f"budget  {budget:.2f} GiB ({r['budget_source']})" if budget is not None else f"budget  {r['budget_source']}",
+    ]
+    if r["stepped_down"]:
+        lines.append(f"stepped down to fit: {describe_steps(r['stepped_down'])}")
+    lines.append(f"{'chunk':>5}  {'window':<17}  {'frames':>6}  {'size':>9}  {'visual':>7}  {'prompt':>7}  est. peak")
+    for c in r["chunks"]:
+        peak = f"{c['est_peak_gib']:.2f} GiB"
+        if budget is not None:
+            peak += f" of {budget:.2f}" + (" OVER" if c["est_peak_gib"] > budget else "")
+        lines.append(
+            f"{c['index']:>5}  {_hms(c['start_s'])}-{_hms(c['end_s'])}  {c['frames']:>6}  "
+            f"{str(c['width']) + 'x' + str(c['height']):>9}  {c['visual_tokens']:>7}  {c['prompt_tokens']:>7}  {peak}"
+        )
+    return "\n".join(lines)

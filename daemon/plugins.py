@@ -1,0 +1,332 @@
+"""The plugin manager: built-in and entry-point plugins, their settings, and calls to one plugin.
+
+pluggy stops a whole hook call at the first exception, so notifications are never called through
+`pm.hook.<name>(...)`: the dispatcher calls one plugin's implementation at a time (`call_one`), and
+the firstresult hooks walk the implementations here so each receives its own `settings`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from daemon import __version__, hookspecs
+from daemon.config import ConfigError
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+    from daemon.engine.backends import Analyzer
+
+log = structlog.get_logger(__name__)
+
+ENTRY_POINT_GROUP = "framewatch"
+
+# (plugin name, module). Built-ins from the `plugins` package write files or call out, so each is
+# active only when its `[plugins.<name>]` table exists: a bare config writes nothing unexpected.
+# The default analyzer is always there (trylast), so any plugin's make_analyzer wins over it.
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("qwen3vl", "daemon.qwen_plugin"),
+    ("markdown_export", "plugins.markdown_export"),
+    ("webhook", "plugins.webhook"),
+    ("subtitles", "plugins.subtitles"),
+)
+OPT_IN_PREFIX = "plugins."
+
+# In the order hookspecs.py defines them (the README's hook reference follows it).
+HOOK_NAMES: tuple[str, ...] = tuple(
+    sorted(
+        (n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "framewatch_spec")),
+        key=lambda n: getattr(hookspecs, n).__code__.co_firstlineno,
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginEntry:
+    """One plugin as `framewatch plugins` lists it."""
+
+    name: str
+    version: str | None
+    source: str  # "built-in", "entry point <dist>", "registered"
+    hooks: tuple[str, ...]
+    active: bool
+    reason: str | None = None  # why inactive
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "hooks": list(self.hooks),
+            "active": self.active,
+            "reason": self.reason,
+        }
+
+
+class PluginManager:
+    """framewatch's pluggy manager plus what pluggy does not keep: sources, versions, settings."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.settings: dict[str, BaseModel | None] = {}
+        self._meta: dict[str, tuple[str | None, str]] = {}  # name -> (version, source)
+        self._inactive: dict[
+            str, tuple[str | None, str, str]
+        ] = {}  # name -> (version, source, why)
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load(
+        self,
+        *,
+        builtins: Iterable[tuple[str, str]] = DEFAULT_PLUGINS,
+        entry_points: bool = True,
+        extra: Iterable[tuple[object, str]] = (),
+    ) -> None:
+        """Register the built-ins, installed plugins and `extra` (plugin, name) pairs (tests,
+        embedding), then validate every plugin's settings. Raises ConfigError (key paths
+        `plugins.<name>...`) for anything a person must fix."""
+        tables = self.config.plugins.tables()
+        disabled = set(self.config.plugins.disabled)
+        errors: list[tuple[str, Any, str]] = []
+        for name, module in builtins:
+            if name in disabled:
+                self._inactive[name] = (__version__, "built-in", "disabled in [plugins]")
+                continue
+            if module.startswith(OPT_IN_PREFIX) and name not in tables:
+                self._inactive[name] = (__version__, "built-in", f"no [plugins.{name}] table")
+                continue
+            self._register(importlib.import_module(module), name, __version__, "built-in", errors)
+        if entry_points:
+            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                dist = ep.dist
+                version = dist.version if dist is not None else None
+                source = f"entry point {dist.name if dist is not None else ep.value}"
+                if ep.name in disabled:
+                    self._inactive[ep.name] = (version, source, "disabled in [plugins]")
+                    continue
+                if self.pm.has_plugin(ep.name):
+                    continue  # the same distribution seen twice on sys.path
+                try:
+                    plugin = ep.load()
+                except Exception as exc:  # any import error of someone else's code
+                    errors.append(
+                        (
+                            f"plugins.{ep.name}",
+                            ep.value,
+                            f"cannot load plugin: {type(exc).__name__}: {exc}",
+                        )
+                    )
+                    continue
+                self._register(plugin, ep.name, version, source, errors)
+        for plugin, name in extra:
+            if name in disabled:
+                self._inactive[name] = (
+                    getattr(plugin, "__version__", None),
+                    "registered",
+                    "disabled in [plugins]",
+                )
+                continue
+            self._register(plugin, name, getattr(plugin, "__version__", None), "registered", errors)
+        self._check_pending(errors)
+        errors += self._validate_settings([n for n, _ in self.pm.list_name_plugin()])
+        for name in tables:
+            if not self.pm.has_plugin(name) and name not in self._inactive:
+                errors.append((f"plugins.{name}", tables[name], "no such plugin is installed"))
+        if errors:
+            raise ConfigError(str(self.config.source) if self.config.source else None, errors)
+        log.debug("plugins_loaded", active=sorted(self._meta), inactive=sorted(self._inactive))
+
+    def register(self, plugin: object, name: str, *, version: str | None = None) -> None:
+        """Register one more plugin (tests, embedding) and validate its settings now."""
+        errors: list[tuple[str, Any, str]] = []
+        self._register(
+            plugin, name, version or getattr(plugin, "__version__", None), "registered", errors
+        )
+        self._check_pending(errors)
+        errors += self._validate_settings([name])
+        if errors:
+            self.unregister(name)
+            raise ConfigError(None, errors)
+
+    def unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin, name)
+        self._meta.pop(name, None)
+        self.settings.pop(name, None)
+
+    def _register(
+        self,
+        plugin: object,
+        name: str,
+        version: str | None,
+        source: str,
+        errors: list[tuple[str, Any, str]],
+    ) -> None:
+        try:
+            self.pm.register(plugin, name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            errors.append((f"plugins.{name}", source, str(exc)))
+            return
+        self._meta[name] = (version, source)
+
+    def _check_pending(self, errors: list[tuple[str, Any, str]]) -> None:
+        # A misspelt hook name would otherwise be silently never called.
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin) or "?"
+            errors.append((f"plugins.{name}", self._meta.get(name, (None, "?"))[1], str(exc)))
+            self.unregister(name)
+
+    def _validate_settings(self, names: Iterable[str]) -> list[tuple[str, Any, str]]:
+        models: dict[str, type[BaseModel]] = {}
+        for result in self.pm.hook.register_settings():
+            models.update(result or {})
+        tables = self.config.plugins.tables()
+        base = self.config.source.parent if self.config.source else None
+        errors: list[tuple[str, Any, str]] = []
+        for name in names:
+            table = tables.get(name, {})
+            model = models.get(name)
+            if model is None:
+                self.settings[name] = None
+                errors += [
+                    (f"plugins.{name}.{k}", v, "unknown key (the plugin has no settings)")
+                    for k, v in table.items()
+                ]
+                continue
+            try:
+                self.settings[name] = model.model_validate(table, context={"config_dir": base})
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = ".".join(str(p) for p in err["loc"])
+                    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                    errors.append(
+                        (f"plugins.{name}" + (f".{loc}" if loc else ""), err.get("input"), msg)
+                    )
+        return errors
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(self._meta)
+
+    def hooks_of(self, name: str) -> tuple[str, ...]:
+        plugin = self.pm.get_plugin(name)
+        if plugin is None:
+            return ()
+        callers = self.pm.get_hookcallers(plugin) or []
+        return tuple(sorted(c.name for c in callers))
+
+    def entries(self) -> list[PluginEntry]:
+        """Every plugin known, active or not, for `framewatch plugins`."""
+        out = [
+            PluginEntry(name, version, source, self.hooks_of(name), True)
+            for name, (version, source) in self._meta.items()
+        ]
+        for name, (version, source, why) in self._inactive.items():
+            module = dict(DEFAULT_PLUGINS).get(name)
+            hooks: tuple[str, ...] = ()
+            if module is not None:
+                mod = importlib.import_module(module)
+                hooks = tuple(
+                    h for h in HOOK_NAMES if hasattr(getattr(mod, h, None), "framewatch_impl")
+                )
+            out.append(PluginEntry(name, version, source, hooks, False, why))
+        return sorted(out, key=lambda e: (not e.active, e.name))
+
+    def subscribers(self, hook: str) -> list[str]:
+        """Names of the active plugins that implement notification `hook` (the Worker writes one
+        outbox row for each)."""
+        return [impl.plugin_name for impl in self._impls(hook)]
+
+    def _impls(self, hook: str) -> list[Any]:
+        caller = getattr(self.pm.hook, hook)
+        # get_hookimpls() is in registration order with tryfirst/trylast applied; pluggy calls
+        # them last-first, and so do we.
+        return [
+            i
+            for i in reversed(caller.get_hookimpls())
+            if not (i.hookwrapper or getattr(i, "wrapper", False))
+        ]
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def call_one(self, name: str, hook: str, **kwargs: Any) -> Any:
+        """Call plugin `name`'s implementation of `hook` alone, with its own settings."""
+        for impl in self._impls(hook):
+            if impl.plugin_name == name:
+                return self._invoke(impl, kwargs)
+        raise LookupError(f"plugin {name!r} does not implement {hook}")
+
+    def call_first(self, hook: str, **kwargs: Any) -> Any:
+        """A firstresult hook, each implementation with its own settings: the first non-None."""
+        for impl in self._impls(hook):
+            result = self._invoke(impl, kwargs)
+            if result is not None:
+                return result
+        return None
+
+    def _invoke(self, impl: Any, kwargs: dict[str, Any]) -> Any:
+        args = {**kwargs, "settings": self.settings.get(impl.plugin_name)}
+        return impl.function(*(args[a] for a in impl.argnames))
+
+    def make_analyzer(self) -> Analyzer:
+        """The Analyzer from the first plugin that makes one (the default Qwen3-VL one last)."""
+        analyzer = self.call_first("make_analyzer", config=self.config)
+        if analyzer is None:
+            raise RuntimeError(
+                "no plugin made an analyzer (is the built-in qwen3vl plugin disabled?)"
+            )
+        return analyzer  # type: ignore[no-any-return]
+
+    def accept_recording(self, path: str) -> bool | None:
+        return self.call_first("accept_recording", path=path, config=self.config)  # type: ignore[no-any-return]
+
+    def startup(self, app: Any) -> None:
+        for impl in reversed(self._impls("startup")):
+            self._invoke(impl, {"app": app})
+
+    def shutdown(self, app: Any) -> None:
+        # Reverse of startup; one plugin failing to stop must not keep the others running.
+        for impl in self._impls("shutdown"):
+            try:
+                self._invoke(impl, {"app": app})
+            except Exception:
+                log.exception("plugin_shutdown_failed", plugin=impl.plugin_name)
+
+
+def load_plugins(
+    config: Config, *, entry_points: bool = True, extra: Iterable[tuple[object, str]] = ()
+) -> PluginManager:
+    """A plugin manager with the built-ins, installed plugins and `extra` registered and their
+    settings validated (ConfigError otherwise)."""
+    manager = PluginManager(config)
+    manager.load(entry_points=entry_points, extra=extra)
+    return manager
+
+
+def hook_reference() -> list[str]:
+    """One Markdown line per hook, from its spec: signature and docstring summary (README's hook
+    reference is checked against this)."""
+    import inspect
+
+    lines = []
+    for name in HOOK_NAMES:
+        spec = getattr(hookspecs, name)
+        params = ", ".join(inspect.signature(spec).parameters)
+        summary = " ".join(inspect.getdoc(spec).split("\n\n")[0].split())  # type: ignore[union-attr]
+        first = " (firstresult)" if spec.framewatch_spec.get("firstresult") else ""
+        lines.append(f"- `{name}({params})`{first}: {summary}")
+    return lines

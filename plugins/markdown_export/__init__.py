@@ -1,0 +1,148 @@
+"""Built-in plugin markdown_export: one Markdown report per finished recording.
+
+The report (`<video stem>.framewatch.md`, next to the video or in `dir`) is rendered from a Jinja2
+template a user may replace. Every value a template prints is escaped for Markdown unless a filter
+marked it safe, so model text can neither change the document's structure nor inject HTML, even
+in a user's own template.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from markupsafe import Markup
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.hookspecs import ConfigPath, hookimpl
+from daemon.models import EventInfo, RecordingInfo
+from plugins._shared import chapters, hms, one_line, write_atomically
+
+NAME = "markdown_export"
+SUFFIX = ".framewatch.md"
+
+
+class MarkdownSettings(BaseModel):
+    """`[plugins.markdown_export]`"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: ConfigPath | None = Field(
+        None, description="Folder for the reports; default: beside each video."
+    )
+    template: ConfigPath | None = Field(
+        None, description="A Jinja2 template replacing the built-in one."
+    )
+    chapter_gap_s: float = Field(
+        60.0, gt=0, description="A quiet gap this long starts a new chapter."
+    )
+    chapter_min_s: float = Field(
+        120.0,
+        gt=0,
+        description="A label change starts a new chapter once the current one lasts this long.",
+    )
+
+
+_PUNCT = frozenset(string.punctuation)
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md_escape(value: object) -> str:
+    """Untrusted text as inert Markdown inline text: one line, `<>&` as entities (never HTML),
+    every other ASCII punctuation character backslash-escaped (CommonMark allows that for all of
+    them, so nothing can open a link, emphasis, code span, heading, list or table cell)."""
+    return "".join(_HTML.get(ch) or ("\\" + ch if ch in _PUNCT else ch) for ch in one_line(value))
+
+
+def _finalize(value: Any) -> Any:
+    # Jinja calls this on every {{ ... }} result: escaping is the default, Markup opts out.
+    if value is None:
+        return ""
+    if isinstance(value, Markup):
+        return value
+    return md_escape(value)
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in value.items():
+            out += _flatten(f"{prefix}.{k}" if prefix else str(k), v)
+        return out
+    return [(prefix, value)]
+
+
+def environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=False,  # HTML escaping is not Markdown escaping; _finalize does the latter
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["hms"] = lambda t: Markup(hms(float(t)))
+    env.filters["md"] = lambda v: Markup(md_escape(v))
+    return env
+
+
+def _template(settings: MarkdownSettings) -> jinja2.Template:
+    if settings.template is not None:
+        source = Path(settings.template).read_text(encoding="utf-8")
+    else:
+        source = (files(__package__) / "report.md.j2").read_text(encoding="utf-8")
+    return environment().from_string(source)
+
+
+def report_path(recording: RecordingInfo, settings: MarkdownSettings) -> Path:
+    video = Path(recording.path)
+    folder = Path(settings.dir) if settings.dir is not None else video.parent
+    return folder / (video.stem + SUFFIX)
+
+
+def render(
+    recording: RecordingInfo, events: list[EventInfo], settings: MarkdownSettings, out: Path
+) -> str:
+    """The report's text for `out` (links to the video are relative to where the report lies)."""
+    href = quote(os.path.relpath(recording.path, out.parent).replace(os.sep, "/"))
+
+    def link(e: EventInfo) -> Markup:
+        # Media fragment: browsers and many players open the video at that second.
+        return Markup(f"[{hms(e.start_s)}]({href}#t={int(e.start_s)})")
+
+    ordered = sorted(events, key=lambda e: (e.start_s, e.end_s))
+    settings_items = _flatten("", {k: v for k, v in recording.settings.items() if k != "model"})
+    context = {
+        "title": Path(recording.path).name,
+        "source": recording.path,
+        "source_link": Markup(f"[{md_escape(Path(recording.path).name)}]({href})"),
+        "duration": recording.duration_s,
+        "model": recording.model,
+        "profile": recording.profile,
+        "settings": settings_items,
+        "events": ordered,
+        "chapters": chapters(ordered, settings.chapter_gap_s, settings.chapter_min_s),
+        "link": link,
+        "recording": recording,
+    }
+    return _template(settings).render(context)
+
+
+@hookimpl
+def register_settings() -> dict[str, type[BaseModel]]:
+    return {NAME: MarkdownSettings}
+
+
+@hookimpl
+def recording_finished(
+    recording: RecordingInfo, events: list[EventInfo], settings: MarkdownSettings | None
+) -> None:
+    settings = settings or MarkdownSettings()
+    out = report_path(recording, settings)
+    write_atomically(out, render(recording, events, settings, out))

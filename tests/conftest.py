@@ -1,0 +1,24 @@
+"""Fixtures for the whole suite: offline Hugging Face settings and a tiny Qwen3-VL checkpoint."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Before any test imports huggingface_hub or transformers, which read these once: nothing in the
+# suite may reach a model hub, and a test that tries must fail instead of hanging on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Qwen3-VL checkpoint directory, built once per session (per xdist worker)."""
+    from daemon.testmodel import make_test_model
+
+    return make_test_model(tmp_path_factory.mktemp("tiny-qwen3vl"))

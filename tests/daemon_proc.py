@@ -1,0 +1,228 @@
+"""Helpers for tests that run the real `framewatch run` as a subprocess: config files, the test
+analyzer plugin installed through an entry point, the daemon's JSON log read as it comes, a fake
+systemd notify socket, and a look into the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def write_config(path: Path, tables: dict[str, dict[str, Any]], watches: list[dict[str, Any]]) -> Path:
+    """A config.toml from {table: {key: value}} and a list of [[watch]] tables."""
+    lines: list[str] = []
+    for table, keys in tables.items():
+        lines.append(f"[{table}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
+    for w in watches:
+        lines.append("[[watch]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in w.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def install_fake_plugin(site: Path) -> Path:
+    """A dist-info folder whose entry point registers tests.fake_analyzer as plugin `fake`; put
+    `site` on PYTHONPATH and the daemon loads it like any installed plugin."""
+    info = site / "framewatch_test_fake-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: framewatch-test-fake\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[framewatch]\nfake = tests.fake_analyzer\n")
+    return site
+
+
+def unique_copies(base: bytes, n: int) -> list[bytes]:
+    """`n` different files with the same pictures: a distinct top-level `free` box appended to an
+    MP4 (legal ISO-BMFF, ignored by players) changes the content fingerprint and nothing else."""
+    return [base + (24).to_bytes(4, "big") + b"free" + i.to_bytes(16, "big") for i in range(n)]
+
+
+class Daemon:
+    """One `framewatch run` subprocess; its JSON log lines are collected by a reader thread."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None):
+        self.config = config
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.logs: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.raw.append(line.rstrip("\n"))
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    entry = None
+                if isinstance(entry, dict):
+                    entry["_t"] = _epoch(entry.get("timestamp"))
+                    self.logs.append(entry)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        with self._cond:
+            return [e for e in self.logs if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())]
+
+    def wait_for(self, event: str, timeout: float = 60.0, count: int = 1, **fields: Any) -> list[dict[str, Any]]:
+        """Block until `count` log lines of `event` (with `fields`) arrived."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [
+                    e for e in self.logs if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+                ]
+                if len(found) >= count:
+                    return found
+                left = end - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(
+                        f"no {count}x {event} {fields} within {timeout}s (exit {self.proc.poll()}); log tail:\n"
+                        + "\n".join(self.raw[-25:])
+                    )
+                self._cond.wait(min(left, 0.5))
+
+    def started(self, timeout: float = 120.0) -> Daemon:
+        self.wait_for("daemon_started", timeout)
+        return self
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout}s; log tail:\n" + "\n".join(self.raw[-25:])) from None
+        self._reader.join(5)
+        return rc
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self._reader.join(5)
+
+
+@contextmanager
+def running(config: Path, *, env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[Daemon]:
+    """A started daemon, killed at the end if the test has not stopped it."""
+    d = Daemon(config, env=env)
+    try:
+        yield d.started(timeout)
+    finally:
+        d.kill()
+
+
+class NotifySocket:
+    """A stand-in for systemd's notify socket in the abstract namespace ('@name')."""
+
+    def __init__(self) -> None:
+        self.name = f"@framewatch-test-{uuid.uuid4().hex[:12]}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            now = time.monotonic()
+            for line in data.decode().splitlines():
+                self.messages.append((now, line))
+
+    def env(self, watchdog_s: float | None = None) -> dict[str, str]:
+        env = {"NOTIFY_SOCKET": self.name}
+        if watchdog_s is not None:
+            env["WATCHDOG_USEC"] = str(int(watchdog_s * 1e6))
+        return env
+
+    def times(self, message: str) -> list[float]:
+        return [t for t, m in list(self.messages) if m == message]
+
+    def starting(self, prefix: str) -> list[str]:
+        return [m for _, m in list(self.messages) if m.startswith(prefix)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def status_json(config: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "status", "--json", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _epoch(stamp: Any) -> float | None:
+    if not isinstance(stamp, str):
+        return None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,68 @@
+"""A test plugin for `framewatch run` subprocesses: a make_analyzer that answers at once (or after
+`sleep_s`, to stand in for a long GPU call), with one event per chunk labelled by its index. It
+fails on purpose for files whose name contains one of `fail_names`, and while the file
+`fail_if_exists` exists (a transient fault the test can end).
+
+The daemon tests install it through an entry point in a temporary dist-info folder on PYTHONPATH,
+so the real plugin loading is exercised and nothing imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from daemon.hookspecs import hookimpl
+from daemon.models import ChunkInput
+
+NAME = "fake"
+
+
+class FakeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sleep_s: float = 0.0
+    fail_names: list[str] = []
+    fail_if_exists: str | None = None
+
+
+class FakeAnalyzer:
+    name = "fake"
+
+    def __init__(self, settings: FakeSettings):
+        self.sleep_s = settings.sleep_s
+        self.settings = settings
+
+    def analyze(self, chunk: ChunkInput) -> list[dict[str, Any]]:
+        time.sleep(self.sleep_s)
+        name = os.path.basename(chunk.recording_path)
+        if any(bad in name for bad in self.settings.fail_names):
+            raise RuntimeError(f"fake analyzer refuses {name}")
+        marker = self.settings.fail_if_exists
+        if marker and os.path.exists(marker):
+            raise RuntimeError("fake transient fault")
+        # A distinct label per chunk, so overlapping chunks never merge and every chunk stores
+        # exactly one event: a chunk stored twice shows up as a duplicate.
+        return [
+            {
+                "start_s": chunk.start_s,
+                "end_s": chunk.end_s,
+                "label": f"chunk-{chunk.index}",
+                "description": f"{len(chunk.frames)} frames",
+            }
+        ]
+
+    def provenance(self) -> dict[str, Any]:
+        return {"model": "fake", "backend": "fake", "sleep_s": self.sleep_s}
+
+
+@hookimpl
+def register_settings() -> dict[str, type[BaseModel]]:
+    return {NAME: FakeSettings}
+
+
+@hookimpl
+def make_analyzer(settings: FakeSettings) -> FakeAnalyzer:
+    return FakeAnalyzer(settings)
