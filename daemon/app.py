@@ -10,7 +10,9 @@ EXIT_FORCED; SQLite's transactions keep the store consistent either way.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -44,8 +46,10 @@ LEASE_MARGIN_S = 300.0
 class Daemon:
     """The running service; plugins receive it as `app` (its `config` is the Config)."""
 
-    def __init__(self, config: Config, *, plugins: PluginManager | None = None):
+    def __init__(self, config: Config, *, plugins: PluginManager | None = None, watch: bool = True):
         self.config = config
+        # False for `framewatch worker`: analyse chunks from the shared queue, watch nothing.
+        self.watch = watch
         self.stop_event = threading.Event()
         self.plugins = plugins
         self.store: Store | None = None
@@ -74,7 +78,7 @@ class Daemon:
         from daemon.worker import Worker
 
         cfg = self.config
-        if not cfg.watch:
+        if self.watch and not cfg.watch:
             raise ConfigError(
                 str(cfg.source) if cfg.source else None,
                 [("watch", [], "no [[watch]] folder configured: framewatch run would have nothing to do")],
@@ -82,7 +86,8 @@ class Daemon:
         self.plugins = self.plugins or load_plugins(cfg)
         self.store = Store(cfg.storage_url())
         self.store.reap()
-        self.store.abandon_exhausted(cfg.daemon.max_attempts)
+        if cfg.queue.backend == "local":  # a shared queue counts deliveries itself
+            self.store.abandon_exhausted(cfg.daemon.max_attempts)
         self.worker = Worker(
             self.store,
             cfg,
@@ -99,15 +104,19 @@ class Daemon:
         analyzer = self.worker.analyzer  # loaded now: READY=1 promises chunks can run
         log.info("model_ready", analyzer=getattr(analyzer, "name", type(analyzer).__name__),
                  seconds=round(time.monotonic() - t0, 2))
+        if self.stop_event.is_set():
+            return  # signalled while the model loaded
         self.plugins.startup(self)
         self._plugins_started = True
-        self.watcher = Watcher(cfg, self._intake, self.store.path_index, self.stop_event)
-        self.watcher.start()
+        if self.watch:
+            self.watcher = Watcher(cfg, self._intake, self.store.path_index, self.stop_event)
+            self.watcher.start()
         self.scheduler = Scheduler(
-            cfg, self.store, self.worker, self.watcher, Dispatcher(self.store, self.plugins, cfg), self.stop_event
+            cfg, self.store, self.worker, self.watcher, Dispatcher(self.store, self.plugins, cfg), self.stop_event,
+            produce=self.watch,
         )
         self.scheduler.start()
-        folders = [str(f.root) for f in self.watcher.folders]
+        folders = [str(f.root) for f in self.watcher.folders] if self.watcher is not None else []
         sdnotify.notify("READY=1", f"STATUS=watching {len(folders)} folder(s)")
         log.info("daemon_started", folders=folders, pid=os.getpid())
 
@@ -177,13 +186,9 @@ class Daemon:
 
     # -- signals ------------------------------------------------------------------------------
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        # Only async-signal-safe work here: set an event, or write(2) and _exit(2). Logging
-        # could deadlock on a lock the interrupted code holds.
+        # Runs in the main thread, which does nothing else (see run): no lock another thread
+        # holds can be waited for here, but logging is still left to the lifecycle thread.
         self._signals += 1
         if self._signals > 1:
             os.write(2, f"framewatch: second {signal.Signals(signum).name}, exiting now\n".encode())
@@ -191,15 +196,48 @@ class Daemon:
         self.stop_event.set()
 
 
-def run(config: Config) -> int:
-    """`framewatch run`: serve until signalled; returns the exit code."""
-    daemon = Daemon(config)
-    daemon.install_signal_handlers()
-    daemon.start()
-    daemon.wait()
-    log.info("daemon_stopping", signals=daemon._signals, exit_code=daemon.exit_code)
-    clean = daemon.stop()
+def run(config: Config, *, watch: bool = True) -> int:
+    """`framewatch run`: serve until signalled; returns the exit code.
+
+    The kernel may deliver SIGTERM to any thread, and CPython runs the handler only when the main
+    thread next executes bytecode: a main thread blocked in a join or a long wait would notice a
+    signal late, or a second one not at all. So start/serve/stop run in a lifecycle thread and
+    the main thread only sleeps in select() on the signal wakeup fd, which every signal wakes."""
+    daemon = Daemon(config, watch=watch)
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+    signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, daemon._on_signal)
+    signal.signal(signal.SIGINT, daemon._on_signal)
+    outcome: dict[str, object] = {}
+
+    def lifecycle() -> None:
+        try:
+            daemon.start()
+            daemon.wait()
+            log.info("daemon_stopping", signals=daemon._signals, exit_code=daemon.exit_code)
+            outcome["clean"] = daemon.stop()
+        except BaseException as exc:  # handed to the main thread, which raises it
+            outcome["error"] = exc
+        finally:
+            done.set()
+            os.write(wfd, b"\0")  # wake the main thread
+
+    done = threading.Event()
+    thread = threading.Thread(target=lifecycle, name="framewatch-lifecycle")
+    thread.start()
+    while not done.is_set():
+        select.select([rfd], [], [])
+        with contextlib.suppress(BlockingIOError):
+            os.read(rfd, 512)
+        # Returning to bytecode here runs the Python-level signal handlers.
+    thread.join()
+    signal.set_wakeup_fd(-1)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
     code = daemon.exit_code
+    clean = bool(outcome.get("clean", True))
     log.info("daemon_stopped", exit_code=code, chunk_released=not clean)
     if not clean:
         # The worker thread is still inside the model and cannot be interrupted; its chunk is

@@ -208,6 +208,68 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _since(value: str) -> float:
+    """--since: an ISO date or date-time (local time unless it carries an offset) -> Unix time."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(
+            f"not a date: {value!r} (e.g. 2025-03-01 or 2025-03-01T14:30)"
+        ) from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    store = _store(cfg)
+    recording_id = None
+    if args.recording:
+        rec = store.find_recording(os.path.abspath(args.recording))
+        if rec is None:
+            raise CliError(f"{args.recording}: no such recording in the store")
+        recording_id = rec.id
+    hits = store.search(
+        args.query, recording_id=recording_id, since=args.since, labels=args.label or (),
+        limit=args.limit,
+    )
+    if args.json:
+        print(json.dumps([h.as_dict() for h in hits], indent=2))
+        return 0
+    if not hits:
+        print(f"no events match {args.query!r}", file=sys.stderr)
+    for h in hits:
+        e = h.event
+        prov = e.provenance
+        source = ", ".join(
+            f"{k} {str(prov[k])[:12] if k == 'prompt_hash' else prov[k]}"
+            for k in ("model", "prompt_hash") if prov.get(k)
+        )
+        print(f"{h.recording_path} {h.hms} {e.label}: {e.description}")
+        print(f"    {h.link}" + (f"  ({source})" if source else ""))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The web plugin's API, pages and /metrics in the foreground, over the configured store."""
+    cfg = _config(args)
+    from plugins.web import WebSettings, build
+
+    settings = _plugins(cfg).settings.get("web") or WebSettings()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = settings.model_copy(update=overrides)  # type: ignore[union-attr]
+    store = _store(cfg)
+    try:
+        _, server = build(cfg, store, settings)  # type: ignore[arg-type]
+        print(f"framewatch: serving {server.url}", file=sys.stderr)
+        server.run()
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     store = _store(cfg)
@@ -349,6 +411,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_MODEL) from None
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Analyse only: take chunk jobs from the shared queue (queue.backend = "redis"), or from the
+    store's queue, until SIGTERM; watch nothing (another box runs `framewatch run`)."""
+    from daemon.app import run
+    from daemon.engine.backends import ModelLoadError
+
+    cfg = _config(args)
+    try:
+        return run(cfg, watch=False)
+    except ModelLoadError as exc:
+        raise CliError(str(exc), EXIT_MODEL) from None
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _plugins(cfg)  # plugin settings are part of the config: [plugins.<name>] tables
@@ -437,6 +512,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = with_config(sub.add_parser("run", help="the service: watch folders, analyse finished files (systemd runs this)"))
     rn.set_defaults(func=cmd_run, log_level="INFO")
+
+    wk = with_config(sub.add_parser("worker", help="analyse only: take chunks from the shared queue (several GPU boxes)"))
+    wk.set_defaults(func=cmd_worker, log_level="INFO")
+
+    se = with_config(sub.add_parser("search", help="find events in every recording (full-text, ranked)"))
+    se.add_argument("query", help='words (all must occur), "a phrase", -excluded, a or b')
+    se.add_argument("--recording", metavar="PATH", help="only this file's events")
+    se.add_argument("--since", type=_since, metavar="DATE", help="only recordings whose file was modified since DATE")
+    se.add_argument("--label", action="append", metavar="L", help="only events with this label (repeatable)")
+    se.add_argument("--limit", type=int, default=20, help="at most this many hits (default 20)")
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=cmd_search, log_level="WARNING")
+
+    sv = with_config(sub.add_parser("serve", help="the read-only web API, timeline pages and /metrics"))
+    sv.add_argument("--host", help="listen address (default: [plugins.web] host, else 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="TCP port (default: [plugins.web] port, else 8765)")
+    sv.set_defaults(func=cmd_serve, log_level="INFO")
 
     s = with_config(sub.add_parser("status", help="recordings, their state and failures"))
     s.add_argument("--json", action="store_true")

@@ -36,9 +36,23 @@ class StorageConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backend: Literal["transformers"] = Field(
-        "transformers", description="Inference backend; a plugin's make_analyzer may replace it."
+    backend: Literal["transformers", "openai"] = Field(
+        "transformers",
+        description="Inference backend: transformers in this process, or openai: an "
+        "OpenAI-compatible server (vLLM) at model.base_url. A plugin's make_analyzer may replace it.",
     )
+    base_url: str | None = Field(
+        None, description="backend openai: the server's base URL, e.g. http://127.0.0.1:8000/v1."
+    )
+    api_key_env: str = Field(
+        "FRAMEWATCH_API_KEY", description="backend openai: environment variable holding the API key (if any)."
+    )
+    api_key_file: Path | None = Field(
+        None,
+        description="backend openai: file holding the API key; a bare name is looked up in "
+        "$CREDENTIALS_DIRECTORY (systemd LoadCredential=).",
+    )
+    request_timeout_s: float = Field(600.0, gt=0, description="backend openai: seconds to wait for one answer.")
     name: str = Field(
         DEFAULT_MODEL,
         description="Hugging Face model id or a local directory with a Qwen3-VL checkpoint.",
@@ -60,6 +74,12 @@ class ModelConfig(_Section):
         description="Load the language model's linear layers in 8 or 4 bits (bitsandbytes, the "
         "optional extra `gpu`); the vision tower stays in model.dtype. None: no quantization.",
     )
+
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> ModelConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("model.backend = \"openai\" needs model.base_url")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -231,6 +251,28 @@ class GpuConfig(_Section):
     )
 
 
+class QueueConfig(_Section):
+    """`[queue]`: where chunk jobs wait. local: the store is the queue (one box). redis: a Redis
+    stream shared by every box running `framewatch run` or `framewatch worker`."""
+
+    backend: Literal["local", "redis"] = Field("local", description="local (one box) or redis (several boxes).")
+    url: str | None = Field(None, description="backend redis: redis://host:6379/0 (rediss:// for TLS).")
+    lease_seconds: float = Field(
+        600.0, gt=0,
+        description="A worker that stops heartbeating (died) loses its chunk to another after this long.",
+    )
+    max_deliveries: int = Field(
+        3, ge=1, le=100, description="Deliveries of one chunk before it goes to the dead-letter stream, failed."
+    )
+    prefix: str = Field("framewatch:", min_length=1, description="Prefix of every Redis key framewatch uses.")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> QueueConfig:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("queue.backend = \"redis\" needs queue.url")
+        return self
+
+
 class Config(_Section):
     storage: StorageConfig = StorageConfig()
     model: ModelConfig = ModelConfig()
@@ -241,6 +283,7 @@ class Config(_Section):
     plugins: PluginsConfig = PluginsConfig()
     watch: list[WatchConfig] = Field(default_factory=list, description="[[watch]] folders.")
     daemon: DaemonConfig = DaemonConfig()
+    queue: QueueConfig = QueueConfig()
     source: Path | None = Field(None, exclude=True, description="The file this was loaded from.")
 
     def storage_url(self) -> str:

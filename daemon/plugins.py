@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("markdown_export", "plugins.markdown_export"),
     ("webhook", "plugins.webhook"),
     ("subtitles", "plugins.subtitles"),
+    ("web", "plugins.web"),
 )
 OPT_IN_PREFIX = "plugins."
 

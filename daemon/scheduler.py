@@ -235,13 +235,23 @@ class Scheduler:
         watcher: Watcher | None,
         dispatcher: Dispatcher | None,
         stop: threading.Event,
+        *,
+        produce: bool = True,
     ):
         self.config = config
         self.store = store
         self.watcher = watcher
         self.dispatcher = dispatcher
         self.stop_event = stop
-        self.loop = WorkerLoop(worker, store, config, stop)
+        self.loop: WorkerLoop
+        if config.queue.backend == "redis":
+            # Several boxes: chunk jobs come from the shared Redis stream (daemon/fleet.py);
+            # `produce` is False for `framewatch worker`, which only analyses.
+            from daemon.fleet import QueueLoop
+
+            self.loop = QueueLoop(worker, store, config, stop, produce=produce)
+        else:
+            self.loop = WorkerLoop(worker, store, config, stop)
         # Without systemd's watchdog the heartbeat still reports hung chunks in the log.
         self.heartbeat = Heartbeat(self.loop, sdnotify.watchdog_interval() or 30.0)
         self.aps = BackgroundScheduler(
@@ -253,8 +263,11 @@ class Scheduler:
         d = self.config.daemon
         if self.watcher is not None:
             self.aps.add_job(self._job(self.watcher.rescan), "interval", seconds=d.rescan_interval_s, id="rescan")
-        self.aps.add_job(self._job(self.retry), "interval", seconds=min(60.0, max(1.0, d.retry_backoff_s / 2)), id="retry")
-        self.aps.add_job(self._job(self.reap), "interval", seconds=d.reap_interval_s, id="reap")
+        if self.config.queue.backend == "local":
+            # With a shared queue, its delivery counts and leases do this work (daemon/fleet.py);
+            # these jobs would fail or re-pend chunks the queue still holds.
+            self.aps.add_job(self._job(self.retry), "interval", seconds=min(60.0, max(1.0, d.retry_backoff_s / 2)), id="retry")
+            self.aps.add_job(self._job(self.reap), "interval", seconds=d.reap_interval_s, id="reap")
         if self.dispatcher is not None:
             dispatcher = self.dispatcher
             self.aps.add_job(

@@ -15,15 +15,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import JSON, Column, UniqueConstraint, event, func, text
+from sqlalchemy import JSON, Column, UniqueConstraint, case, event, func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select, update
 
 from daemon.engine.events import Candidate
 from daemon.models import ChunkInfo, ChunkWindow, EventInfo, RecordingInfo
+
+if TYPE_CHECKING:
+    from daemon.search import SearchHit
 
 log = structlog.get_logger(__name__)
 
@@ -254,6 +257,26 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         SQLModel.metadata.create_all(self.engine)
+        self._create_search_index()
+
+    def _create_search_index(self) -> None:
+        """The full-text index over events (daemon/search.py): FTS5 kept in sync by triggers on
+        SQLite, a GIN expression index on PostgreSQL. Idempotent; an existing store is indexed once."""
+        from daemon import search
+
+        dialect = self.engine.dialect.name
+        with self.engine.begin() as conn:
+            if dialect == "sqlite":
+                existed = conn.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE name = ?", (search.FTS_TABLE,)
+                ).first()
+                for ddl in search.sqlite_index_ddl():
+                    conn.exec_driver_sql(ddl)
+                if existed is None:
+                    conn.exec_driver_sql(search.SQLITE_REBUILD)
+            elif dialect == "postgresql":
+                for ddl in search.postgres_index_ddl():
+                    conn.exec_driver_sql(ddl)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -278,23 +301,38 @@ class Store:
     ) -> tuple[RecordingInfo, bool]:
         """Record that these bytes exist at `path`. Returns the recording and whether it is new.
 
-        The same bytes seen under another path are the same recording (one more path row)."""
+        The same bytes seen under another path are the same recording (one more path row). Several
+        boxes may see one file at once: the unique fingerprint and `INSERT ... ON CONFLICT DO
+        NOTHING` make exactly one of them the creator (the one that plans and enqueues it)."""
+        now = time.time()
         with self.session() as s:
-            rec = s.exec(select(Recording).where(Recording.fingerprint == fingerprint)).first()
-            created = rec is None
-            if rec is None:
-                rec = Recording(
-                    fingerprint=fingerprint, path=path, size=size, profile=profile, prompt=prompt
-                )
-                s.add(rec)
-                s.flush()
+            row = Recording(fingerprint=fingerprint, path=path, size=size, profile=profile, prompt=prompt)
+            values = row.model_dump(exclude={"id"})
+            new_id = s.exec(  # type: ignore[call-overload]
+                self._insert(Recording)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["fingerprint"])
+                .returning(Recording.id)  # type: ignore[arg-type]
+            ).scalar()
+            created = new_id is not None
+            rec = s.exec(select(Recording).where(Recording.fingerprint == fingerprint)).one()
             assert rec.id is not None
-            alias = s.get(RecordingPath, path)
-            if alias is None:
-                s.add(RecordingPath(path=path, recording_id=rec.id, size=size, mtime=mtime))
-            else:
-                alias.recording_id, alias.size, alias.mtime, alias.seen_at = rec.id, size, mtime, time.time()
+            # An upsert: two boxes recording the same path at once must not collide on its key.
+            alias = {"path": path, "recording_id": rec.id, "size": size, "mtime": mtime, "seen_at": now}
+            s.exec(  # type: ignore[call-overload]
+                self._insert(RecordingPath)
+                .values(**alias)
+                .on_conflict_do_update(index_elements=["path"], set_={k: v for k, v in alias.items() if k != "path"})
+            )
             return _recording_info(rec), created
+
+    def _insert(self, table: type[SQLModel]) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL alike)."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
 
     def recording(self, recording_id: int) -> RecordingInfo:
         with self.session() as s:
@@ -361,6 +399,9 @@ class Store:
     def plan(self, recording_id: int, windows: Sequence[ChunkWindow]) -> list[ChunkInfo]:
         """Create the chunk rows of a recording unless they exist (a resumed run keeps its plan)."""
         with self.session() as s:
+            # The recording's row lock serialises planners on several boxes (PostgreSQL); SQLite's
+            # immediate transactions already do.
+            s.exec(select(Recording.id).where(Recording.id == recording_id).with_for_update())
             existing = s.exec(
                 select(Chunk).where(Chunk.recording_id == recording_id).order_by(Chunk.index)
             ).all()
@@ -460,8 +501,12 @@ class Store:
         previous run stored for it. Outbox rows for `notify` plugins (hook events_found) go in
         the same transaction. Returns None when the chunk is no longer ours (lease taken over)."""
         with self.session() as s:
+            # Locked: two boxes that computed the same chunk commit one after the other, and the
+            # second sees it done (events stored once, one outbox row per plugin).
             c = s.exec(
-                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
+                select(Chunk)
+                .where(Chunk.recording_id == recording_id, Chunk.index == index)
+                .with_for_update()
             ).one()
             if c.status == "done" or (c.owner not in (None, owner)):
                 log.warning("chunk_commit_skipped", recording_id=recording_id, chunk=index, owner=c.owner)
@@ -515,6 +560,111 @@ class Store:
                 c.status, c.owner, c.lease_until = "pending", None, None
                 c.attempts = max(0, c.attempts - 1)
                 s.add(c)
+
+    # -- work queue (several boxes; daemon/queue.py) ---------------------------------------------
+
+    def claim_chunk(self, recording_id: int, index: int, owner: str, lease_s: float) -> ChunkInfo | None:
+        """Take the chunk the work queue handed to `owner`, whatever its state, unless it is done
+        (None: a redelivered chunk that already committed is acknowledged, not recomputed).
+
+        The queue decides who holds a chunk; a previous owner lost it (dead, or its lease ran
+        out), so its late commit is refused by `commit_chunk`."""
+        with self.session() as s:
+            c = s.exec(
+                select(Chunk)
+                .where(Chunk.recording_id == recording_id, Chunk.index == index)
+                .with_for_update()
+            ).first()
+            if c is None:
+                raise KeyError((recording_id, index))
+            if c.status == "done":
+                return None
+            now = time.time()
+            c.status, c.owner, c.lease_until, c.started_at = "running", owner, now + lease_s, now
+            c.attempts += 1
+            s.add(c)
+            total = s.exec(select(func.count()).where(Chunk.recording_id == recording_id)).one()
+            return _chunk_info(c, total)
+
+    def start_analysis(self, recording_id: int, duration_s: float, settings: dict[str, Any]) -> bool:
+        """queued -> analyzing, only from queued: True for the one box that made the move (and so
+        enqueues the recording's chunks), False for every other."""
+        with self.session() as s:
+            res = s.exec(
+                update(Recording)
+                .where(col(Recording.id) == recording_id, col(Recording.status) == "queued")
+                .values(status="analyzing", duration_s=duration_s, settings=dict(settings), updated_at=time.time())
+            )
+            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
+    def retry_chunk(self, recording_id: int, index: int, owner: str, error: str) -> None:
+        """A queued chunk failed in a way a retry may cure: back to `pending` with the error kept,
+        so the recording is not settled while the queue redelivers it."""
+        with self.session() as s:
+            c = s.exec(
+                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
+            ).one()
+            if c.status != "done" and c.owner in (None, owner):
+                c.status, c.error, c.owner, c.lease_until = "pending", error[:2000], None, None
+                s.add(c)
+
+    def fail_chunk_now(self, recording_id: int, index: int, reason: str) -> None:
+        """Fail a chunk whoever holds it, unless it is done (the queue gave up on it)."""
+        with self.session() as s:
+            c = s.exec(
+                select(Chunk)
+                .where(Chunk.recording_id == recording_id, Chunk.index == index)
+                .with_for_update()
+            ).one()
+            if c.status != "done":
+                c.status, c.error, c.owner, c.lease_until = "failed", reason[:2000], None, None
+                c.finished_at = time.time()
+                s.add(c)
+
+    def unfinished_chunks(self) -> list[tuple[int, int]]:
+        """(recording id, chunk index) of every pending or running chunk of a recording still being
+        analysed: what the work queue must hold (it is rebuilt from this after losing its data)."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Chunk.recording_id, Chunk.index)
+                .join(Recording, Recording.id == Chunk.recording_id)  # type: ignore[arg-type]
+                .where(
+                    col(Chunk.status).in_(("pending", "running")),
+                    col(Recording.status).in_(("queued", "analyzing")),
+                )
+                .order_by(col(Chunk.recording_id), col(Chunk.index))
+            ).all()
+            return [(r, i) for r, i in rows]
+
+    def settle(
+        self, recording_id: int, finished: Sequence[str] = (), failed: Sequence[str] = ()
+    ) -> RecordingInfo:
+        """Once no chunk is pending or running, move the recording to done (or failed, naming the
+        first failed chunk) with its outbox rows for `finished` / `failed` plugins. Under the
+        recording's row lock, so when the last chunks end on two boxes at once exactly one of them
+        settles it and plugins hear of it once."""
+        with self.session() as s:
+            rec = s.exec(select(Recording).where(Recording.id == recording_id).with_for_update()).first()
+            if rec is None:
+                raise KeyError(recording_id)
+            if rec.status not in ("queued", "analyzing"):
+                return _recording_info(rec)
+            chunks = s.exec(
+                select(Chunk).where(Chunk.recording_id == recording_id).order_by(col(Chunk.index))
+            ).all()
+            if not chunks or any(c.status in ("pending", "running") for c in chunks):
+                return _recording_info(rec)
+            bad = [c for c in chunks if c.status == "failed"]
+            if bad:
+                reason = f"{len(bad)} of {len(chunks)} chunks failed; chunk {bad[0].index}: {bad[0].error}"
+                rec.status, rec.reason, hook, plugins = "failed", reason, "recording_failed", failed
+            else:
+                rec.status, rec.reason, hook, plugins = "done", None, "recording_finished", finished
+            rec.updated_at = time.time()
+            s.add(rec)
+            for plugin in plugins:
+                s.add(Delivery(plugin=plugin, hook=hook, recording_id=recording_id))
+            return _recording_info(rec)
 
     # -- queue (framewatch run) ----------------------------------------------------------------
 
@@ -634,6 +784,100 @@ class Store:
                 .order_by(Event.recording_id, Event.start_s, Event.id)  # type: ignore[arg-type]
             ).all()
             return [(_event_info(e), p) for e, p in rows]
+
+    def search(
+        self,
+        query: str,
+        *,
+        recording_id: int | None = None,
+        since: float | None = None,
+        labels: Sequence[str] = (),
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[SearchHit]:
+        """Events matching `query` (a search box's text), best first, each with its recording
+        and provenance (daemon/search.py: the query syntax, and the ranked query for this store's
+        dialect). `since`: a Unix time; only recordings whose file was modified then or later."""
+        from daemon.search import SearchHit, SearchQuery, build
+
+        q = SearchQuery(query, recording_id, since, tuple(labels), limit, offset)
+        stmt = build(self.engine.dialect.name, q)
+        if stmt is None:
+            return []
+        with self.session() as s:
+            ranked = s.connection().execute(text(stmt.sql), stmt.params).all()
+            rows = s.exec(
+                select(Event, Recording.path, Recording.status)
+                .join(Recording, Recording.id == Event.recording_id)  # type: ignore[arg-type]
+                .where(col(Event.id).in_([r[0] for r in ranked]))
+            ).all()
+            found = {e.id: (e, p, st) for e, p, st in rows}
+            return [
+                SearchHit(_event_info(e), p, st, float(score), rank=q.offset + i + 1)
+                for i, (event_id, score) in enumerate(ranked)
+                for e, p, st in [found[event_id]]
+            ]
+
+    def recording_files(self, recording_id: int) -> list[tuple[str, int]]:
+        """(path, size when registered) of every name a recording's bytes were seen under: its
+        current path first, then the others, most recently seen first."""
+        with self.session() as s:
+            rec = s.get(Recording, recording_id)
+            if rec is None:
+                raise KeyError(recording_id)
+            rows = s.exec(
+                select(RecordingPath.path, RecordingPath.size)
+                .where(RecordingPath.recording_id == recording_id)
+                .order_by(col(RecordingPath.seen_at).desc())
+            ).all()
+            out = [(rec.path, rec.size)]
+            return out + [(p, size) for p, size in rows if p != rec.path]
+
+    def stats(self) -> dict[str, Any]:
+        """Totals for operators (the metrics endpoint), computed from the rows at the time of
+        asking, so every process reading the store reports the same.
+
+        recordings/chunks: counts by state; video_s: seconds of video in done chunks (overlaps
+        counted in each chunk: the model saw them twice); busy_s: wall time those chunks took from
+        claim to commit; gpu_peak_gib: the highest measured peak of any chunk
+        (provenance analyzer.peak_gib), gpu_budget_gib: the budget of the latest chunk that
+        recorded one, gpu_peak_ratio: the highest peak/budget of one chunk; deliveries: as
+        `delivery_counts`."""
+        prov = Chunk.__table__.c.provenance  # type: ignore[attr-defined]
+        peak = prov[("analyzer", "peak_gib")].as_float()
+        budget = prov[("memory", "budget_gib")].as_float()
+        timed = col(Chunk.started_at).is_not(None) & col(Chunk.finished_at).is_not(None)
+        with self.session() as s:
+            recordings = dict(
+                s.exec(select(Recording.status, func.count()).group_by(Recording.status)).all()
+            )
+            chunks = dict(s.exec(select(Chunk.status, func.count()).group_by(Chunk.status)).all())
+            video_s, timed_video_s, busy_s, gpu_peak, gpu_ratio = s.exec(
+                select(
+                    func.coalesce(func.sum(Chunk.end_s - Chunk.start_s), 0.0),
+                    func.coalesce(func.sum(case((timed, Chunk.end_s - Chunk.start_s))), 0.0),
+                    func.coalesce(func.sum(Chunk.finished_at - Chunk.started_at), 0.0),  # type: ignore[operator]
+                    func.max(peak),
+                    func.max(peak / func.nullif(budget, 0)),
+                ).where(Chunk.status == "done")
+            ).one()
+            gpu_budget = s.exec(
+                select(budget)
+                .where(Chunk.status == "done", budget.is_not(None))
+                .order_by(col(Chunk.finished_at).desc())
+                .limit(1)
+            ).first()
+        return {
+            "recordings": {st: int(recordings.get(st, 0)) for st in RECORDING_STATES},
+            "chunks": {st: int(chunks.get(st, 0)) for st in CHUNK_STATES},
+            "video_s": float(video_s),
+            "timed_video_s": float(timed_video_s),
+            "busy_s": float(busy_s),
+            "gpu_peak_gib": None if gpu_peak is None else float(gpu_peak),
+            "gpu_budget_gib": None if gpu_budget is None else float(gpu_budget),
+            "gpu_peak_ratio": None if gpu_ratio is None else float(gpu_ratio),
+            "deliveries": self.delivery_counts(),
+        }
 
     def ping(self) -> None:
         with self.session() as s:

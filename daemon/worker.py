@@ -69,6 +69,9 @@ class ChunkDone:
     status: str
     events: int
     error: str | None = None
+    # Failed for a reason a retry cannot cure (unreadable media, no memory at the floor): a
+    # shared queue sends such a chunk to its dead letters at once.
+    permanent: bool = False
 
 
 class Worker:
@@ -93,12 +96,16 @@ class Worker:
         self.owner = owner or process_owner()
         self.subscribers = subscribers
         self.lease_s = lease_s
+        # Set by a shared-queue consumer: a failed chunk goes back to pending for the queue to
+        # redeliver, instead of failed for the local retry job.
+        self.retry_by_queue = False
         # The device (detected on first use: it imports torch), its lease, the memory model and
         # budget on a GPU, and the fitted plan of the recording being processed.
         self._gpu = gpu
         self._gpu_lease: GpuLease | None = None
         self._memory: tuple[Estimator, float] | None = None
         self._fitted: FittedPlan | None = None
+        self._memory_unavailable = False
 
     @property
     def analyzer(self) -> Analyzer:
@@ -240,14 +247,21 @@ class Worker:
     def memory(self) -> tuple[Estimator, float] | None:
         """(memory model, budget GiB) on a GPU, calibrated from the store; None on the CPU, whose
         memory is not budgeted."""
-        if not self.gpu.is_cuda:
+        if not self.gpu.is_cuda or self._memory_unavailable:
             return None
         if self._memory is None:
             c = self.config
             budget, _ = budget_from(c, self.gpu.total_gib)
             if budget is None:
                 return None
-            spec = load_model_spec(c.model_name(), c.model.revision)
+            try:
+                spec = load_model_spec(c.model_name(), c.model.revision)
+            except BudgetError as exc:
+                # No config.json to estimate from (a plugin's analyzer, an unusual checkpoint):
+                # run unfitted; out-of-memory retries still protect each chunk.
+                log.warning("memory_plan_unavailable", error=str(exc))
+                self._memory_unavailable = True
+                return None
             ratio = self.store.calibration(calibration_key(c, self.gpu.device), self._gpu_key()) or 1.0
             task = instructions(c.analysis.profile, c.analysis.prompt)
             prompt = build_prompt(task, 0.0, 0.0, c.analysis.max_events)
@@ -328,7 +342,7 @@ class Worker:
                 rec.path, window, media.rotation, self.analyzer, task, self.config.analysis.max_events
             )
         except UnsupportedMedia as exc:
-            return self._chunk_failed(rec, chunk, exc.reason)
+            return self._chunk_failed(rec, chunk, exc.reason, permanent=True)
         except Exception as exc:  # an analyzer may fail in any way; the chunk records why
             if is_oom(exc):
                 log.warning("chunk_out_of_memory", frames=len(window.sample_times),
@@ -393,6 +407,7 @@ class Worker:
                         rec, chunk,
                         f"out of GPU memory at the floor ({len(window.sample_times)} frames of "
                         f"{window.width}x{window.height}; stepped down: {tried or 'nothing'})",
+                        permanent=True,
                     )
                 steps.append({"why": "out_of_memory", **window_steps(window, smaller)})
                 window = smaller
@@ -460,25 +475,89 @@ class Worker:
                     out.append((lo, hi))
         return out
 
-    def _chunk_failed(self, rec: RecordingInfo, chunk: ChunkInfo, reason: str) -> ChunkDone:
-        self.store.fail_chunk(rec.id, chunk.index, self.owner, reason)
-        log.warning("chunk_failed", reason=reason)
-        return ChunkDone(rec, chunk, "failed", 0, reason)
+    def _chunk_failed(
+        self, rec: RecordingInfo, chunk: ChunkInfo, reason: str, *, permanent: bool = False
+    ) -> ChunkDone:
+        if self.retry_by_queue and not permanent:
+            # The shared queue redelivers it (and fails it after queue.max_deliveries); pending
+            # meanwhile, so no box settles the recording as failed too early.
+            self.store.retry_chunk(rec.id, chunk.index, self.owner, reason)
+        else:
+            self.store.fail_chunk(rec.id, chunk.index, self.owner, reason)
+        log.warning("chunk_failed", reason=reason, permanent=permanent)
+        return ChunkDone(rec, chunk, "failed", 0, reason, permanent)
 
     def _settle(self, rec: RecordingInfo) -> RecordingInfo:
-        chunks = self.store.chunks(rec.id)
-        failed = [c for c in chunks if c.status == "failed"]
-        if any(c.status in ("pending", "running") for c in chunks):
-            return self.store.recording(rec.id)  # stopped part-way; a later run resumes
-        if failed:
-            first = failed[0]
-            reason = f"{len(failed)} of {len(chunks)} chunks failed; chunk {first.index}: {first.error}"
-            return self._fail(rec, reason)
-        done = self.store.set_status(
-            rec.id, "done", notify=[(p, "recording_finished") for p in self.subscribers("recording_finished")]
+        # In the store, under the recording's lock: with several boxes, the last two chunks may
+        # end at once, and only one of them may announce the recording.
+        settled = self.store.settle(
+            rec.id, self.subscribers("recording_finished"), self.subscribers("recording_failed")
         )
-        log.info("recording_finished", chunks=len(chunks))
-        return done
+        if settled.status == "done" and rec.status != "done":
+            log.info("recording_finished", chunks=len(self.store.chunks(rec.id)))
+        elif settled.status == "failed" and rec.status != "failed":
+            log.info("recording_failed", recording_id=rec.id, reason=settled.reason)
+        return settled
+
+    def settle(self, recording_id: int) -> RecordingInfo:
+        """Settle a recording once its last chunk ended (with a shared queue, on whichever box)."""
+        return self._settle(self.store.recording(recording_id))
+
+    # -- a shared work queue (daemon/queue.py, daemon/fleet.py) -----------------------------------
+
+    def prepare(self, recording_id: int) -> list[ChunkInfo]:
+        """Producer side: probe and plan a queued recording (no model is loaded) and return its
+        chunks to enqueue. Returns [] when another box got there first or the file cannot be
+        analysed (then the recording is failed)."""
+        rec = self.store.recording(recording_id)
+        if rec.status != "queued":
+            return []
+        with structlog.contextvars.bound_contextvars(recording_id=rec.id, path=rec.path):
+            try:
+                media = probe(rec.path)
+            except UnsupportedMedia as exc:
+                self._fail(rec, exc.reason)
+                return []
+            settings = self.settings(rec.profile)
+            try:
+                instructions(str(settings["profile"]), self.config.analysis.prompt)
+            except ValueError as exc:
+                self._fail(rec, str(exc))
+                return []
+            windows = self.plan(media)
+            if self._fitted is not None and self._fitted.stepped_down:
+                settings = {**settings, "fitted": {k: list(v) for k, v in self._fitted.stepped_down.items()}}
+            chunks = self.store.plan(rec.id, windows)
+            if not self.store.start_analysis(rec.id, media.duration_s, settings):
+                return []
+            log.info("recording_planned", chunks=len(chunks), duration_s=round(media.duration_s, 3))
+            return chunks
+
+    def process_chunk(
+        self, recording_id: int, index: int, *, should_stop: Callable[[], bool] = lambda: False
+    ) -> ChunkDone | None:
+        """Consumer side: analyse the one chunk a shared queue handed to this box. None when
+        there is nothing to do: the chunk already committed (a redelivery), or the recording
+        is settled."""
+        rec = self.store.recording(recording_id)
+        if rec.status not in ("queued", "analyzing"):
+            return None
+        with structlog.contextvars.bound_contextvars(recording_id=rec.id, path=rec.path):
+            if not self.hold_gpu(should_stop):
+                return None
+            self.analyzer  # noqa: B018  (a model that cannot load is not this chunk's failure)
+            chunk = self.store.claim_chunk(rec.id, index, self.owner, self.lease_s)
+            if chunk is None:
+                log.info("chunk_already_done", chunk=index)
+                return None
+            try:
+                media = probe(rec.path)
+            except UnsupportedMedia as exc:
+                return self._chunk_failed(rec, chunk, exc.reason, permanent=True)
+            settings = rec.settings or self.settings(rec.profile)
+            task = instructions(str(settings.get("profile") or self.config.analysis.profile), self.config.analysis.prompt)
+            planned: dict[int, Any] = {c.index: c for c in self.store.chunks(rec.id)}
+            return self._run_chunk(rec, media, chunk, planned, task, settings, should_stop)
 
     def _fail(self, rec: RecordingInfo, reason: str) -> RecordingInfo:
         log.info("recording_failed", recording_id=rec.id, reason=reason)

@@ -259,3 +259,13 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path, clip: Path) -> None
     with pytest.raises(BudgetError, match="model alone.*What would fit.*quantization"):
         worker.process(rec.id)
     assert store.recording(rec.id).status == "queued"  # not the recording's fault
+
+
+def test_unreadable_model_config_runs_unfitted_on_a_gpu(tmp_path: Path, clip: Path) -> None:
+    # A plugin's analyzer (or a checkpoint without config.json): no estimate, so no fitting and no
+    # refusal; the out-of-memory retries still protect each chunk.
+    cfg = _config(tmp_path, model={"device": "cuda", "name": str(tmp_path / "missing")}, gpu={"memory_budget_gib": 12})
+    store = Store(cfg.storage_url())
+    worker = Worker(store, cfg, lambda: OomAnalyzer(10**9), gpu=GpuRuntime("cuda:0", "Fake GPU", 80.0, FakeGpu([70.0])))
+    assert _run(worker, clip).status == "done"
+    assert worker.memory() is None

@@ -187,7 +187,7 @@ def test_same_bytes_under_another_name_are_not_analysed_again(env: Env) -> None:
 def test_many_files_at_once_are_each_analysed_once(env: Env) -> None:
     base = env.clip("many.mp4", seconds=1.0).read_bytes()
     paths = []
-    for i, data in enumerate(unique_copies(base, 12)):
+    for i, data in enumerate(unique_copies(base, 8)):
         staged = env.outside / f"many{i:02d}.mp4"
         staged.write_bytes(data)
         paths.append(staged)

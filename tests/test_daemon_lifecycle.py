@@ -31,6 +31,7 @@ class Setup:
         self.site = install_fake_plugin(root / "site")
         self.url = f"sqlite:///{root / 'fw.db'}"
         self.store = Store(self.url)
+        self.clips = 0
 
     def config(self, name: str = "config.toml", *, fake: dict[str, Any] | None = None, **daemon: Any) -> Path:
         return write_config(
@@ -50,7 +51,11 @@ class Setup:
         return Daemon(config, env={"PYTHONPATH": str(self.site), **(env or {})}).started()
 
     def clip(self, name: str, seconds: float = 5.0) -> Path:
-        staged = make_video(self.outside / name, seconds=seconds, fps=2, size=(32, 32))
+        """A new clip moved into the watched folder; each one different (same bytes would be
+        the same recording)."""
+        self.clips += 1
+        colour = ((self.clips * 53) % 256, (self.clips * 101) % 256, 64)
+        staged = make_video(self.outside / name, seconds=seconds, fps=2, size=(32, 32), scenes=[(0.0, colour)])
         target = self.inbox / name
         os.rename(staged, target)
         return target
@@ -178,7 +183,7 @@ def test_a_chunk_past_stop_timeout_is_released_and_a_second_signal_exits_at_once
     d2.wait_for("chunk_started", chunk=0, recording_id=rec.id)
     t0 = time.monotonic()
     d2.signal(signal.SIGTERM)
-    time.sleep(0.1)
+    d2.wait_for("daemon_stopping", timeout=5)  # the first one was handled: now waiting for the chunk
     d2.signal(signal.SIGTERM)
     assert d2.wait_exit(10) == 4  # EXIT_FORCED
     assert time.monotonic() - t0 < 3

@@ -6,7 +6,9 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,10 +147,20 @@ def test_directory_is_not_a_recording(tmp_path):
         probe(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file(tmp_path):
     path = make_video(tmp_path / "secret.mp4", seconds=0.3)
     path.chmod(0)
-
-    with pytest.raises(UnsupportedMedia, match="permission denied"):
-        probe(path)
+    tmp_path.chmod(0o755)
+    # Root reads files whatever their mode, so probe as an unprivileged user in a child process
+    # (CI runs as root), dropping privileges after the imports (root's home holds the stdlib);
+    # as a normal user the child simply keeps our uid.
+    code = (
+        "import os, sys\n"
+        "from daemon.engine.probe import UnsupportedMedia, probe\n"
+        "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
+        "try:\n    probe(sys.argv[1])\nexcept UnsupportedMedia as e:\n    print(e.reason)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                       cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert "permission denied" in r.stdout, r.stdout + r.stderr

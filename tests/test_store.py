@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,18 @@ import pytest
 from daemon.engine.events import Candidate
 from daemon.models import ChunkWindow
 from daemon.store import Store
+from tests.services import store_url_for
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'fw.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every store test runs on a SQLite file and on a private PostgreSQL database."""
+    with store_url_for(request.param, tmp_path) as url:
+        st = Store(url)
+        try:
+            yield st
+        finally:
+            st.close()
 
 
 def windows(n: int) -> list[ChunkWindow]:
@@ -23,6 +31,8 @@ def windows(n: int) -> list[ChunkWindow]:
 
 
 def test_wal_mode(store: Store) -> None:
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("WAL is SQLite's")
     with store.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 

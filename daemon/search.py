@@ -1,0 +1,271 @@
+"""Full-text search over stored events: the index's DDL and the query text for each store.
+
+SQLite gets an FTS5 table over the event table's label and description, kept in sync by triggers
+on the event table (so every writer, present or future, updates it in the same transaction as the
+events: commit_chunk's delete-and-reinsert of a re-analysed chunk included). PostgreSQL gets a GIN
+index on the same weighted tsvector expression the query uses, searched with
+websearch_to_tsquery. Everything here is pure: `Store.search` runs what this module builds.
+
+One query syntax for both stores, the one search engines taught people (and PostgreSQL's
+websearch_to_tsquery reads): words must all occur, "quoted words" as a phrase, `-word` must not
+occur, `a or b` either. Words are stemmed (English), so "alarms" finds "alarm".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.models import EventInfo
+
+# Label hits weigh more than description hits: a label is the model's one-line summary.
+LABEL_WEIGHT, DESCRIPTION_WEIGHT = 4.0, 1.0
+FTS_TABLE = "event_fts"
+PG_CONFIG = "english"
+# The PostgreSQL document; the index and the query must spell it identically for the planner to
+# use the index.
+PG_DOCUMENT = (
+    f"(setweight(to_tsvector('{PG_CONFIG}'::regconfig, label), 'A') || "
+    f"setweight(to_tsvector('{PG_CONFIG}'::regconfig, description), 'B'))"
+)
+MAX_LIMIT = 500
+
+
+def sqlite_index_ddl() -> list[str]:
+    """The FTS5 table (external content: the text lives once, in `event`) and its triggers."""
+    return [
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
+        "label, description, content='event', content_rowid='id', "
+        "tokenize='porter unicode61 remove_diacritics 2')",
+        f"CREATE TRIGGER IF NOT EXISTS event_fts_ai AFTER INSERT ON event BEGIN "
+        f"INSERT INTO {FTS_TABLE}(rowid, label, description) "
+        "VALUES (new.id, new.label, new.description); END",
+        f"CREATE TRIGGER IF NOT EXISTS event_fts_ad AFTER DELETE ON event BEGIN "
+        f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, label, description) "
+        "VALUES ('delete', old.id, old.label, old.description); END",
+        f"CREATE TRIGGER IF NOT EXISTS event_fts_au AFTER UPDATE OF label, description ON event "
+        f"BEGIN INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, label, description) "
+        "VALUES ('delete', old.id, old.label, old.description); "
+        f"INSERT INTO {FTS_TABLE}(rowid, label, description) "
+        "VALUES (new.id, new.label, new.description); END",
+    ]
+
+
+SQLITE_REBUILD = f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')"
+"""Index the events a store already held when its FTS table was created (an upgrade)."""
+
+
+def postgres_index_ddl() -> list[str]:
+    return [f"CREATE INDEX IF NOT EXISTS event_search_idx ON event USING GIN ({PG_DOCUMENT})"]
+
+
+# -- the query language ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """A parsed query: every group must match (a group is alternatives joined by `or`), no
+    excluded term may. Each term is a word or a phrase, as the person typed it."""
+
+    groups: tuple[tuple[str, ...], ...] = ()
+    excluded: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+
+_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+_WORD = re.compile(r"\w")
+
+
+def parse(text: str) -> Terms:
+    """Read a search box's text. Terms without a letter or digit are dropped (they would match
+    nothing in FTS5 and everything in PostgreSQL). A query of only exclusions has no groups:
+    it finds nothing, on both stores."""
+    groups: list[list[str]] = []
+    excluded: list[str] = []
+    pending_or = False
+    # PostgreSQL refuses NUL in text; it is never part of a word anyway.
+    for m in _TOKEN.finditer(text.replace("\x00", " ")):
+        if m.group(2) is not None:
+            negated, term = bool(m.group(1)), " ".join(m.group(2).split())
+        else:
+            raw = m.group(3)
+            if raw.casefold() == "or":
+                pending_or = bool(groups)
+                continue
+            negated, term = raw.startswith("-") and len(raw) > 1, raw
+            if negated:
+                term = raw[1:]
+        if not _WORD.search(term):
+            continue
+        if negated:
+            excluded.append(term)
+        elif pending_or:
+            groups[-1].append(term)
+        else:
+            groups.append([term])
+        pending_or = False
+    return Terms(tuple(tuple(g) for g in groups), tuple(excluded))
+
+
+def _fts5_string(term: str) -> str:
+    # Inside an FTS5 string everything is literal but the quote (doubled); the tokenizer splits it
+    # as it split the text, so `e-mail` becomes the phrase "e mail", never an operator.
+    return '"' + term.replace('"', '""') + '"'
+
+
+def fts5_match(terms: Terms) -> str:
+    """The FTS5 MATCH expression of a parsed query (never an FTS5 syntax error)."""
+    if not terms:
+        raise ValueError("empty query")
+    expr = " AND ".join(
+        "(" + " OR ".join(_fts5_string(t) for t in group) + ")" for group in terms.groups
+    )
+    if terms.excluded:
+        expr = f"({expr}) NOT (" + " OR ".join(_fts5_string(t) for t in terms.excluded) + ")"
+    return expr
+
+
+def websearch(terms: Terms) -> str:
+    """The same query in websearch_to_tsquery's syntax (which never raises on any input)."""
+
+    def one(t: str) -> str:
+        return f'"{t}"' if " " in t else t.replace('"', " ")
+
+    parts = [" or ".join(one(t) for t in group) for group in terms.groups]
+    parts += [f"-{one(t)}" for t in terms.excluded]
+    return " ".join(parts)
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """What a person asked for: text plus filters. `since` is a Unix time: only recordings whose
+    file was last modified then or later. `labels` match case-insensitively, any of them."""
+
+    text: str
+    recording_id: int | None = None
+    since: float | None = None
+    labels: tuple[str, ...] = ()
+    limit: int = 20
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One ranked event; `score` is higher for better matches (comparable within one search)."""
+
+    event: EventInfo
+    recording_path: str
+    recording_status: str
+    score: float
+    rank: int = 0
+
+    @property
+    def hms(self) -> str:
+        s = max(0, int(self.event.start_s))
+        return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+    @property
+    def link(self) -> str:
+        """file:// URL of the recording opened at the event (a media fragment, whole seconds)."""
+        return f"{Path(self.recording_path).as_uri()}#t={max(0, int(self.event.start_s))}"
+
+    def as_dict(self) -> dict[str, Any]:
+        e = self.event
+        out: dict[str, Any] = {
+            "rank": self.rank,
+            "score": self.score,
+            "recording_id": e.recording_id,
+            "recording": self.recording_path,
+            "recording_status": self.recording_status,
+            "event_id": e.id,
+            "chunk": e.chunk_index,
+            "start_s": e.start_s,
+            "end_s": e.end_s,
+            "time": self.hms,
+            "label": e.label,
+            "description": e.description,
+            "link": self.link,
+            "provenance": dict(e.provenance),
+        }
+        if e.confidence is not None:
+            out["confidence"] = e.confidence
+        if e.evidence_s is not None:
+            out["evidence_s"] = e.evidence_s
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """SQL text with its bound parameters; rows are (event id, score)."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _filters(q: SearchQuery, params: dict[str, Any]) -> list[str]:
+    where = []
+    if q.recording_id is not None:
+        where.append("e.recording_id = :recording_id")
+        params["recording_id"] = q.recording_id
+    if q.labels:
+        names = []
+        for i, label in enumerate(q.labels):
+            params[f"label{i}"] = label.replace("\x00", "")
+            names.append(f"lower(:label{i})")
+        # lower() on both sides: the same function, whatever the database's notion of case.
+        where.append(f"lower(e.label) IN ({', '.join(names)})")
+    if q.since is not None:
+        where.append(
+            "EXISTS (SELECT 1 FROM recording_path rp "
+            "WHERE rp.recording_id = e.recording_id AND rp.mtime >= :since)"
+        )
+        params["since"] = q.since
+    return where
+
+
+def _page(q: SearchQuery, params: dict[str, Any]) -> str:
+    params["limit"] = max(1, min(q.limit, MAX_LIMIT))
+    params["offset"] = max(0, q.offset)
+    # Ties (equal scores) in a stable, readable order: by recording, then by time.
+    return (
+        " ORDER BY score DESC, e.recording_id, e.start_s, e.id LIMIT :limit OFFSET :offset"
+    )
+
+
+def build(dialect: str, q: SearchQuery) -> Statement | None:
+    """The ranked query for `dialect` ("sqlite" or "postgresql"); None when the text has no
+    searchable term (nothing can match)."""
+    terms = parse(q.text)
+    if not terms:
+        return None
+    params: dict[str, Any] = {}
+    if dialect == "sqlite":
+        params["match"] = fts5_match(terms)
+        # bm25 is lower for better matches; negated so that higher is better on both stores.
+        where = [f"{FTS_TABLE} MATCH :match", *_filters(q, params)]
+        sql = (
+            f"SELECT e.id, -bm25({FTS_TABLE}, {LABEL_WEIGHT}, {DESCRIPTION_WEIGHT}) AS score "
+            f"FROM {FTS_TABLE} JOIN event e ON e.id = {FTS_TABLE}.rowid "
+            f"WHERE {' AND '.join(where)}"
+        )
+    elif dialect == "postgresql":
+        params["websearch"] = websearch(terms)
+        # Ranked by the wanted terms alone: ts_rank of a query with a negation scores 0.
+        params["wanted"] = websearch(Terms(terms.groups))
+        where = [f"{PG_DOCUMENT} @@ q.query", *_filters(q, params)]
+        sql = (
+            f"SELECT e.id, ts_rank({PG_DOCUMENT}, w.wanted) AS score "
+            f"FROM event e, websearch_to_tsquery('{PG_CONFIG}'::regconfig, :websearch) AS q(query), "
+            f"websearch_to_tsquery('{PG_CONFIG}'::regconfig, :wanted) AS w(wanted) "
+            f"WHERE {' AND '.join(where)}"
+        )
+    else:
+        raise NotImplementedError(f"full-text search is not available on {dialect!r} stores")
+    return Statement(sql + _page(q, params), params)

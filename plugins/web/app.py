@@ -1,0 +1,446 @@
+"""The web plugin's ASGI app: read-only JSON API, HTML pages, the video stream and /metrics.
+
+Every route is a GET that reads the store. The one route that reads a file streams a stored
+recording (a path the store registered for that recording, still a regular file of the size it
+was registered with), never a path taken from the request. Model text is untrusted: pages are
+rendered with Jinja2 autoescaping and the script only ever writes text with `textContent`; a
+Content-Security-Policy allows scripts from this server alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import mimetypes
+import os
+import stat
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import jinja2
+import structlog
+from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from plugins.web import token_matches
+from plugins.web.metrics import metrics_registry, metrics_response
+
+if TYPE_CHECKING:
+    from daemon.models import EventInfo, RecordingInfo
+    from daemon.search import SearchHit
+    from daemon.store import Store
+
+log = structlog.get_logger(__name__)
+
+API_TITLE = "framewatch"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "media-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+RecordingId = Annotated[int, PathParam(ge=1, le=2**62, description="The recording's id.")]
+
+
+# -- API models (the OpenAPI document is generated from these) ------------------------------------
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class RecordingOut(BaseModel):
+    id: int
+    path: str
+    name: str = Field(description="The file's name.")
+    status: str = Field(description="queued, analyzing, done, failed or skipped.")
+    reason: str | None = Field(description="Why it failed or was skipped.")
+    duration_s: float | None
+    profile: str | None
+    model: str | None
+    chunks_done: int
+    chunks_total: int
+    page: str = Field(description="URL of its timeline page.")
+    video: str = Field(description="URL of its video stream (HTTP Range supported).")
+
+
+class ChunkOut(BaseModel):
+    index: int
+    start_s: float
+    end_s: float
+    frames: int
+    status: str
+    attempts: int
+    error: str | None
+
+
+class RecordingDetail(RecordingOut):
+    chunks: list[ChunkOut]
+
+
+class EventOut(BaseModel):
+    id: int | None
+    recording_id: int
+    chunk: int
+    start_s: float = Field(description="Seconds from the recording's start.")
+    end_s: float
+    time: str = Field(description="start_s as HH:MM:SS.")
+    label: str
+    description: str
+    confidence: float | None
+    evidence_s: float | None = Field(description="Time of the sampled frame it rests on.")
+    provenance: dict[str, Any] = Field(description="Model, prompt hash and sampling settings.")
+
+
+class HitOut(EventOut):
+    rank: int
+    score: float = Field(description="Higher is better; comparable within one search.")
+    recording: str = Field(description="The recording's path.")
+    recording_status: str
+    link: str = Field(description="file:// URL of the recording at the event (#t=seconds).")
+    page: str = Field(description="URL of the timeline page at the event.")
+
+
+class SearchOut(BaseModel):
+    query: str
+    hits: list[HitOut]
+
+
+class CurrentChunk(BaseModel):
+    recording_id: int
+    chunk: int
+    owner: str | None
+    started_at: float | None
+
+
+class DeliveryCounts(BaseModel):
+    pending: int
+    failed: int
+    dead: int
+    delivered: int
+
+
+class StatusOut(BaseModel):
+    recordings: dict[str, int] = Field(description="Recordings by state.")
+    queue_depth: int = Field(description="Recordings waiting or being analysed.")
+    chunks_done: int
+    chunks_total: int
+    running: list[CurrentChunk]
+    deliveries: DeliveryCounts
+
+
+# -- conversions ----------------------------------------------------------------------------------
+
+
+def _hms(t: float) -> str:
+    s = max(0, int(t))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _recording(r: RecordingInfo, done: int, total: int) -> RecordingOut:
+    return RecordingOut(
+        id=r.id, path=r.path, name=Path(r.path).name, status=r.status, reason=r.reason,
+        duration_s=r.duration_s, profile=r.profile, model=r.model, chunks_done=done,
+        chunks_total=total, page=f"/recordings/{r.id}", video=f"/api/recordings/{r.id}/video",
+    )
+
+
+def _event(e: EventInfo) -> EventOut:
+    return EventOut(
+        id=e.id, recording_id=e.recording_id, chunk=e.chunk_index, start_s=e.start_s,
+        end_s=e.end_s, time=_hms(e.start_s), label=e.label, description=e.description,
+        confidence=e.confidence, evidence_s=e.evidence_s, provenance=dict(e.provenance),
+    )
+
+
+def _hit(h: SearchHit) -> HitOut:
+    e = h.event
+    return HitOut(
+        **_event(e).model_dump(), rank=h.rank, score=h.score, recording=h.recording_path,
+        recording_status=h.recording_status, link=h.link,
+        page=f"/recordings/{e.recording_id}#t={e.start_s:g}",
+    )
+
+
+def _timestamp(when: dt.datetime | None) -> float | None:
+    if when is None:
+        return None
+    try:
+        return when.timestamp()  # naive: local time, as a person typing a date means it
+    except (OverflowError, OSError, ValueError):
+        return 0.0 if when.year < 1970 else 1e18
+
+
+def _media_type(path: str) -> str:
+    # Only audio/video types: a recording named page.html must never render as a page here.
+    guessed = mimetypes.guess_type(path)[0] or ""
+    return guessed if guessed.startswith(("video/", "audio/")) else "application/octet-stream"
+
+
+# -- middleware -----------------------------------------------------------------------------------
+
+
+def _host_name(header: str) -> str:
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class Guard(BaseHTTPMiddleware):
+    """Host check, bearer (or basic) token, read-only methods, security headers."""
+
+    def __init__(self, app: Any, token: str | None, trusted_hosts: Sequence[str] | None):
+        super().__init__(app)
+        self.token = token
+        self.trusted = {h.lower() for h in trusted_hosts} if trusted_hosts is not None else None
+
+    def _authorized(self, request: Request) -> bool:
+        if self.token is None:
+            return True
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            return token_matches(self.token, value.strip())
+        if scheme.lower() == "basic":
+            import base64
+            import binascii
+
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            # Browsers ask for a user name and password: the token is the password (any user),
+            # so the pages, the video and the script's requests all carry it.
+            return token_matches(self.token, decoded.partition(":")[2])
+        return False
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self.trusted is not None:
+            host = _host_name(request.headers.get("host", "")).lower()
+            if host not in self.trusted:
+                return JSONResponse({"detail": "unknown host"}, status_code=421)
+        if request.method not in ("GET", "HEAD"):
+            return JSONResponse({"detail": "read-only"}, status_code=405, headers={"Allow": "GET, HEAD"})
+        if not self._authorized(request):
+            api = request.url.path.startswith(("/api/", "/metrics", "/openapi.json"))
+            challenge = 'Bearer realm="framewatch"' if api else 'Basic realm="framewatch", charset="UTF-8"'
+            return JSONResponse(
+                {"detail": "a valid token is required"}, status_code=401,
+                headers={"WWW-Authenticate": challenge},
+            )
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("plugins.web", "templates"),
+        autoescape=True,  # every {{ value }} is HTML-escaped: event text is untrusted
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["hms"] = _hms
+    return env
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such recording."}}
+
+
+def create_app(
+    store: Store,
+    config: Any = None,
+    *,
+    token: str | None = None,
+    trusted_hosts: Sequence[str] | None = None,
+) -> FastAPI:
+    """The ASGI app over `store`. `token`: required as `Authorization: Bearer` (or as the
+    password of HTTP basic auth, for browsers); `trusted_hosts`: Host names answered (None: any)."""
+    app = FastAPI(
+        title=API_TITLE,
+        summary="Read-only API over framewatch's recordings, events and search.",
+        version=_version(),
+        docs_url=None,  # Swagger UI would load its script from a CDN; the document is enough
+        redoc_url=None,
+    )
+    app.add_middleware(Guard, token=token, trusted_hosts=trusted_hosts)
+    app.mount("/static", StaticFiles(directory=str(files("plugins.web") / "static")), name="static")
+    env = templates()
+    registry = metrics_registry(store)
+
+    def page(name: str, **context: Any) -> HTMLResponse:
+        return HTMLResponse(env.get_template(name).render(**context))
+
+    def recording_or_404(recording_id: int) -> tuple[RecordingInfo, list[Any]]:
+        try:
+            rec = store.recording(recording_id)
+        except KeyError:
+            raise HTTPException(404, "no such recording") from None
+        return rec, store.chunks(recording_id)
+
+    def detail(recording_id: int) -> RecordingDetail:
+        rec, chunks = recording_or_404(recording_id)
+        done = sum(1 for c in chunks if c.status == "done")
+        base = _recording(rec, done, len(chunks) or 0)
+        return RecordingDetail(
+            **base.model_dump(),
+            chunks=[
+                ChunkOut(index=c.index, start_s=c.start_s, end_s=c.end_s, frames=c.frames,
+                         status=c.status, attempts=c.attempts, error=c.error)
+                for c in chunks
+            ],
+        )
+
+    def status() -> StatusOut:
+        recs = store.recordings()
+        counts = {state: 0 for state in ("queued", "analyzing", "done", "failed", "skipped")}
+        for r, _, _ in recs:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        d = store.delivery_counts()
+        return StatusOut(
+            recordings=counts,
+            queue_depth=counts["queued"] + counts["analyzing"],
+            chunks_done=sum(done for _, done, _ in recs),
+            chunks_total=sum(total for _, _, total in recs),
+            running=[
+                CurrentChunk(recording_id=r, chunk=i, owner=o, started_at=t)
+                for r, i, o, t in store.running_chunks()
+            ],
+            deliveries=DeliveryCounts(**{k: d[k] for k in ("pending", "failed", "dead", "delivered")}),
+        )
+
+    def search(q: str, recording_id: int | None, since: dt.datetime | None, labels: list[str],
+               limit: int, offset: int) -> list[HitOut]:
+        hits = store.search(q, recording_id=recording_id, since=_timestamp(since),
+                            labels=labels, limit=limit, offset=offset)
+        return [_hit(h) for h in hits]
+
+    # -- JSON API ------------------------------------------------------------------------------
+
+    @app.get("/api/recordings", tags=["recordings"])
+    def list_recordings() -> list[RecordingOut]:
+        """Every recording, newest first, with its state and progress (chunks done of total)."""
+        return [_recording(r, done, total) for r, done, total in store.recordings()]
+
+    @app.get("/api/recordings/{recording_id}", tags=["recordings"], responses=NOT_FOUND)
+    def get_recording(recording_id: RecordingId) -> RecordingDetail:
+        """One recording with its chunks and their states."""
+        return detail(recording_id)
+
+    @app.get("/api/recordings/{recording_id}/events", tags=["events"], responses=NOT_FOUND)
+    def recording_events(recording_id: RecordingId) -> list[EventOut]:
+        """A recording's events, by start time."""
+        recording_or_404(recording_id)
+        return [_event(e) for e in store.events(recording_id)]
+
+    @app.get(
+        "/api/recordings/{recording_id}/video",
+        tags=["recordings"],
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"video/mp4": {}, "application/octet-stream": {}},
+                  "description": "The whole file."},
+            206: {"content": {"video/mp4": {}, "application/octet-stream": {}},
+                  "description": "The requested byte range (HTTP Range)."},
+            400: {"content": {"text/plain": {}}, "description": "Malformed Range header."},
+            404: {"model": Problem, "description": "No such recording, or its file is gone or changed."},
+            416: {"content": {"text/plain": {}}, "description": "Range not satisfiable."},
+        },
+    )
+    def recording_video(recording_id: RecordingId) -> FileResponse:
+        """The recording's file, for the page's player (seeking uses HTTP Range requests).
+
+        Served from a path the store registered for this recording, and only while that path
+        is still a regular file of the registered size (a replaced file is not this recording)."""
+        try:
+            known = store.recording_files(recording_id)
+        except KeyError:
+            raise HTTPException(404, "no such recording") from None
+        for path, size in known:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size == size:
+                return FileResponse(path, media_type=_media_type(path), stat_result=st,
+                                    content_disposition_type="inline")
+        raise HTTPException(404, "the recording's file is gone or was changed")
+
+    @app.get("/api/search", tags=["search"])
+    def api_search(
+        q: Annotated[str, Query(min_length=1, max_length=1000, description=(
+            'Words (all must occur), "a phrase", -excluded, a or b.'))],
+        recording_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        since: Annotated[dt.datetime | None, Query(description=(
+            "Only recordings whose file was modified at or after this time (ISO 8601)."))] = None,
+        label: Annotated[list[str], Query(max_length=20, description="Only these labels.")] = [],  # noqa: B006
+        limit: Annotated[int, Query(ge=1, le=500)] = 20,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    ) -> SearchOut:
+        """Events of every recording matching `q`, best first (full-text, stemmed)."""
+        return SearchOut(query=q, hits=search(q, recording_id, since, label, limit, offset))
+
+    @app.get("/api/status", tags=["status"])
+    def api_status() -> StatusOut:
+        """Recordings by state, queue depth, chunks being analysed, plugin deliveries."""
+        return status()
+
+    @app.get(
+        "/metrics",
+        tags=["status"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+    )
+    def metrics() -> Response:
+        """Prometheus metrics, computed from the store when scraped."""
+        return metrics_response(registry)
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def index_page() -> HTMLResponse:
+        recs = [_recording(r, done, total) for r, done, total in store.recordings()]
+        return page("index.html.j2", recordings=recs, status=status(), query="")
+
+    @app.get("/recordings/{recording_id}", include_in_schema=False)
+    def recording_page(recording_id: RecordingId) -> HTMLResponse:
+        rec = detail(recording_id)
+        events = [_event(e) for e in store.events(recording_id)]
+        duration = rec.duration_s or max((e.end_s for e in events), default=0.0)
+        return page("recording.html.j2", rec=rec, events=events, duration=duration, query="")
+
+    @app.get("/search", include_in_schema=False)
+    def search_page(
+        q: Annotated[str, Query(max_length=1000)] = "",
+        label: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
+    ) -> HTMLResponse:
+        hits = search(q, None, None, label, 100, 0) if q.strip() else []
+        return page("search.html.j2", hits=hits, query=q)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _problem(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(("/api/", "/metrics")):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        html = env.get_template("error.html.j2").render(status=exc.status_code, detail=exc.detail, query="")
+        return HTMLResponse(html, status_code=exc.status_code)
+
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("framewatch")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0"

@@ -1,0 +1,126 @@
+"""Real PostgreSQL and Redis for tests: a private database and key prefix per test, so parallel test
+runs (pytest-xdist, other engineers' runs) never see each other's data; a private redis-server that a
+test may stop and start; and a store-URL fixture parametrised over SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN = os.environ.get("FRAMEWATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("FRAMEWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _pg_admin():  # type: ignore[no-untyped-def]
+    import psycopg
+
+    return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+
+
+def postgres_available() -> bool:
+    try:
+        with _pg_admin():
+            return True
+    except Exception:  # any failure means: no server to test against
+        return False
+
+
+def redis_available(url: str = REDIS_URL) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty database `framewatch_test_<uuid>`, dropped afterwards; yields its URL."""
+    name = f"framewatch_test_{uuid.uuid4().hex[:16]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    finally:
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def store_url_for(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fw.db'}"
+        return
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    with postgres_database() as url:
+        yield url
+
+
+def redis_prefix() -> str:
+    return f"fwtest:{uuid.uuid4().hex[:12]}:"
+
+
+def drop_prefix(url: str, prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    try:
+        keys = list(r.scan_iter(match=prefix + "*", count=500))
+        if keys:
+            r.delete(*keys)
+    except redis.RedisError:
+        pass
+    finally:
+        r.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port (never the shared one): it can be stopped
+    and started again to play an outage. Without persistence, like a crashed cache: a restart
+    loses every key."""
+
+    def __init__(self, workdir: Path):
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        self.port = free_port()
+        self.dir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + 10
+        while not redis_available(self.url):
+            if time.monotonic() > end:
+                raise RuntimeError("private redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
