@@ -194,7 +194,8 @@ class RedisQueue:
                 continue
             pending = self._call(self.r.xpending_range, self.stream, GROUP, mid, mid, 1)
             deliveries = int(pending[0]["times_delivered"]) if pending else 1
-            log.info("queue_job_taken_over", message=mid, deliveries=deliveries)
+            log.info("queue_job_taken_over", message=mid, deliveries=deliveries,
+                     recording_id=int(fields["recording"]), chunk=int(fields["chunk"]))
             return Job(mid, int(fields["recording"]), int(fields["chunk"]), deliveries)
         return None
 

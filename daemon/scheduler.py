@@ -201,7 +201,8 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -285,16 +286,19 @@ class Scheduler:
         """Stop in reverse order by `deadline` (time.monotonic()): the jobs, then the worker loop
         (its chunk finishes), then the heartbeat. False if the chunk had to be released."""
         self.stop_event.set()
-        # APScheduler waits for running jobs without a timeout (a delivery round can take a
-        # minute), so it is waited for from a helper thread, up to the deadline.
-        shutdown = threading.Thread(target=self.aps.shutdown, kwargs={"wait": True}, name="framewatch-aps-stop")
-        shutdown.start()
+        shutdown = None
+        if self.aps.running:
+            # APScheduler waits for running jobs without a timeout (a delivery round can take a
+            # minute), so it is waited for from a helper thread, up to the deadline.
+            shutdown = threading.Thread(target=self.aps.shutdown, kwargs={"wait": True}, name="framewatch-aps-stop")
+            shutdown.start()
         clean = self.loop.join(max(0.0, deadline - time.monotonic()))
         if not clean:
             self.loop.release_current()
-        shutdown.join(max(0.0, deadline - time.monotonic()))
-        if shutdown.is_alive():
-            log.warning("jobs_still_running_at_exit")
+        if shutdown is not None:
+            shutdown.join(max(0.0, deadline - time.monotonic()))
+            if shutdown.is_alive():
+                log.warning("jobs_still_running_at_exit")
         self.heartbeat.stop()
         return clean
 

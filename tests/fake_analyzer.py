@@ -1,7 +1,8 @@
 """A test plugin for `framewatch run` subprocesses: a make_analyzer that answers at once (or after
 `sleep_s`, to stand in for a long GPU call), with one event per chunk labelled by its index. It
 fails on purpose for files whose name contains one of `fail_names`, and while the file
-`fail_if_exists` exists (a transient fault the test can end).
+`fail_if_exists` exists (a transient fault the test can end). Its accept_recording refuses files
+whose name contains one of `refuse_names`.
 
 The daemon tests install it through an entry point in a temporary dist-info folder on PYTHONPATH,
 so the real plugin loading is exercised and nothing imports torch.
@@ -26,6 +27,7 @@ class FakeSettings(BaseModel):
     sleep_s: float = 0.0
     fail_names: list[str] = []
     fail_if_exists: str | None = None
+    refuse_names: list[str] = []
 
 
 class FakeAnalyzer:
@@ -66,3 +68,8 @@ def register_settings() -> dict[str, type[BaseModel]]:
 @hookimpl
 def make_analyzer(settings: FakeSettings) -> FakeAnalyzer:
     return FakeAnalyzer(settings)
+
+
+@hookimpl
+def accept_recording(path: str, settings: FakeSettings) -> bool | None:
+    return False if any(bad in os.path.basename(path) for bad in settings.refuse_names) else None

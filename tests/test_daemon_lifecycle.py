@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from daemon.store import Store
-from tests.daemon_proc import Daemon, NotifySocket, install_fake_plugin, unique_copies, wait_until, write_config
+from tests.daemon_proc import (
+    Daemon,
+    NotifySocket,
+    install_fake_plugin,
+    status_json,
+    unique_copies,
+    wait_until,
+    write_config,
+)
 from tests.media import make_video
 
 pytestmark = pytest.mark.slow
@@ -88,8 +96,10 @@ def started_chunks(d: Daemon, recording_id: int) -> list[int]:
 
 
 def test_200_files_dropped_at_once_are_each_analysed_once(setup: Setup) -> None:
-    d = setup.start(setup.config())
+    d = setup.start(setup.config(fake={"refuse_names": ["not-for-us"]}))
     try:
+        setup.clip("not-for-us.mp4", seconds=1.0)  # refused by the plugin's accept_recording
+        d.wait_for("recording_refused")
         base = make_video(setup.root / "base.mp4", seconds=1.0, fps=2, size=(32, 32)).read_bytes()
         staged = []
         for i, data in enumerate(unique_copies(base, 200)):
@@ -127,6 +137,8 @@ def test_kill_9_mid_chunk_resumes_at_the_unfinished_chunk(setup: Setup) -> None:
         d1.signal(signal.SIGKILL)
         d1.wait_exit(10)
         assert setup.statuses(clip) == ["done", "running", "pending"]
+        current = status_json(config)["current"]
+        assert (current["path"], current["chunk"], current["chunks_done"]) == (str(clip), 1, 1)
         assert "READY=1" in [m for _, m in notify.messages]
         assert "STATUS=three.mp4 chunk 2/3" in notify.starting("STATUS=")
         assert notify.times("WATCHDOG=1")

@@ -142,13 +142,20 @@ class WebServer:
 
     def run(self) -> None:
         """Serve in the foreground until SIGINT/SIGTERM (`framewatch serve`)."""
+        import signal
+
         sock = self.bind()
         self._server = self._make_server()
         log.info("web_started", url=self.url)
+        # uvicorn stops on SIGINT/SIGTERM and then re-raises the signal to the handler it found:
+        # a quiet one, so a requested stop exits 0 rather than dying by the signal.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: None)
         try:
             self._server.run(sockets=[sock])
         finally:
             sock.close()
+        log.info("web_stopped", url=self.url)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._server is not None:

@@ -43,7 +43,9 @@ CSP = (
     "media-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
     "frame-ancestors 'none'"
 )
-RecordingId = Annotated[int, PathParam(ge=1, le=2**62, description="The recording's id.")]
+# Ids fit a JavaScript number (and print without an exponent, which int parsing refuses).
+MAX_ID = 2**53
+RecordingId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The recording's id.")]
 
 
 # -- API models (the OpenAPI document is generated from these) ------------------------------------
@@ -380,7 +382,7 @@ def create_app(
     def api_search(
         q: Annotated[str, Query(min_length=1, max_length=1000, description=(
             'Words (all must occur), "a phrase", -excluded, a or b.'))],
-        recording_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        recording_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         since: Annotated[dt.datetime | None, Query(description=(
             "Only recordings whose file was modified at or after this time (ISO 8601)."))] = None,
         label: Annotated[list[str], Query(max_length=20, description="Only these labels.")] = [],  # noqa: B006
