@@ -9,6 +9,9 @@ PYTHON="${PYTHON:-python3}"
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# The web plugin's browser test drives Debian's Chromium with Playwright (never a downloaded one).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${FRAMEWATCH_NO_APT:-}" ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

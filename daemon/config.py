@@ -108,6 +108,24 @@ class SamplingConfig(_Section):
     max_pixels: int | None = Field(
         None, ge=32 * 32, description="Optional pixel budget per frame (width x height)."
     )
+    skip_static: bool = Field(
+        False,
+        description="Run a cheap pre-pass over each chunk (small frames at activity_fps) and do "
+        "not send chunks where nothing changes to the model (or send them at static_fps). The "
+        "chunk is stored done with a `static` note in its provenance.",
+    )
+    static_threshold: float = Field(
+        0.002, ge=0, le=1,
+        description="A chunk is static when no two consecutive pre-pass frames differ in more than "
+        "this share of their pixels (luma change above 24/255 on a 128x72 picture).",
+    )
+    static_fps: float = Field(
+        0.0, ge=0, le=60, description="Sampling rate for static chunks; 0: do not analyse them at all."
+    )
+    activity_fps: float = Field(
+        1.0, gt=0, le=30,
+        description="Rate of the pre-pass: a change shorter than 1/activity_fps seconds may be missed.",
+    )
 
 
 class AnalysisConfig(_Section):
@@ -156,6 +174,11 @@ class WatchConfig(_Section):
         "true/false force it.",
     )
     poll_interval_s: float = Field(5.0, gt=0, le=3600, description="How often a polled folder is compared.")
+    skip_static: bool | None = Field(None, description="sampling.skip_static for this folder (None: inherit).")
+    static_threshold: float | None = Field(
+        None, ge=0, le=1, description="sampling.static_threshold for this folder (None: inherit)."
+    )
+    static_fps: float | None = Field(None, ge=0, le=60, description="sampling.static_fps for this folder (None: inherit).")
 
     @field_validator("profile")
     @classmethod
@@ -305,6 +328,16 @@ class Config(_Section):
         if not path.is_absolute():
             path = (self.source.parent if self.source else Path.cwd()) / path
         return Path(os.path.abspath(path))
+
+    def watch_for(self, path: str | os.PathLike[str]) -> WatchConfig | None:
+        """The [[watch]] folder `path` lies in (the deepest, when folders nest), or None."""
+        target = Path(os.path.abspath(Path(path).expanduser()))
+        best: tuple[int, WatchConfig] | None = None
+        for watch in self.watch:
+            root = self.watch_path(watch)
+            if target.is_relative_to(root) and (best is None or len(root.parts) > best[0]):
+                best = (len(root.parts), watch)
+        return best[1] if best else None
 
     def model_name(self) -> str:
         """model.name, with a relative local directory resolved against the config file."""

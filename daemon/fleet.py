@@ -87,11 +87,18 @@ class QueueLoop(WorkerLoop):
         return True  # take() already waited up to a second when idle: loop straight on
 
     def _pass(self) -> None:
-        if self._rebuild_due or time.monotonic() - self._last_rebuild > self.config.daemon.reap_interval_s:
+        periodic = time.monotonic() - self._last_rebuild > self.config.daemon.reap_interval_s
+        if self._rebuild_due or periodic:
             self._rebuild()
+            # Also the safety net for recordings whose enqueueing an outage interrupted.
+            self._produce_due = self._produce_due or self.produce
         if self._produce_due:
-            self._produce_due = False
-            self._produce_all()
+            self._produce_due = False  # cleared first: a wake-up during the pass is kept
+            try:
+                self._produce_all()
+            except BaseException:
+                self._produce_due = True
+                raise
         job = self.queue.take(block_ms=1000)
         if job is not None:
             self._handle(job)

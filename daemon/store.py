@@ -256,7 +256,10 @@ class Store:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        SQLModel.metadata.create_all(self.engine)
+        # Alembic, not create_all: an existing database is upgraded too (one query when current).
+        from daemon.migrations import upgrade
+
+        upgrade(self.engine)
         self._create_search_index()
 
     def _create_search_index(self) -> None:

@@ -119,6 +119,74 @@ def make_video(
     return path
 
 
+# Kinds of event make_static_scene can plant.
+EVENT_KINDS = ("object", "flash", "scene")
+
+
+def make_static_scene(
+    path: str | Path,
+    *,
+    seconds: float,
+    events: Sequence[tuple[float, float, str]],
+    fps: int = 5,
+    size: tuple[int, int] = (160, 90),
+    gop: int = 600,
+    seed: int = 7,
+) -> Path:
+    """Write a mostly static recording (a fixed textured background) with planted events.
+
+    `events`: (start_s, duration_s, kind) with kind one of EVENT_KINDS: "object" (a dark box
+    appears for the duration), "flash" (a bar of text-like stripes shows for the duration),
+    "scene" (the background changes for good at start_s; duration ignored). Long GOPs and a
+    tiny picture keep a two-hour file quick to write (the activity bench and tests use it).
+    """
+    path = Path(path)
+    width, height = size
+    if width % 2 or height % 2:
+        raise ValueError(f"size must be even, got {size}")
+    for _, _, kind in events:
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; one of {', '.join(EVENT_KINDS)}")
+    rng = np.random.default_rng(seed)
+    # Low-contrast blocks: a picture with texture (like a real room), identical in every frame.
+    blocks = rng.integers(90, 140, size=(height // 6 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    background = np.repeat(np.repeat(blocks, 6, axis=0), 8, axis=1)[:height, :width]
+    scene_changes = sorted(t for t, _, kind in events if kind == "scene")
+    spans = [(t, t + d, kind) for t, d, kind in events if kind != "scene"]
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    n = max(1, round(seconds * fps))
+    cache: dict[tuple[int, tuple[str, ...]], av.VideoFrame] = {}
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        if codec == "libx264":
+            stream.codec_context.options = {"preset": "veryfast", "threads": "1", "sc_threshold": "0"}
+        for i in range(n):
+            t = i / fps
+            scene = sum(1 for c in scene_changes if c <= t + 1e-9)
+            showing = tuple(kind for a, b, kind in spans if a <= t + 1e-9 < b)
+            key = (scene, showing)
+            if key not in cache:
+                picture = background.copy() if scene == 0 else np.roll(255 - background, scene * 13, axis=1)
+                if "object" in showing:
+                    picture[height // 3 : height // 3 + height // 3, width // 3 : width // 3 + width // 5] = 20
+                if "flash" in showing:
+                    bar = picture[height - height // 4 :, width // 8 : width - width // 8]
+                    bar[:] = 250
+                    bar[2:-2, ::3] = 0
+                # Only a handful of distinct pictures exist: build each once.
+                cache[key] = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            frame = cache[key]
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def vfr_times(seconds: float) -> list[float]:
     """The exact frame times make_video(vfr=True) writes for a clip of `seconds`."""
     return _frame_times(seconds, 0, vfr=True)

@@ -24,7 +24,9 @@ from daemon.engine.budget import (
     what_would_fit,
 )
 from daemon.engine.events import merge_overlaps
-from daemon.engine.pipeline import ChunkResult, analyze_chunk
+from daemon.engine.activity import StaticSettings
+from daemon.engine.pipeline import ChunkResult, Prepared, analyze_prepared, prepare_chunk
+from daemon.engine.prefetch import Prefetcher
 from daemon.engine.planner import (
     FittedPlan,
     Floors,
@@ -106,6 +108,8 @@ class Worker:
         self._memory: tuple[Estimator, float] | None = None
         self._fitted: FittedPlan | None = None
         self._memory_unavailable = False
+        # Set while process() runs: samples the next chunk while the current one is analysed.
+        self._prefetch: Prefetcher[Prepared] | None = None
 
     @property
     def analyzer(self) -> Analyzer:
@@ -145,6 +149,20 @@ class Worker:
                 "overlap_s": cfg.chunking.overlap_seconds,
             },
         }
+
+    def static_settings(self, path: str) -> StaticSettings | None:
+        """sampling.skip_static and its knobs for a file, with its [[watch]] folder's overrides;
+        None when static chunks are analysed like any other."""
+        s = self.config.sampling
+        watch = self.config.watch_for(path)
+
+        def pick(name: str) -> Any:
+            own = getattr(watch, name) if watch is not None else None
+            return own if own is not None else getattr(s, name)
+
+        if not pick("skip_static"):
+            return None
+        return StaticSettings(threshold=pick("static_threshold"), static_fps=pick("static_fps"), scan_fps=s.activity_fps)
 
     def plan(self, media: MediaInfo) -> list[ChunkWindow]:
         """The configured plan; on a GPU, fitted to the memory budget (BudgetError when even the
@@ -211,22 +229,55 @@ class Worker:
             by_index = {c.index: c for c in chunks}
             if retry_failed:
                 self.store.requeue_failed(rec.id)
-            while not should_stop():
-                claimed = self.store.claim(rec.id, self.owner, self.lease_s)
-                if claimed is None:
-                    break
-                if on_start_chunk is not None:
-                    # The daemon's watchdog, STATUS= line and shutdown release need to know which
-                    # chunk is on the GPU from the moment it is claimed.
-                    on_start_chunk(rec, claimed)
-                done = self._run_chunk(rec, media, claimed, by_index, task, settings, should_stop)
-                if on_chunk is not None:
-                    on_chunk(done)
+            self._prefetch = Prefetcher(depth=1)
+            try:
+                while not should_stop():
+                    claimed = self.store.claim(rec.id, self.owner, self.lease_s)
+                    if claimed is None:
+                        break
+                    if on_start_chunk is not None:
+                        # The daemon's watchdog, STATUS= line and shutdown release need to know which
+                        # chunk is on the GPU from the moment it is claimed.
+                        on_start_chunk(rec, claimed)
+                    done = self._run_chunk(rec, media, claimed, by_index, task, settings, should_stop)
+                    if on_chunk is not None:
+                        on_chunk(done)
+            finally:
+                prefetch, self._prefetch = self._prefetch, None
+                prefetch.close()
             return self._settle(rec)
+
+    def _prefetch_after(self, rec: RecordingInfo, media: MediaInfo, index: int) -> None:
+        """Start sampling the first pending chunk after `index` on the prefetch thread."""
+        if self._prefetch is None:
+            return
+        rows = self.store.chunks(rec.id)
+        nxt = min((c for c in rows if c.status == "pending" and c.index > index), key=lambda c: c.index, default=None)
+        if nxt is None:
+            return
+        window = self._row_window(nxt)
+        static = self.static_settings(rec.path)
+        path, rotation = rec.path, media.rotation
+        self._prefetch.submit(
+            (rec.id, window, rotation, static), lambda: prepare_chunk(path, window, rotation, static)
+        )
+
+    def _prepare(self, rec: RecordingInfo, media: MediaInfo, window: ChunkWindow) -> Prepared:
+        """The chunk's frames: from the prefetch thread when it prepared this exact window, else now."""
+        static = self.static_settings(rec.path)
+        if self._prefetch is not None:
+            ready = self._prefetch.take((rec.id, window, media.rotation, static))
+            if ready is not None:
+                return ready
+        return prepare_chunk(rec.path, window, media.rotation, static)
 
     def _window(self, chunk: ChunkInfo) -> ChunkWindow:
         # Replays the stored plan (a resumed run samples exactly the frames first planned).
         row = next(c for c in self.store.chunks(chunk.recording_id) if c.index == chunk.index)
+        return self._row_window(row)
+
+    @staticmethod
+    def _row_window(row: Any) -> ChunkWindow:
         return ChunkWindow(
             index=row.index,
             start_s=row.start_s,
@@ -338,9 +389,11 @@ class Worker:
         The exception stays inside this frame, so once it returns nothing references the tensors
         the failed try allocated and release_memory() can free them."""
         try:
-            return analyze_chunk(
-                rec.path, window, media.rotation, self.analyzer, task, self.config.analysis.max_events
-            )
+            prepared = self._prepare(rec, media, window)
+            # Only sampling runs ahead: the next chunk is claimed as before, and what was
+            # prepared for a chunk this worker does not claim next is dropped at the next take.
+            self._prefetch_after(rec, media, chunk.index)
+            return analyze_prepared(prepared, self.analyzer, task, self.config.analysis.max_events)
         except UnsupportedMedia as exc:
             return self._chunk_failed(rec, chunk, exc.reason, permanent=True)
         except Exception as exc:  # an analyzer may fail in any way; the chunk records why
@@ -426,7 +479,7 @@ class Worker:
                 "prompt_hash": settings["prompt_hash"],
                 "sampling": {
                     **settings["sampling"],  # type: ignore[dict-item]
-                    "frames": len(window.sample_times),
+                    "frames": len(result.frame_times) if result.static else len(window.sample_times),
                     "width": window.width,
                     "height": window.height,
                 },
@@ -436,6 +489,10 @@ class Worker:
                 "analyze_s": round(result.analyze_s, 3),
                 "analyzer": result.analyzer_stats,
             }
+            if result.static is not None:
+                # Recorded, not silent: a person can see the chunk was judged static, and why.
+                provenance["static"] = result.static
+                provenance["skipped_static"] = result.static["action"] == "skipped"
             stored = self.store.commit_chunk(
                 rec.id,
                 chunk.index,
@@ -445,6 +502,8 @@ class Worker:
                 notify=self.subscribers("events_found"),
             )
             n = len(stored) if stored is not None else 0
+            if result.static is not None:
+                log.info("chunk_static", action=result.static["action"], peak_change=result.static["peak_change"])
             log.info("chunk_analyzed", events=n, **result.counts.as_dict())
             return ChunkDone(rec, chunk, "done", n)
 

@@ -5,6 +5,9 @@ Qwen3-VL analyzer (the tiny checkpoint) and stands in for a slow GPU or a poison
   chunk on a slow GPU would take (while the worker's lease heartbeat must keep it).
 - `poison`: file-name substrings: chunk 1 of such a file raises every time, as a chunk that
   crashes the model would.
+- `ensure_event`: the tiny checkpoint's random weights answer with no events; this adds one per
+  chunk (labelled by its index, so overlapping chunks never merge) when the model gave none, so
+  notifications have events to carry.
 
 Installed through an entry point (a dist-info folder on PYTHONPATH), like a real plugin.
 """
@@ -32,6 +35,7 @@ class StandInSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     slow: dict[str, float] = {}
     poison: list[str] = []
+    ensure_event: bool = False
 
 
 class StandInAnalyzer:
@@ -52,7 +56,11 @@ class StandInAnalyzer:
             for part, seconds in self.settings.slow.items():
                 if part in name:
                     time.sleep(seconds)  # a slow GPU
-        return list(self.real.analyze(chunk))
+        events = list(self.real.analyze(chunk))
+        if not events and self.settings.ensure_event:
+            events = [{"start_s": chunk.start_s, "end_s": chunk.end_s, "label": f"c{chunk.index}",
+                       "description": "stand-in"}]
+        return events
 
     def provenance(self) -> dict[str, Any]:
         return self.real.provenance()

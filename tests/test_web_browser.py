@@ -26,11 +26,12 @@ CHROMIUM_ARGS = [
 FPS = 10
 SCREENSHOT_ENV = "FRAMEWATCH_DOCS_SCREENSHOT"  # also save the screenshot here (docs/timeline.png)
 
+HOSTILE = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script>"
 EVENTS = [
     ev(0.5, 3.5, "title slide", "Red title slide: Thermodynamics, lecture 4"),
     ev(4.2, 7.5, "experiment", "The lecturer fills the frame with a green test pattern"),
-    ev(8.3, 11.5, "blue screen", "Projector shows blue; <img src=x onerror=window.__pwned=1> in the caption"),
-    ev(9.0, 10.0, "question", "A student asks about <script>window.__pwned=2</script> entropy"),
+    ev(8.3, 11.5, "blue screen", "The projector shows a blue screen"),
+    ev(9.0, 10.0, "question", f"A student asks what {HOSTILE} means for entropy"),
 ]
 
 
@@ -108,22 +109,25 @@ def test_click_an_event_and_the_player_lands_on_it(browser: Any, site: tuple[str
     assert page.evaluate("location.hash") == "#t=4.2"
 
     # Search this recording: results come from the API, written as text, and seek when clicked.
-    page.fill("#find input[name=q]", "projector")
+    page.fill("#find input[name=q]", "entropy")
     page.click("#find button")
     hit = page.locator("#found li").first
     hit.wait_for()
-    assert "<img src=x onerror=window.__pwned=1>" in (hit.locator(".desc").text_content() or "")
+    assert HOSTILE in (hit.locator(".desc").text_content() or "")
     hit.locator("button").click()
-    assert abs(landed(page, 8.3) - 8.3) <= 1 / FPS
+    assert abs(landed(page, 9.0) - 9.0) <= 1 / FPS
 
     # What the model wrote is shown, never run.
-    assert "<script>window.__pwned=2</script>" in page.locator("#events").inner_text()
+    assert HOSTILE in page.locator("#events").inner_text()
     assert page.evaluate("window.__pwned") is None
     assert page.locator("#events img, #found img").count() == 0
     assert errors == []
 
     page.locator("#events").get_by_role("button", name="00:00:00 title slide").click()
     landed(page, 0.5)
+    page.wait_for_function(f"{PLAYER}.readyState >= 2")  # the frame is there, no spinner
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(300)
     shot = tmp_path / "timeline.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
@@ -146,5 +150,6 @@ def test_deep_link_and_list_page(browser: Any, site: tuple[str, int]) -> None:
     page.press("header input[name=q]", "Enter")
     page.wait_for_url("**/search?q=entropy")
     page.locator("ol.hits a").first.click()
-    page.wait_for_function(f"{PLAYER}.readyState >= 1")
+    page.wait_for_url(f"**/recordings/{rid}#t=9")
+    page.wait_for_function(f"{PLAYER} && {PLAYER}.readyState >= 1")
     assert abs(landed(page, 9.0) - 9.0) <= 1 / FPS

@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from daemon.engine.activity import StaticSettings, scan_window, static_window
 from daemon.engine.events import Candidate, Counts, normalize
 from daemon.engine.prompts import build_prompt
 from daemon.engine.sampler import sample_frames
-from daemon.models import ChunkInput, ChunkWindow
+from daemon.models import ChunkInput, ChunkWindow, Frame
 
 if TYPE_CHECKING:
     from daemon.engine.backends import Analyzer
@@ -23,6 +24,66 @@ class ChunkResult:
     decode_s: float
     analyze_s: float
     analyzer_stats: dict[str, Any] = field(default_factory=dict)
+    # Set when the activity pre-pass found the chunk static: what it measured and what was done
+    # ("skipped": not sent to the model; "low_fps": sampled at static_fps).
+    static: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A chunk's frames, ready for the analyzer (the part that can run ahead of the GPU).
+
+    `window` is what was planned; `frames` were sampled for `used` (the same window, or fewer
+    frames when found static); `frames` is empty when the chunk is skipped as static."""
+
+    path: str
+    window: ChunkWindow
+    used: ChunkWindow | None
+    frames: tuple[Frame, ...]
+    decode_s: float
+    static: dict[str, Any] | None = None
+
+
+def prepare_chunk(
+    path: str, window: ChunkWindow, rotation: int, static: StaticSettings | None = None
+) -> Prepared:
+    """Sample `window` (after the activity pre-pass when `static` is given). Raises
+    UnsupportedMedia when the window cannot be decoded."""
+    t0 = time.perf_counter()
+    used: ChunkWindow | None = window
+    note: dict[str, Any] | None = None
+    if static is not None:
+        activity = scan_window(path, window.start_s, window.end_s, static.scan_fps)
+        if activity.is_static(static.threshold):
+            used = static_window(window, static.static_fps)
+            note = {
+                "action": "skipped" if used is None else "low_fps",
+                "peak_change": round(activity.peak, 5),
+                "threshold": static.threshold,
+                "scan_fps": static.scan_fps,
+                "scan_frames": len(activity.times),
+            }
+    frames = () if used is None else tuple(sample_frames(path, used.sample_times, used.width, used.height, rotation))
+    return Prepared(path, window, used, frames, time.perf_counter() - t0, note)
+
+
+def analyze_prepared(prepared: Prepared, analyzer: Analyzer, task: str, max_events: int) -> ChunkResult:
+    """Run `analyzer` on prepared frames and normalise what it returns; a chunk skipped as static
+    gives no events without calling it."""
+    window = prepared.window
+    if prepared.used is None:
+        return ChunkResult([], Counts(), (), prepared.decode_s, 0.0, {}, prepared.static)
+    t1 = time.perf_counter()
+    frames = prepared.frames
+    chunk = ChunkInput(
+        recording_path=prepared.path,
+        index=window.index,
+        start_s=window.start_s,
+        end_s=window.end_s,
+        prompt=build_prompt(task, window.start_s, window.end_s, max_events),
+        frames=frames,
+    )
+    return _finish(chunk, analyzer, prepared.decode_s, t1, prepared.static)
 
 
 def analyze_chunk(
@@ -47,11 +108,17 @@ def analyze_chunk(
         prompt=build_prompt(task, window.start_s, window.end_s, max_events),
         frames=tuple(frames),
     )
+    return _finish(chunk, analyzer, t1 - t0, t1, None)
+
+
+def _finish(
+    chunk: ChunkInput, analyzer: Analyzer, decode_s: float, t1: float, static: dict[str, Any] | None
+) -> ChunkResult:
     raw = analyzer.analyze(chunk)
     t2 = time.perf_counter()
-    frame_times = tuple(f.t_s for f in frames)
-    events, counts = normalize(raw if isinstance(raw, list) else [], window.start_s, window.end_s, frame_times)
+    frame_times = tuple(f.t_s for f in chunk.frames)
+    events, counts = normalize(raw if isinstance(raw, list) else [], chunk.start_s, chunk.end_s, frame_times)
     if not isinstance(raw, list):
         counts.invalid += 1
     stats = dict(getattr(analyzer, "last_stats", None) or {})
-    return ChunkResult(events, counts, frame_times, t1 - t0, t2 - t1, stats)
+    return ChunkResult(events, counts, frame_times, decode_s, t2 - t1, stats, static)

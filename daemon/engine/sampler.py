@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING
 
 import av
@@ -29,6 +30,8 @@ def sample_frames(
     width: int,
     height: int,
     rotation: int = 0,
+    *,
+    fast: bool = True,
 ) -> list[Frame]:
     """Return one Frame per requested time: the decoded frame whose PTS is nearest to it.
 
@@ -40,6 +43,12 @@ def sample_frames(
     may share one source frame (and its array). Times after the last frame get the last frame.
     Only the current candidate and the chosen pictures are held in memory. Raises
     UnsupportedMedia when decoding fails or no frame can be decoded in the window.
+
+    `fast` (the default) decodes only what the samples need: non-reference pictures far from
+    every requested time are not decoded (nothing else depends on them), and when the next time
+    lies beyond a later keyframe the demuxer seeks there instead of decoding through. The
+    chosen frames are the same, at the same PTS, as with `fast=False` (which decodes every
+    frame from the first seek on); tests/test_sampler_fast.py holds it to that.
     """
     if not times:
         return []
@@ -64,7 +73,8 @@ def sample_frames(
         decoded_t: float | None = None
         try:
             _seek(container, stream, times[0] - _SEEK_MARGIN_S)
-            for t, frame in _timed_frames(container, stream):
+            frames_in = _sparse_frames(container, stream, picker, times) if fast else _timed_frames(container, stream)
+            for t, frame in frames_in:
                 decoded_t = t
                 if picker.offer(t, frame):
                     break
@@ -101,6 +111,14 @@ class _Picker:
                 self._chosen.append(self._convert(t, frame))
         self._previous = (t, frame)
         return len(self._chosen) == len(self._times)
+
+    @property
+    def done(self) -> bool:
+        return len(self._chosen) == len(self._times)
+
+    def next_time(self) -> float | None:
+        """The first requested time still without its frame."""
+        return None if self.done else self._times[len(self._chosen)]
 
     def finish(self) -> list[Frame]:
         """The chosen frames, padded with the last decoded frame when the stream ended early."""
@@ -151,3 +169,112 @@ def _timed_frames(
         last = t
         yield t, frame
 
+
+
+# Pictures within this many frame steps (or _GUARD_MIN_S) of a requested time are always
+# decoded, so the picker sees both true neighbours of every time. Two steps would do for a
+# constant rate; the rest is room for jittery timestamps.
+_GUARD_FRAMES = 4
+_GUARD_MIN_S = 0.3
+
+
+def _sparse_frames(
+    container: av.container.InputContainer, stream: VideoStream, picker: _Picker, times: Sequence[float]
+) -> Iterator[tuple[float, VideoFrame]]:
+    """Like _timed_frames, but decoding only what `picker` can choose from.
+
+    Per packet, before the decoder sees it: a non-reference picture (skip_frame NONREF) whose
+    PTS is far from every requested time is dropped inside the decoder; nothing references it,
+    so every other picture decodes bit for bit as before. Between distant times, when the index
+    shows a keyframe after everything already sent to the decoder and before the next time, the
+    demuxer seeks to it (landing at least _SEEK_MARGIN_S early, so the frame just before that
+    time is decoded again)."""
+    context = stream.codec_context
+    start = stream.start_time or 0
+    time_base = stream.time_base
+    rate = stream.average_rate or stream.guessed_rate
+    step = float(1 / rate) if rate else 0.0
+    guard = max(_GUARD_FRAMES * step, _GUARD_MIN_S)
+    wanted = list(times)  # sorted by sample_frames' contract
+    end_s = float(stream.duration * time_base) if stream.duration and time_base else None
+    keyframes = _keyframe_times(stream)
+    sent_max: float | None = None  # the latest PTS handed to the decoder
+    last_t: float | None = None
+    verify_after: float | None = None  # after a seek: the time the first frame must not pass
+    can_seek = bool(keyframes)
+    skipping = False
+    packets = container.demux(stream)
+    for packet in packets:
+        pt: float | None = None
+        if packet.pts is not None and time_base is not None:
+            pt = float((packet.pts - start) * time_base)
+            sent_max = pt if sent_max is None else max(sent_max, pt)
+        # A packet without PTS (or the final flush) is always decoded in full.
+        skip = pt is not None and not _near(wanted, pt, guard) and not (
+            end_s is not None and pt >= end_s - guard
+        )
+        if skip != skipping:
+            # Read by the decoder when the packet is submitted (also per frame thread).
+            context.skip_frame = "NONREF" if skip else "DEFAULT"
+            skipping = skip
+        for frame in packet.decode():
+            if frame.pts is not None and time_base is not None:
+                t = float((frame.pts - start) * time_base)
+            elif last_t is not None:
+                t = last_t + step
+            else:
+                t = 0.0
+            if verify_after is not None:
+                if t > verify_after:
+                    # The demuxer landed after the time whose neighbour we need: go back to
+                    # where decoding was and stop seeking for this window.
+                    can_seek = False
+                    verify_after = None
+                    back = (last_t if last_t is not None else 0.0) - _SEEK_MARGIN_S
+                    container.seek(start + int(max(back, 0.0) / time_base), stream=stream, backward=True)
+                    break
+                verify_after = None
+            last_t = t
+            yield t, frame
+            if picker.done:
+                return
+        if not can_seek or picker.done or sent_max is None:
+            continue
+        target = picker.next_time()
+        if target is None:
+            continue
+        to = target - _SEEK_MARGIN_S
+        key = _last_at_or_before(keyframes, to)
+        if key is not None and key > sent_max + step:
+            # Frames still inside the decoder are dropped by the seek; all lie before `key`,
+            # and the picker needs none of them (every earlier time already has its frame).
+            container.seek(start + int(to / time_base), stream=stream, backward=True)
+            verify_after = target
+            sent_max = None
+
+
+def _keyframe_times(stream: VideoStream) -> list[float]:
+    """Seconds of the keyframes the demuxer's index knows (sorted; empty without an index)."""
+    time_base = stream.time_base
+    if time_base is None:
+        return []
+    start = stream.start_time or 0
+    try:
+        entries = stream.index_entries
+        times = [float((e.timestamp - start) * time_base) for e in entries if e.is_keyframe]
+    except (AttributeError, ValueError):
+        # An older PyAV without index access: decode through instead of seeking.
+        return []
+    return sorted(times)
+
+
+def _near(sorted_times: Sequence[float], t: float, guard: float) -> bool:
+    i = bisect.bisect_left(sorted_times, t)
+    return (i < len(sorted_times) and sorted_times[i] - t <= guard) or (
+        i > 0 and t - sorted_times[i - 1] <= guard
+    )
+
+
+def _last_at_or_before(sorted_times: Sequence[float], t: float) -> float | None:
+    i = bisect.bisect_right(sorted_times, t)
+    return sorted_times[i - 1] if i else None

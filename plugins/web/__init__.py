@@ -112,7 +112,9 @@ class WebServer:
 
         # log_config=None: uvicorn's records go through framewatch's logging (structlog).
         config = uvicorn.Config(
-            self.asgi, log_config=None, access_log=False, lifespan="off", server_header=False
+            self.asgi, log_config=None, access_log=False, lifespan="off", server_header=False,
+            # A player streaming a long video must not hold up the daemon's shutdown.
+            timeout_graceful_shutdown=3,
         )
         return uvicorn.Server(config)
 

@@ -9,6 +9,8 @@ Content-Security-Policy allows scripts from this server alone.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import mimetypes
 import os
@@ -16,7 +18,7 @@ import stat
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import jinja2
 import structlog
@@ -27,15 +29,30 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
+from daemon.models import EventInfo, RecordingInfo
 from plugins.web import token_matches
 from plugins.web.metrics import metrics_registry, metrics_response
 
-if TYPE_CHECKING:
-    from daemon.models import EventInfo, RecordingInfo
-    from daemon.search import SearchHit
-    from daemon.store import Store
-
 log = structlog.get_logger(__name__)
+
+
+class ReadStore(Protocol):
+    """What the web app uses of the store (daemon.store.Store): reads only. Plugins see the
+    store through `app.store`; search hits are daemon.search.SearchHit objects."""
+
+    def recording(self, recording_id: int) -> RecordingInfo: ...
+    def recordings(self) -> list[tuple[RecordingInfo, int, int]]: ...
+    def chunks(self, recording_id: int) -> list[Any]: ...
+    def events(self, recording_id: int | None = None) -> list[EventInfo]: ...
+    def recording_files(self, recording_id: int) -> list[tuple[str, int]]: ...
+    def running_chunks(self) -> list[tuple[int, int, str | None, float | None]]: ...
+    def delivery_counts(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def search(
+        self, query: str, *, recording_id: int | None = None, since: float | None = None,
+        labels: Sequence[str] = (), limit: int = 20, offset: int = 0,
+    ) -> list[Any]: ...
+
 
 API_TITLE = "framewatch"
 CSP = (
@@ -159,7 +176,7 @@ def _event(e: EventInfo) -> EventOut:
     )
 
 
-def _hit(h: SearchHit) -> HitOut:
+def _hit(h: Any) -> HitOut:
     e = h.event
     return HitOut(
         **_event(e).model_dump(), rank=h.rank, score=h.score, recording=h.recording_path,
@@ -207,9 +224,6 @@ class Guard(BaseHTTPMiddleware):
         if scheme.lower() == "bearer":
             return token_matches(self.token, value.strip())
         if scheme.lower() == "basic":
-            import base64
-            import binascii
-
             try:
                 decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
@@ -260,7 +274,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "descripti
 
 
 def create_app(
-    store: Store,
+    store: ReadStore,
     config: Any = None,
     *,
     token: str | None = None,
@@ -376,6 +390,7 @@ def create_app(
             if stat.S_ISREG(st.st_mode) and st.st_size == size:
                 return FileResponse(path, media_type=_media_type(path), stat_result=st,
                                     content_disposition_type="inline")
+        log.info("web_video_unavailable", recording_id=recording_id, paths=[p for p, _ in known])
         raise HTTPException(404, "the recording's file is gone or was changed")
 
     @app.get("/api/search", tags=["search"])

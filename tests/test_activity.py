@@ -1,0 +1,136 @@
+"""Static-span skipping: the activity pre-pass finds planted events, static chunks are stored done
+with a `static` note instead of going to the model, and every event lies in an analysed chunk."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from daemon.config import parse_config
+from daemon.engine.activity import (
+    active_spans,
+    change_score,
+    scan_times,
+    scan_window,
+    static_window,
+)
+from daemon.models import ChunkWindow
+from daemon.store import Store
+from daemon.synth import make_static_scene
+from daemon.worker import Worker
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# (start_s, duration_s, kind) on a 90 s clip; chunks are 10 s with 2 s overlap.
+EVENTS = [(12.3, 2.0, "object"), (41.0, 1.5, "flash"), (66.5, 0.0, "scene")]
+SECONDS = 90.0
+
+
+class Recorder:
+    """A trivial analyzer that remembers which windows reached it."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.chunks: list[Any] = []
+
+    def analyze(self, chunk: Any) -> list[dict[str, Any]]:
+        self.chunks.append(chunk)
+        return []
+
+    def provenance(self) -> dict[str, Any]:
+        return {"model": "recorder", "backend": "test"}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("activity")
+    return make_static_scene(d / "static.mp4", seconds=SECONDS, events=EVENTS, fps=5, gop=150)
+
+
+def run(tmp_path: Path, clip: Path, sampling: dict[str, Any], watch: dict[str, Any] | None = None) -> tuple[Recorder, Store, int]:
+    data: dict[str, Any] = {
+        "storage": {"url": f"sqlite:///{tmp_path / 'fw.db'}"},
+        "model": {"device": "cpu"},
+        "chunking": {"seconds": 10, "overlap_seconds": 2},
+        "sampling": {"fps": 2, "max_side": 64, **sampling},
+    }
+    if watch is not None:
+        data["watch"] = [{"path": str(clip.parent), **watch}]
+    cfg = parse_config(data)
+    store = Store(cfg.storage_url())
+    recorder = Recorder()
+    worker = Worker(store, cfg, lambda: recorder)
+    rec, _ = worker.ingest(str(clip))
+    assert worker.process(rec.id).status == "done"
+    return recorder, store, rec.id
+
+
+def test_change_score_and_spans() -> None:
+    a = np.zeros((10, 10, 3), np.uint8)
+    b = a.copy()
+    assert change_score(a, b) == 0.0
+    b[:5] = 255
+    assert change_score(a, b) == 0.5
+    b[:] = 10  # below the per-pixel delta: noise, not change
+    assert change_score(a, b) == 0.0
+    times = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert active_spans(times, [0, 0.5, 0.4, 0, 0.1], 0.05) == [(1.0, 3.0), (4.0, 5.0)]
+    assert scan_times(10.0, 12.0, 1.0) == (10.0, 11.0, 12.0)
+    assert scan_times(0.0, 2.5, 1.0)[-1] == 2.5
+
+
+def test_static_window_keeps_span_and_lowers_frames() -> None:
+    w = ChunkWindow(3, 10.0, 20.0, tuple(10.25 + 0.5 * i for i in range(20)), 64, 32)
+    assert static_window(w, 0.0) is None
+    low = static_window(w, 0.2)
+    assert low is not None and (low.start_s, low.end_s, low.index) == (10.0, 20.0, 3)
+    assert len(low.sample_times) == 2
+    assert static_window(w, 30.0) == w  # never more than planned
+
+
+def test_scan_finds_every_planted_event(planted: Path) -> None:
+    activity = scan_window(planted, 0.0, SECONDS, 1.0)
+    spans = active_spans(activity.times, activity.scores, 0.002)
+    for start, duration, _ in EVENTS:
+        assert any(a <= start + 1.0 and b >= start for a, b in spans), (start, spans)
+    # Appearing and disappearing, three times over, and nothing else.
+    assert len(spans) == 5
+    assert scan_window(planted, 20.0, 35.0, 1.0).is_static(0.002)
+
+
+def test_static_chunks_are_skipped_and_recorded(tmp_path: Path, planted: Path) -> None:
+    recorder, store, rid = run(tmp_path, planted, {"skip_static": True})
+    chunks = store.chunks(rid)
+    assert all(c.status == "done" for c in chunks)
+    analysed = [(c.start_s, c.end_s) for c in recorder.chunks]
+    for start, duration, _ in EVENTS:
+        end = start + max(duration, 0.2)
+        assert any(a <= start and end <= b for a, b in analysed), (start, analysed)
+    skipped = [c for c in chunks if c.provenance.get("skipped_static")]
+    assert skipped and len(skipped) + len(recorder.chunks) == len(chunks)
+    note = skipped[0].provenance["static"]
+    assert note["action"] == "skipped" and note["peak_change"] <= note["threshold"]
+    sent = sum(len(c.frames) for c in recorder.chunks)
+    planned = sum(c.frames for c in chunks)
+    assert sent <= 0.5 * planned
+
+
+def test_static_chunks_at_a_floor_rate(tmp_path: Path, planted: Path) -> None:
+    recorder, store, rid = run(tmp_path, planted, {"skip_static": True, "static_fps": 0.2})
+    chunks = store.chunks(rid)
+    assert len(recorder.chunks) == len(chunks)  # everything goes to the model ...
+    low = [c for c in chunks if c.provenance.get("static")]
+    assert low and all(c.provenance["static"]["action"] == "low_fps" for c in low)
+    assert all(c.provenance["sampling"]["frames"] == 2 for c in low)  # ... static ones sparsely
+
+
+def test_off_by_default_and_per_watch_override(tmp_path: Path, planted: Path) -> None:
+    recorder, store, rid = run(tmp_path / "a", planted, {})
+    assert len(recorder.chunks) == len(store.chunks(rid))
+    assert not any(c.provenance.get("static") for c in store.chunks(rid))
+    recorder, store, rid = run(tmp_path / "b", planted, {}, watch={"skip_static": True})
+    assert len(recorder.chunks) < len(store.chunks(rid))
