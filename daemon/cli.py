@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.config import Config, ConfigError, load_config
+from daemon.models import hms
 from daemon.gpu import EXIT_CUDA, CudaFault, GpuLeaseBusy
 
 if TYPE_CHECKING:
@@ -61,11 +62,6 @@ def _event_json(e: EventInfo, path: str | None = None) -> dict[str, Any]:
         out["evidence_s"] = e.evidence_s
     out["provenance"] = e.provenance
     return out
-
-
-def _hms(t: float) -> str:
-    t = int(t)
-    return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
 
 
 def _result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
@@ -186,7 +182,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         for e in result["events"]:
-            print(f"[{_hms(e['start_s'])}] {e['label']}: {e['description']}")
+            print(f"[{hms(e['start_s'])}] {e['label']}: {e['description']}")
     failed = result["recording"]["status"] == "failed"
     print(("framewatch: error: " if failed else "") + summary, file=sys.stderr)
     return EXIT_FAILED if failed else 0
@@ -204,7 +200,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         print(json.dumps([_event_json(e, p) for e, p in rows], indent=2))
     else:
         for e, p in rows:
-            print(f"{p} [{_hms(e.start_s)}-{_hms(e.end_s)}] {e.label}: {e.description}")
+            print(f"{p} [{hms(e.start_s)}-{hms(e.end_s)}] {e.label}: {e.description}")
     return 0
 
 

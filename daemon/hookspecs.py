@@ -14,11 +14,12 @@ later, one plugin at a time, retried with backoff until they succeed. They there
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pluggy
-from pydantic import AfterValidator, BaseModel, ValidationInfo
+from pydantic import AfterValidator, BaseModel, SecretStr, ValidationInfo
 
 hookspec = pluggy.HookspecMarker("framewatch")
 hookimpl = pluggy.HookimplMarker("framewatch")
@@ -57,6 +58,21 @@ def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path setting: `~` expanded, relative paths resolved against the config file's folder."""
+
+
+def read_secret(inline: SecretStr | None, file: Path | None, credential: str) -> tuple[str, str] | None:
+    """A plugin's secret and where it came from: the setting itself, else its file, else
+    systemd's credentials folder (`$CREDENTIALS_DIRECTORY/<credential>`, from LoadCredential=).
+    None when none is set. Secrets never need to sit inline in config.toml."""
+    if inline is not None:
+        return inline.get_secret_value(), "the config"
+    path = file
+    if path is None and os.environ.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(os.environ["CREDENTIALS_DIRECTORY"]) / credential
+        path = candidate if candidate.is_file() else None
+    if path is None:
+        return None
+    return Path(path).read_text(encoding="utf-8"), str(path)
 
 
 @hookspec

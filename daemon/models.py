@@ -9,6 +9,12 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+def hms(t: float) -> str:
+    """HH:MM:SS of a time in seconds from a recording's start (hours are not capped at 99)."""
+    s = max(0, int(t))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
     """What `engine.probe.probe` learned about a file."""

@@ -17,10 +17,11 @@ from daemon.engine.budget import (
     load_model_spec,
     what_would_fit,
 )
-from daemon.engine.planner import describe_steps, fit_plan, plan_chunks
+from daemon.engine.planner import configured_plan, describe_steps, fit_plan
 from daemon.engine.probe import probe
 from daemon.engine.prompts import build_prompt, instructions
 from daemon.gpu import device_index, query_nvidia_smi
+from daemon.models import hms
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -78,15 +79,7 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
         stepped = {k: list(v) for k, v in fitted.stepped_down.items()}
     else:
         # The CPU's memory is not budgeted: the configured plan, with its estimate for reference.
-        c = cfg
-        windows = plan_chunks(
-            media,
-            seconds=c.chunking.seconds,
-            overlap_s=c.chunking.overlap_seconds,
-            fps=c.sampling.fps,
-            max_side=c.sampling.max_side,
-            max_pixels=c.sampling.max_pixels,
-        )
+        windows = configured_plan(media, cfg)
     chunks = []
     for w in windows:
         e = est.chunk(len(w.sample_times), w.width, w.height)
@@ -120,11 +113,6 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
     }
 
 
-def _hms(t: float) -> str:
-    t = int(t)
-    return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
-
-
 def format_report(r: dict[str, Any]) -> str:
     """The report as a table for a person."""
     budget = r["budget_gib"]
@@ -143,7 +131,7 @@ def format_report(r: dict[str, Any]) -> str:
         if budget is not None:
             peak += f" of {budget:.2f}" + (" OVER" if c["est_peak_gib"] > budget else "")
         lines.append(
-            f"{c['index']:>5}  {_hms(c['start_s'])}-{_hms(c['end_s'])}  {c['frames']:>6}  "
+            f"{c['index']:>5}  {hms(c['start_s'])}-{hms(c['end_s'])}  {c['frames']:>6}  "
             f"{str(c['width']) + 'x' + str(c['height']):>9}  {c['visual_tokens']:>7}  {c['prompt_tokens']:>7}  {peak}"
         )
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.models import EventInfo
+from daemon.models import EventInfo, hms
 
 # Label hits weigh more than description hits: a label is the model's one-line summary.
 LABEL_WEIGHT, DESCRIPTION_WEIGHT = 4.0, 1.0
@@ -168,8 +168,7 @@ class SearchHit:
 
     @property
     def hms(self) -> str:
-        s = max(0, int(self.event.start_s))
-        return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+        return hms(self.event.start_s)
 
     @property
     def link(self) -> str:

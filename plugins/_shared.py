@@ -30,12 +30,6 @@ def one_line(value: object, limit: int | None = None) -> str:
     return text
 
 
-def hms(t: float) -> str:
-    """HH:MM:SS of a time in seconds (hours are not capped at 99)."""
-    s = max(0, int(t))
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 @dataclass(frozen=True, slots=True)
 class Chapter:
     """A stretch of the recording: its events, and the most frequent label as a title."""

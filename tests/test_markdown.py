@@ -13,7 +13,8 @@ from markdown_it.token import Token
 from daemon.dispatch import Dispatcher
 from daemon.models import RecordingInfo
 from daemon.store import Store
-from plugins._shared import hms, one_line
+from daemon.models import hms
+from plugins._shared import one_line
 from plugins.markdown_export import md_escape
 from tests.outbox import HOSTILE, analysed, ev, make_config, manager
 

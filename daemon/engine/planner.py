@@ -105,6 +105,19 @@ def plan_chunks(
     ]
 
 
+def configured_plan(media: MediaInfo, config: Config) -> list[ChunkWindow]:
+    """The plan exactly as configured (no memory fitting): chunking and sampling settings."""
+    c = config
+    return plan_chunks(
+        media,
+        seconds=c.chunking.seconds,
+        overlap_s=c.chunking.overlap_seconds,
+        fps=c.sampling.fps,
+        max_side=c.sampling.max_side,
+        max_pixels=c.sampling.max_pixels,
+    )
+
+
 # -- fitting the plan to a memory budget ------------------------------------------------------------
 
 # Geometric steps for fps and chunk length; frame size steps by one multiple of 32.

@@ -20,8 +20,8 @@ from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.hookspecs import ConfigPath, hookimpl
-from daemon.models import EventInfo, RecordingInfo
-from plugins._shared import chapters, hms, one_line, write_atomically
+from daemon.models import EventInfo, RecordingInfo, hms
+from plugins._shared import chapters, one_line, write_atomically
 
 NAME = "markdown_export"
 SUFFIX = ".framewatch.md"

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import socket
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from daemon.hookspecs import ConfigPath, hookimpl
+from daemon.hookspecs import ConfigPath, hookimpl, read_secret
 
 if TYPE_CHECKING:
     import uvicorn
@@ -55,17 +53,12 @@ class WebSettings(BaseModel):
 
 def resolve_token(settings: WebSettings) -> str | None:
     """The token from settings, its file, or systemd's credentials folder; None: no auth."""
-    if settings.token is not None:
-        return settings.token.get_secret_value().strip()
-    path: Path | None = settings.token_file
-    if path is None and os.environ.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL
-        path = candidate if candidate.is_file() else None
-    if path is None:
+    found = read_secret(settings.token, settings.token_file, CREDENTIAL)
+    if found is None:
         return None
-    token = Path(path).read_text(encoding="utf-8").strip()
+    token, where = found[0].strip(), found[1]
     if not token:
-        raise ValueError(f"web token file {path} is empty")
+        raise ValueError(f"web token in {where} is empty")
     return token
 
 

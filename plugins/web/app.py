@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from daemon.models import EventInfo, RecordingInfo
+from daemon.models import EventInfo, RecordingInfo, hms
 from plugins.web import token_matches
 from plugins.web.metrics import metrics_registry, metrics_response
 
@@ -155,11 +155,6 @@ class StatusOut(BaseModel):
 # -- conversions ----------------------------------------------------------------------------------
 
 
-def _hms(t: float) -> str:
-    s = max(0, int(t))
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def _recording(r: RecordingInfo, done: int, total: int) -> RecordingOut:
     return RecordingOut(
         id=r.id, path=r.path, name=Path(r.path).name, status=r.status, reason=r.reason,
@@ -171,7 +166,7 @@ def _recording(r: RecordingInfo, done: int, total: int) -> RecordingOut:
 def _event(e: EventInfo) -> EventOut:
     return EventOut(
         id=e.id, recording_id=e.recording_id, chunk=e.chunk_index, start_s=e.start_s,
-        end_s=e.end_s, time=_hms(e.start_s), label=e.label, description=e.description,
+        end_s=e.end_s, time=hms(e.start_s), label=e.label, description=e.description,
         confidence=e.confidence, evidence_s=e.evidence_s, provenance=dict(e.provenance),
     )
 
@@ -266,7 +261,7 @@ def templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["hms"] = _hms
+    env.filters["hms"] = hms
     return env
 
 

@@ -13,13 +13,11 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -33,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.hookspecs import ConfigPath, Gone, RetryLater, hookimpl
+from daemon.hookspecs import ConfigPath, Gone, RetryLater, hookimpl, read_secret
 from daemon.models import ChunkInfo, EventInfo, RecordingInfo
 
 log = structlog.get_logger(__name__)
@@ -90,18 +88,14 @@ class WebhookSettings(BaseModel):
 
 def signing_key(settings: WebhookSettings) -> bytes | None:
     """The secret from settings, its file, or systemd's credentials folder; None: unsigned."""
-    if settings.secret is not None:
-        return _decode_secret(settings.secret.get_secret_value())
-    path: Path | None = settings.secret_file
-    if path is None and os.environ.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL
-        path = candidate if candidate.exists() else None
-    if path is None:
+    found = read_secret(settings.secret, settings.secret_file, CREDENTIAL)
+    if found is None:
         return None
+    secret, where = found
     try:
-        return _decode_secret(path.read_text(encoding="utf-8"))
+        return _decode_secret(secret)
     except ValueError as exc:
-        raise ValueError(f"webhook secret in {path} {exc}") from None
+        raise ValueError(f"webhook secret in {where} {exc}") from None
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
