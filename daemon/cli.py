@@ -191,7 +191,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     cfg = _config(args)
     store = _store(cfg)
-    rows = store.events_with_paths()
+    rows = store.events_with_paths(provenance=bool(args.json))
     if args.recording:
         want = os.path.abspath(args.recording)
         rec = store.find_recording(want)

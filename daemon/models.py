@@ -111,3 +111,4 @@ class RecordingInfo:
     profile: str | None = None
     model: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # unexpected errors while processing it so far (the daemon retries, then fails it)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import JSON, Column, UniqueConstraint, case, event, func, text
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select, update
 
@@ -220,6 +221,7 @@ def _recording_info(r: Recording) -> RecordingInfo:
         profile=r.profile,
         model=r.settings.get("model"),
         settings=dict(r.settings),
+        attempts=r.attempts,
     )
 
 
@@ -259,27 +261,7 @@ class Store:
         # Alembic, not create_all: an existing database is upgraded too (one query when current).
         from daemon.migrations import upgrade
 
-        upgrade(self.engine)
-        self._create_search_index()
-
-    def _create_search_index(self) -> None:
-        """The full-text index over events (daemon/search.py): FTS5 kept in sync by triggers on
-        SQLite, a GIN expression index on PostgreSQL. Idempotent; an existing store is indexed once."""
-        from daemon import search
-
-        dialect = self.engine.dialect.name
-        with self.engine.begin() as conn:
-            if dialect == "sqlite":
-                existed = conn.exec_driver_sql(
-                    "SELECT 1 FROM sqlite_master WHERE name = ?", (search.FTS_TABLE,)
-                ).first()
-                for ddl in search.sqlite_index_ddl():
-                    conn.exec_driver_sql(ddl)
-                if existed is None:
-                    conn.exec_driver_sql(search.SQLITE_REBUILD)
-            elif dialect == "postgresql":
-                for ddl in search.postgres_index_ddl():
-                    conn.exec_driver_sql(ddl)
+        upgrade(self.engine)  # includes the full-text index (revision 0002)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -779,14 +761,34 @@ class Store:
             rows = s.exec(q.order_by(Event.recording_id, Event.start_s, Event.id)).all()  # type: ignore[arg-type]
             return [_event_info(e) for e in rows]
 
-    def events_with_paths(self) -> list[tuple[EventInfo, str]]:
+    def events_with_paths(self, provenance: bool = True) -> list[tuple[EventInfo, str]]:
+        """Every event with its recording's path, by recording and time. `provenance=False`
+        leaves out the JSON settings (a listing does not print them; decoding 100,000 of them
+        was a third of `framewatch events`)."""
+        columns = [
+            Event.id, Event.recording_id, Event.chunk_index, Event.start_s, Event.end_s, Event.label,
+            Event.description, Event.confidence, Event.evidence_s, Event.model, Event.prompt_hash,
+            Recording.path, *([Event.settings] if provenance else []),
+        ]
         with self.session() as s:
-            rows = s.exec(
-                select(Event, Recording.path)
-                .join(Recording, Recording.id == Event.recording_id)
+            # Core rows, not ORM objects: building 100,000 Event objects took seconds
+            # (bench/run.py, store target).
+            rows = s.connection().execute(
+                sa_select(*columns)
+                .join(Recording, Recording.id == Event.recording_id)  # type: ignore[arg-type]
                 .order_by(Event.recording_id, Event.start_s, Event.id)  # type: ignore[arg-type]
             ).all()
-            return [(_event_info(e), p) for e, p in rows]
+        return [
+            (
+                EventInfo(
+                    id=r[0], recording_id=r[1], chunk_index=r[2], start_s=r[3], end_s=r[4], label=r[5],
+                    description=r[6], confidence=r[7], evidence_s=r[8],
+                    provenance={"model": r[9], "prompt_hash": r[10], **((r[12] or {}) if provenance else {})},
+                ),
+                r[11],
+            )
+            for r in rows
+        ]
 
     def search(
         self,

@@ -30,10 +30,10 @@ from daemon.engine.prefetch import Prefetcher
 from daemon.engine.planner import (
     FittedPlan,
     Floors,
+    configured_plan,
     describe_steps,
     evenly_spaced,
     fit_plan,
-    plan_chunks,
     step_down_window,
     window_steps,
 )
@@ -180,14 +180,7 @@ class Worker:
                 log.info("plan_stepped_down", stepped_down=fitted.describe(), budget_gib=round(budget, 2))
             self._fitted = fitted
             return list(fitted.windows)
-        return plan_chunks(
-            media,
-            seconds=c.chunking.seconds,
-            overlap_s=c.chunking.overlap_seconds,
-            fps=c.sampling.fps,
-            max_side=c.sampling.max_side,
-            max_pixels=c.sampling.max_pixels,
-        )
+        return configured_plan(media, c)
 
     def process(
         self,
@@ -292,7 +285,10 @@ class Worker:
     @property
     def gpu(self) -> GpuRuntime:
         if self._gpu is None:
-            self._gpu = GpuRuntime.detect(self.config.model.device)
+            # With an inference server the model's memory is the server's: nothing to budget or
+            # lease here.
+            local = self.config.model.backend == "transformers"
+            self._gpu = GpuRuntime.detect(self.config.model.device) if local else GpuRuntime("cpu")
         return self._gpu
 
     def memory(self) -> tuple[Estimator, float] | None:

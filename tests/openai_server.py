@@ -38,7 +38,7 @@ class OpenAICompatibleServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
                 status, answer = outer.answer(self.path, self.headers.get("Authorization"), body)

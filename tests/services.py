@@ -27,10 +27,12 @@ def _pg_admin():  # type: ignore[no-untyped-def]
 
 
 def postgres_available() -> bool:
+    import psycopg
+
     try:
         with _pg_admin():
             return True
-    except Exception:  # any failure means: no server to test against
+    except (psycopg.Error, OSError):
         return False
 
 
@@ -62,7 +64,7 @@ def store_url_for(backend: str, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'fw.db'}"
         return
     if not postgres_available():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it)")
     with postgres_database() as url:
         yield url
 
@@ -98,7 +100,7 @@ class PrivateRedis:
 
     def __init__(self, workdir: Path):
         if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
+            pytest.fail("redis-server is not installed (a Debian package; install.sh installs it)")
         self.port = free_port()
         self.dir = workdir
         self.proc: subprocess.Popen[bytes] | None = None

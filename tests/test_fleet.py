@@ -35,10 +35,13 @@ from tests.daemon_proc import ROOT, unique_copies, wait_until
 from tests.services import PrivateRedis, postgres_available, postgres_database, redis_prefix
 from tests.test_webhook import SECRET, Receiver, verified
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not postgres_available(), reason="PostgreSQL is not running on 127.0.0.1:5432"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _needs_postgres() -> None:
+    if not postgres_available():
+        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it)")
 
 LEASE_S = 3.0
 MAX_DELIVERIES = 2

@@ -111,9 +111,10 @@ def test_server_error_fails_the_chunk_and_a_rerun_finishes(server: OpenAICompati
 
 
 def test_wrong_key_and_unreachable_server_say_so(server: OpenAICompatibleServer, tmp_path: Path) -> None:
+    import numpy as np
+
     from daemon.engine.backends.openai import ServerError
     from daemon.models import ChunkInput, Frame
-    import numpy as np
 
     chunk = ChunkInput("x", 0, 0.0, 1.0, "say", (Frame(0.0, np.zeros((32, 32, 3), np.uint8)),))
     bad = OpenAIAnalyzer(server.base_url, "m", api_key="nope", schema=prompts.event_schema(1, 8, 16))

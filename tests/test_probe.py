@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -68,7 +67,6 @@ def test_rotation_is_read_from_the_display_matrix(tmp_path, rotation):
     assert info.display_size == (160, 90)
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg CLI not installed")
 @pytest.mark.parametrize("rotation", [90, 270])
 def test_rotation_convention_matches_ffmpeg(tmp_path, rotation):
     """ffmpeg's player-style autorotation shows make_video's picture upright: the sign is right."""

@@ -12,7 +12,12 @@ import redis
 from daemon.queue import Heartbeat, RedisQueue
 from tests.services import REDIS_URL, drop_prefix, redis_available, redis_prefix
 
-pytestmark = pytest.mark.skipif(not redis_available(), reason="Redis is not running on 127.0.0.1:6379")
+
+
+@pytest.fixture(autouse=True)
+def _needs_redis() -> None:
+    if not redis_available():
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
 
 
 @pytest.fixture

@@ -179,6 +179,7 @@ def test_sqlite_store_from_before_search_is_indexed_on_open(tmp_path: Path) -> N
         for trigger in ("event_fts_ai", "event_fts_ad", "event_fts_au"):
             c.exec_driver_sql(f"DROP TRIGGER {trigger}")
         c.exec_driver_sql(f"DROP TABLE {search.FTS_TABLE}")
+        c.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
     store.close()
     reopened = Store(url)
     try:

@@ -30,11 +30,11 @@ def windows(n: int) -> list[ChunkWindow]:
     return [ChunkWindow(i, i * 9.0, i * 9.0 + 10, (i * 9.0 + 1, i * 9.0 + 2), 64, 64) for i in range(n)]
 
 
-def test_wal_mode(store: Store) -> None:
-    if store.engine.dialect.name != "sqlite":
-        pytest.skip("WAL is SQLite's")
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
     with store.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
 def test_same_bytes_second_name_is_same_recording(store: Store) -> None:
@@ -108,3 +108,66 @@ def test_release_returns_chunk(store: Store) -> None:
     store.release_chunk(rec.id, 0, "me:1")
     c = store.chunks(rec.id)[0]
     assert c.status == "pending" and c.attempts == 0
+
+
+def test_many_boxes_register_one_file_one_creator(store: Store) -> None:
+    """Boxes that see the same file at once: exactly one creates (and so enqueues) the recording."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: store.register(f"/box{i}/a.mp4", "same", 1, 0.0), range(8)))
+    assert sum(created for _, created in results) == 1
+    assert len({rec.id for rec, _ in results}) == 1
+    rid = results[0][0].id
+    store.plan(rid, windows(2))
+    with ThreadPoolExecutor(4) as pool:
+        moved = list(pool.map(lambda _: store.start_analysis(rid, 20.0, {"profile": "general"}), range(6)))
+    assert moved.count(True) == 1
+
+
+def test_queue_side_methods(store: Store) -> None:
+    rec, _ = store.register("/v/a.mp4", "fp", 1, 0)
+    store.plan(rec.id, windows(3))
+    store.start_analysis(rec.id, 27.0, {})
+    assert store.unfinished_chunks() == [(rec.id, 0), (rec.id, 1), (rec.id, 2)]
+    assert store.claim_chunk(rec.id, 0, "a:1", 60) is not None
+    # The queue handed it to b (a's lease ran out): b takes it, a's late commit is refused.
+    assert store.claim_chunk(rec.id, 0, "b:2", 60) is not None
+    assert store.commit_chunk(rec.id, 0, "a:1", [Candidate(1.0, 2.0, "x", "y")], {}) is None
+    assert store.commit_chunk(rec.id, 0, "b:2", [Candidate(1.0, 2.0, "x", "y")], {}, notify=["p"]) is not None
+    assert store.claim_chunk(rec.id, 0, "c:3", 60) is None  # done: a redelivery is acknowledged
+    store.claim_chunk(rec.id, 1, "b:2", 60)
+    store.retry_chunk(rec.id, 1, "b:2", "flaky")
+    assert store.chunks(rec.id)[1].status == "pending"
+    assert store.settle(rec.id, ["p"], ["p"]).status == "analyzing"  # chunks left
+    store.fail_chunk_now(rec.id, 1, "gave up after 3 deliveries")
+    store.claim_chunk(rec.id, 2, "b:2", 60)
+    store.commit_chunk(rec.id, 2, "b:2", [], {})
+    settled = store.settle(rec.id, ["p"], ["p"])
+    assert settled.status == "failed" and "chunk 1: gave up" in (settled.reason or "")
+    assert store.settle(rec.id, ["p"], ["p"]).status == "failed"  # settles once
+    counts = store.delivery_counts()
+    assert counts["pending"] == 2 and counts["plugins"]["p"]["pending"] == 2  # chunk 0 + failed
+
+
+def test_outbox_calibration_and_housekeeping(store: Store) -> None:
+    rec, _ = store.register("/v/a.mp4", "fp", 1, 5.0)
+    assert store.path_index() == {"/v/a.mp4": (1, 5.0)}
+    store.add_deliveries([("p", "recording_finished", rec.id, None), ("q", "recording_finished", rec.id, None)])
+    claimed = store.claim_deliveries(["p", "q"], 10, 60)
+    assert len(claimed) == 2 and store.claim_deliveries(["p", "q"], 10, 60) == []
+    assert store.renew_delivery(claimed[0].id, claimed[0].lease, claimed[0].lease + 5)
+    store.delivery_done(claimed[0].id)
+    store.delivery_failed(claimed[1].id, "boom", None)
+    assert store.delivery_counts()["delivered"] == 1 and store.delivery_counts()["dead"] == 1
+    assert store.block_plugin("p", "h", "gone") == 0
+    assert store.plugin_block("p") == ("h", "gone") and store.unblock_plugin("p")
+    assert store.record_calibration("m", "gpu", 2.0, 1.0) == 2.0
+    assert store.calibration("m", "gpu") == 2.0
+    store.plan(rec.id, windows(1))
+    store.claim(rec.id, "me:1", 60)
+    assert [r[:3] for r in store.running_chunks()] == [(rec.id, 0, "me:1")]
+    store.fail_chunk(rec.id, 0, "me:1", "x")
+    assert store.retry_failed_chunks(3, 0.0) == [rec.id]
+    assert store.defer(rec.id, "err", 100).attempts == 1
+    assert store.due_recordings() == []

@@ -20,7 +20,12 @@ INSTALLED = "/opt/framewatch/.venv/bin/framewatch"
 MAX_EXPOSURE = 2.5
 
 analyze = shutil.which("systemd-analyze")
-pytestmark = pytest.mark.skipif(analyze is None, reason="systemd-analyze is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _needs_systemd_analyze() -> None:
+    if analyze is None:
+        pytest.fail("systemd-analyze is not installed (Debian package systemd; install.sh installs it)")
 
 
 @pytest.fixture

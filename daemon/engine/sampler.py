@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from typing import TYPE_CHECKING
 
 import av
@@ -171,11 +172,14 @@ def _timed_frames(
 
 
 
-# Pictures within this many frame steps (or _GUARD_MIN_S) of a requested time are always
-# decoded, so the picker sees both true neighbours of every time. Two steps would do for a
-# constant rate; the rest is room for jittery timestamps.
-_GUARD_FRAMES = 4
-_GUARD_MIN_S = 0.3
+# Pictures within this many frame gaps of a requested time are always decoded, so the picker sees
+# both true neighbours of every time (one gap away at most); the rest is room for jitter. The gap
+# is the largest between the older half of the last _GAP_WINDOW packets in presentation order (the
+# newer half still misses B-frames that arrive after their reference), so a variable rate widens
+# it; until _GAP_WINDOW packets are seen, _GUARD_START_S.
+_GUARD_GAPS = 1.5
+_GAP_WINDOW = 16
+_GUARD_START_S = 0.5
 
 
 def _sparse_frames(
@@ -194,7 +198,8 @@ def _sparse_frames(
     time_base = stream.time_base
     rate = stream.average_rate or stream.guessed_rate
     step = float(1 / rate) if rate else 0.0
-    guard = max(_GUARD_FRAMES * step, _GUARD_MIN_S)
+    recent: deque[float] = deque(maxlen=_GAP_WINDOW)
+    guard = _GUARD_START_S
     wanted = list(times)  # sorted by sample_frames' contract
     end_s = float(stream.duration * time_base) if stream.duration and time_base else None
     keyframes = _keyframe_times(stream)
@@ -209,6 +214,11 @@ def _sparse_frames(
         if packet.pts is not None and time_base is not None:
             pt = float((packet.pts - start) * time_base)
             sent_max = pt if sent_max is None else max(sent_max, pt)
+            recent.append(pt)
+            if len(recent) == _GAP_WINDOW:
+                ordered = sorted(recent)[: _GAP_WINDOW // 2]
+                gap = max(b - a for a, b in zip(ordered, ordered[1:]))
+                guard = _GUARD_GAPS * max(step, gap)
         # A packet without PTS (or the final flush) is always decoded in full.
         skip = pt is not None and not _near(wanted, pt, guard) and not (
             end_s is not None and pt >= end_s - guard
@@ -251,6 +261,8 @@ def _sparse_frames(
             container.seek(start + int(to / time_base), stream=stream, backward=True)
             verify_after = target
             sent_max = None
+            recent.clear()  # the gaps across the seek are not frame gaps
+            guard = _GUARD_START_S
 
 
 def _keyframe_times(stream: VideoStream) -> list[float]:
