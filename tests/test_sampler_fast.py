@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import av
@@ -85,4 +86,4 @@ def test_index_lists_the_keyframes(clips: dict[str, Path]) -> None:
         keys = _keyframe_times(c.streams.video[0])
     # One every 2 s (the index holds decode times, a frame or two before the PTS).
     assert len(keys) == 6
-    assert all(abs(b - a - 2.0) < 0.1 for a, b in zip(keys, keys[1:]))
+    assert all(abs(b - a - 2.0) < 0.1 for a, b in pairwise(keys))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,7 +66,7 @@ def change_score(a: np.ndarray, b: np.ndarray, delta: int = PIXEL_DELTA) -> floa
 
 def change_scores(images: Sequence[np.ndarray], delta: int = PIXEL_DELTA) -> list[float]:
     """change_score of each consecutive pair."""
-    return [change_score(a, b, delta) for a, b in zip(images, images[1:])]
+    return [change_score(a, b, delta) for a, b in pairwise(images)]
 
 
 def scan_times(start_s: float, end_s: float, fps: float) -> tuple[float, ...]:
@@ -80,7 +81,7 @@ def active_spans(
 ) -> list[tuple[float, float]]:
     """Merged [start, end] spans between scan frames whose change exceeds `threshold`."""
     spans: list[tuple[float, float]] = []
-    for (a, b), score in zip(zip(times, times[1:]), scores):
+    for (a, b), score in zip(pairwise(times), scores):
         if score <= threshold:
             continue
         if spans and a <= spans[-1][1]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import av
@@ -217,7 +218,7 @@ def _sparse_frames(
             recent.append(pt)
             if len(recent) == _GAP_WINDOW:
                 ordered = sorted(recent)[: _GAP_WINDOW // 2]
-                gap = max(b - a for a, b in zip(ordered, ordered[1:]))
+                gap = max(b - a for a, b in pairwise(ordered))
                 guard = _GUARD_GAPS * max(step, gap)
         # A packet without PTS (or the final flush) is always decoded in full.
         skip = pt is not None and not _near(wanted, pt, guard) and not (
