@@ -252,6 +252,16 @@ def _event_info(e: Event) -> EventInfo:
     )
 
 
+def _lease(s: Session, c: Chunk, owner: str, lease_s: float) -> ChunkInfo:
+    """Make a locked chunk row `running` for `owner` until the lease ends (one more attempt)."""
+    now = time.time()
+    c.status, c.owner, c.lease_until, c.started_at = "running", owner, now + lease_s, now
+    c.attempts += 1
+    s.add(c)
+    total = s.exec(select(func.count()).where(Chunk.recording_id == c.recording_id)).one()
+    return _chunk_info(c, total)
+
+
 class Store:
     """All reads and writes of framewatch's state. Methods return frozen objects, never rows."""
 
@@ -439,12 +449,7 @@ class Store:
             ).first()
             if c is None:
                 return None
-            now = time.time()
-            c.status, c.owner, c.lease_until, c.started_at = "running", owner, now + lease_s, now
-            c.attempts += 1
-            s.add(c)
-            total = s.exec(select(func.count()).where(Chunk.recording_id == recording_id)).one()
-            return _chunk_info(c, total)
+            return _lease(s, c, owner, lease_s)
 
     def reap(self, lease_grace_s: float = 0.0) -> int:
         """Return to `pending` every chunk left `running` by a dead local process or whose lease
@@ -564,12 +569,7 @@ class Store:
                 raise KeyError((recording_id, index))
             if c.status == "done":
                 return None
-            now = time.time()
-            c.status, c.owner, c.lease_until, c.started_at = "running", owner, now + lease_s, now
-            c.attempts += 1
-            s.add(c)
-            total = s.exec(select(func.count()).where(Chunk.recording_id == recording_id)).one()
-            return _chunk_info(c, total)
+            return _lease(s, c, owner, lease_s)
 
     def start_analysis(self, recording_id: int, duration_s: float, settings: dict[str, Any]) -> bool:
         """queued -> analyzing, only from queued: True for the one box that made the move (and so
