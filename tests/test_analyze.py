@@ -226,3 +226,20 @@ def test_selftest_command() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"], report
+
+
+def test_make_test_model_command_writes_a_loadable_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import AutoConfig, AutoProcessor
+
+    out = tmp_path / "tiny"
+    assert main(["make-test-model", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    cfg = AutoConfig.from_pretrained(out)
+    assert cfg.model_type == "qwen3_vl"
+    assert cfg.vision_config.patch_size == 16 and cfg.vision_config.temporal_patch_size == 2
+    assert cfg.vision_config.spatial_merge_size == 2 and cfg.text_config.vocab_size == 151936
+    processor = AutoProcessor.from_pretrained(out)
+    ids = processor.tokenizer.convert_tokens_to_ids(["<|video_pad|>", "<|im_end|>"])
+    assert ids == [151656, 151645]
+    weights = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    assert 1_000_000 < weights < 60_000_000, "a few MB of weights"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,27 @@ def test_not_toml(tmp_path: Path) -> None:
     p.write_text("[model\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(p)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_config_check_command_accepts_the_example() -> None:
+    r = _cli("config", "check", "--config", str(ROOT / "config.toml"))
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stderr
+
+
+def test_config_check_command_lists_each_error_with_its_key_path(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[sampling]\nfps = 0\nmax_sid = 3\n[chunking]\noverlap_seconds = "five"\n')
+    r = _cli("config", "check", "--config", str(p))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("framewatch: config error:") for line in lines)
+    joined = "\n".join(lines)
+    assert "sampling.fps" in joined and "sampling.max_sid: unknown key" in joined
+    assert "chunking.overlap_seconds" in joined and "Traceback" not in r.stderr
