@@ -79,3 +79,7 @@ def test_the_baseline_revision_is_the_pre_alembic_schema(tmp_path: Path) -> None
         tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
     assert tables >= {"recording", "recording_path", "chunk", "event", "delivery"}
     engine.dispose()
+
+
+def test_head_constant_is_alembics_newest_revision() -> None:
+    assert migrations.HEAD == migrations.head_from_scripts(), "move migrations.HEAD to the new revision"
