@@ -252,6 +252,16 @@ def _event_info(e: Event) -> EventInfo:
     )
 
 
+def _chunk_row(s: Session, recording_id: int, index: int, *, lock: bool = False) -> Chunk:
+    """One chunk's row (KeyError when there is none); `lock` holds it to the end of the
+    transaction (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises)."""
+    q = select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
+    c = s.exec(q.with_for_update() if lock else q).first()
+    if c is None:
+        raise KeyError((recording_id, index))
+    return c
+
+
 def _lease(s: Session, c: Chunk, owner: str, lease_s: float) -> ChunkInfo:
     """Make a locked chunk row `running` for `owner` until the lease ends (one more attempt)."""
     now = time.time()
@@ -493,11 +503,7 @@ class Store:
         with self.session() as s:
             # Locked: two boxes that computed the same chunk commit one after the other, and the
             # second sees it done (events stored once, one outbox row per plugin).
-            c = s.exec(
-                select(Chunk)
-                .where(Chunk.recording_id == recording_id, Chunk.index == index)
-                .with_for_update()
-            ).one()
+            c = _chunk_row(s, recording_id, index, lock=True)
             if c.status == "done" or (c.owner not in (None, owner)):
                 log.warning("chunk_commit_skipped", recording_id=recording_id, chunk=index, owner=c.owner)
                 return None
@@ -531,9 +537,7 @@ class Store:
 
     def fail_chunk(self, recording_id: int, index: int, owner: str, error: str) -> None:
         with self.session() as s:
-            c = s.exec(
-                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
-            ).one()
+            c = _chunk_row(s, recording_id, index)
             if c.owner not in (None, owner):
                 return
             c.status, c.error, c.owner, c.lease_until = "failed", error[:2000], None, None
@@ -543,9 +547,7 @@ class Store:
     def release_chunk(self, recording_id: int, index: int, owner: str) -> None:
         """Give a claimed chunk back untouched (shutdown in the middle of it)."""
         with self.session() as s:
-            c = s.exec(
-                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
-            ).one()
+            c = _chunk_row(s, recording_id, index)
             if c.status == "running" and c.owner == owner:
                 c.status, c.owner, c.lease_until = "pending", None, None
                 c.attempts = max(0, c.attempts - 1)
@@ -560,13 +562,7 @@ class Store:
         The queue decides who holds a chunk; a previous owner lost it (dead, or its lease ran
         out), so its late commit is refused by `commit_chunk`."""
         with self.session() as s:
-            c = s.exec(
-                select(Chunk)
-                .where(Chunk.recording_id == recording_id, Chunk.index == index)
-                .with_for_update()
-            ).first()
-            if c is None:
-                raise KeyError((recording_id, index))
+            c = _chunk_row(s, recording_id, index, lock=True)
             if c.status == "done":
                 return None
             return _lease(s, c, owner, lease_s)
@@ -586,9 +582,7 @@ class Store:
         """A queued chunk failed in a way a retry may cure: back to `pending` with the error kept,
         so the recording is not settled while the queue redelivers it."""
         with self.session() as s:
-            c = s.exec(
-                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
-            ).one()
+            c = _chunk_row(s, recording_id, index)
             if c.status != "done" and c.owner in (None, owner):
                 c.status, c.error, c.owner, c.lease_until = "pending", error[:2000], None, None
                 s.add(c)
@@ -596,11 +590,7 @@ class Store:
     def fail_chunk_now(self, recording_id: int, index: int, reason: str) -> None:
         """Fail a chunk whoever holds it, unless it is done (the queue gave up on it)."""
         with self.session() as s:
-            c = s.exec(
-                select(Chunk)
-                .where(Chunk.recording_id == recording_id, Chunk.index == index)
-                .with_for_update()
-            ).one()
+            c = _chunk_row(s, recording_id, index, lock=True)
             if c.status != "done":
                 c.status, c.error, c.owner, c.lease_until = "failed", reason[:2000], None, None
                 c.finished_at = time.time()
@@ -904,11 +894,7 @@ class Store:
 
     def chunk_info(self, recording_id: int, index: int) -> ChunkInfo:
         with self.session() as s:
-            c = s.exec(
-                select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
-            ).first()
-            if c is None:
-                raise KeyError((recording_id, index))
+            c = _chunk_row(s, recording_id, index)
             total = s.exec(select(func.count()).where(Chunk.recording_id == recording_id)).one()
             return _chunk_info(c, total)
 
