@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+    from daemon.store import Store
 
 # Before any test imports huggingface_hub or transformers, which read these once: nothing in the
 # suite may reach a model hub, and a test that tries must fail instead of hanging on the network.
@@ -22,3 +25,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from daemon.testmodel import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("tiny-qwen3vl"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store on a SQLite file and, as a second run of the test, on a private PostgreSQL
+    database (dropped afterwards). A test module may define its own `store` to override it."""
+    from daemon.store import Store
+    from tests.services import store_url_for
+
+    with store_url_for(request.param, tmp_path) as url:
+        st = Store(url)
+        try:
+            yield st
+        finally:
+            st.close()

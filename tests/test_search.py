@@ -4,7 +4,6 @@ following re-analysis, and `framewatch search`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,6 @@ HOSTILE_QUERIES = [
     "red\x00alarm", "\x00", "a" * 5000, "🚨 red", "SELECT * FROM event; --", "{red alarm}",
     "red & !alarm | <->", "e-mail", "'red' 'alarm'", "\\", "%_", "   ",
 ]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with store_url_for(request.param, tmp_path) as url:
-        s = Store(url)
-        try:
-            yield s
-        finally:
-            s.close()
 
 
 @pytest.fixture

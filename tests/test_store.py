@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,6 @@ import pytest
 from daemon.engine.events import Candidate
 from daemon.models import ChunkWindow
 from daemon.store import Store
-from tests.services import store_url_for
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Every store test runs on a SQLite file and on a private PostgreSQL database."""
-    with store_url_for(request.param, tmp_path) as url:
-        st = Store(url)
-        try:
-            yield st
-        finally:
-            st.close()
 
 
 def windows(n: int) -> list[ChunkWindow]:
