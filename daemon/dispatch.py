@@ -223,7 +223,8 @@ class Dispatcher:
                 "events": self.store.events(d.recording_id, d.chunk_index),
             }
         if d.hook == "recording_finished":
-            return {"recording": recording, "events": self.store.events(d.recording_id)}
+            return {"recording": recording, "events": self.store.events(d.recording_id),
+                    "static_spans": self.store.static_spans(d.recording_id)}
         if d.hook == "recording_failed":
             return {"recording": recording, "error": recording.reason or ""}
         raise KeyError(f"hook {d.hook}")

@@ -27,7 +27,7 @@ hookimpl = pluggy.HookimplMarker("framewatch")
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.engine.backends import Analyzer
-    from daemon.models import ChunkInfo, EventInfo, RecordingInfo
+    from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan
 
 
 class RetryLater(Exception):
@@ -155,6 +155,7 @@ def events_found(
 def recording_finished(
     recording: RecordingInfo,
     events: list[EventInfo],
+    static_spans: list[StaticSpan],
     settings: BaseModel | None,
     delivery_id: str,
 ) -> None:
@@ -162,6 +163,8 @@ def recording_finished(
 
     recording: the finished recording (status "done", duration, model and settings).
     events: every event of the recording, by start time.
+    static_spans: the spans not sent to the model (or sent at a floor rate) because nothing
+    changed in them, by time, each with its reason; empty unless `[sampling] skip_static` is on.
     settings: this plugin's validated settings, or None.
     delivery_id: stable across retries of this notification.
     Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).

@@ -99,6 +99,26 @@ class ChunkInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StaticSpan:
+    """Consecutive chunks the activity pre-pass found static (`[sampling] skip_static`): nothing
+    in them changed by more than `threshold`, so they were not sent to the model ("skipped") or
+    were sent at the floor rate `static_fps` ("low_fps"). The span covers those chunks' windows."""
+
+    start_s: float
+    end_s: float
+    action: str  # "skipped" or "low_fps"
+    peak_change: float  # the largest frame-to-frame change the pre-pass measured in the span
+    threshold: float
+    chunks: int
+
+    @property
+    def reason(self) -> str:
+        """Why, as a person reads it in a report."""
+        done = "not sent to the model" if self.action == "skipped" else "sampled at the static floor rate"
+        return f"no change above {self.threshold:g} (largest {self.peak_change:.4f}): {done}"
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingInfo:
     """One recording as plugins see it."""
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select, update
 
 from daemon.engine.events import Candidate
-from daemon.models import ChunkInfo, ChunkWindow, EventInfo, RecordingInfo
+from daemon.models import ChunkInfo, ChunkWindow, EventInfo, RecordingInfo, StaticSpan
 
 if TYPE_CHECKING:
     from daemon.search import SearchHit
@@ -235,6 +235,30 @@ def _chunk_info(c: Chunk, total: int) -> ChunkInfo:
         status=c.status,
         chunks_total=total,
     )
+
+
+def merge_static_spans(notes: Sequence[tuple[float, float, dict[str, Any] | None]]) -> list[StaticSpan]:
+    """Chunks' (start_s, end_s, provenance["static"]) in chunk order -> runs of consecutive static
+    chunks with one action, each as one span (its largest measured change)."""
+    spans: list[StaticSpan] = []
+    run: list[tuple[float, float, dict[str, Any]]] = []
+
+    def close() -> None:
+        if run:
+            spans.append(StaticSpan(
+                start_s=run[0][0], end_s=run[-1][1], action=run[0][2]["action"],
+                peak_change=max(float(n.get("peak_change", 0.0)) for _, _, n in run),
+                threshold=float(run[0][2].get("threshold", 0.0)), chunks=len(run),
+            ))
+            run.clear()
+
+    for start, end, note in notes:
+        if note is None or (run and note.get("action") != run[0][2]["action"]):
+            close()
+        if note is not None:
+            run.append((start, end, note))
+    close()
+    return spans
 
 
 def _event_info(e: Event) -> EventInfo:
@@ -893,6 +917,10 @@ class Store:
     def ping(self) -> None:
         with self.session() as s:
             s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+
+    def static_spans(self, recording_id: int) -> list[StaticSpan]:
+        """The recording's static spans (merge_static_spans), by time."""
+        return merge_static_spans([(c.start_s, c.end_s, c.provenance.get("static")) for c in self.chunks(recording_id)])
 
     def chunk_info(self, recording_id: int, index: int) -> ChunkInfo:
         with self.session() as s:

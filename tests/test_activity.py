@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 
 from daemon.config import parse_config
+from daemon.dispatch import Dispatcher
 from daemon.engine.activity import (
     active_spans,
     change_score,
@@ -16,8 +18,9 @@ from daemon.engine.activity import (
     scan_window,
     static_window,
 )
-from daemon.models import ChunkWindow
-from daemon.store import Store
+from daemon.models import ChunkWindow, hms
+from daemon.plugins import load_plugins
+from daemon.store import Store, merge_static_spans
 from daemon.synth import make_static_scene
 from daemon.worker import Worker
 
@@ -51,7 +54,8 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_static_scene(d / "static.mp4", seconds=SECONDS, events=EVENTS, fps=5, gop=150)
 
 
-def run(tmp_path: Path, clip: Path, sampling: dict[str, Any], watch: dict[str, Any] | None = None) -> tuple[Recorder, Store, int]:
+def run(tmp_path: Path, clip: Path, sampling: dict[str, Any], watch: dict[str, Any] | None = None,
+        plugins: dict[str, Any] | None = None) -> tuple[Recorder, Store, int]:
     data: dict[str, Any] = {
         "storage": {"url": f"sqlite:///{tmp_path / 'fw.db'}"},
         "model": {"device": "cpu"},
@@ -60,12 +64,16 @@ def run(tmp_path: Path, clip: Path, sampling: dict[str, Any], watch: dict[str, A
     }
     if watch is not None:
         data["watch"] = [{"path": str(clip.parent), **watch}]
+    if plugins is not None:
+        data["plugins"] = plugins
     cfg = parse_config(data)
     store = Store(cfg.storage_url())
     recorder = Recorder()
-    worker = Worker(store, cfg, lambda: recorder)
+    pm = load_plugins(cfg, entry_points=False)
+    worker = Worker(store, cfg, lambda: recorder, subscribers=pm.subscribers)
     rec, _ = worker.ingest(str(clip))
     assert worker.process(rec.id).status == "done"
+    Dispatcher(store, pm, cfg).deliver_all()
     return recorder, store, rec.id
 
 
@@ -134,3 +142,41 @@ def test_off_by_default_and_per_watch_override(tmp_path: Path, planted: Path) ->
     assert not any(c.provenance.get("static") for c in store.chunks(rid))
     recorder, store, rid = run(tmp_path / "b", planted, {}, watch={"skip_static": True})
     assert len(recorder.chunks) < len(store.chunks(rid))
+
+
+def test_static_spans_merge_runs_of_one_action() -> None:
+    skip = {"action": "skipped", "peak_change": 0.001, "threshold": 0.002}
+    low = {"action": "low_fps", "peak_change": 0.0015, "threshold": 0.002}
+    notes = [(0.0, 10.0, skip), (8.0, 18.0, {**skip, "peak_change": 0.0012}), (16.0, 26.0, None),
+             (24.0, 34.0, skip), (32.0, 42.0, low), (40.0, 50.0, low)]
+    spans = merge_static_spans(notes)
+    assert [(s.start_s, s.end_s, s.action, s.chunks) for s in spans] == [
+        (0.0, 18.0, "skipped", 2), (24.0, 34.0, "skipped", 1), (32.0, 50.0, "low_fps", 2)]
+    assert spans[0].peak_change == 0.0012
+    assert "not sent to the model" in spans[0].reason and "floor rate" in spans[2].reason
+    assert merge_static_spans([(0.0, 10.0, None)]) == []
+
+
+def test_report_shows_skipped_static_spans(tmp_path: Path, planted: Path) -> None:
+    """The Markdown report (read back by markdown-it) lists every skipped span with its reason,
+    and the spans are exactly the chunks that did not reach the model."""
+    recorder, store, rid = run(tmp_path, planted, {"skip_static": True},
+                               plugins={"markdown_export": {"dir": str(tmp_path / "reports")}})
+    spans = store.static_spans(rid)
+    skipped = [c for c in store.chunks(rid) if c.provenance.get("skipped_static")]
+    assert spans and sum(s.chunks for s in spans) == len(skipped)
+    sent = [(c.start_s, c.end_s) for c in recorder.chunks]
+    for s in spans:  # a span never swallows an analysed chunk
+        assert not any(s.start_s <= a and b <= s.end_s for a, b in sent), (s, sent)
+    text = (tmp_path / "reports" / "static.framewatch.md").read_text()
+    tokens = MarkdownIt("commonmark").parse(text)
+    heads = [i for i, t in enumerate(tokens) if t.type == "inline" and t.content == "Static spans"]
+    assert len(heads) == 1 and tokens[heads[0] - 1].type == "heading_open"
+    items = [tokens[i + 2] for i in range(heads[0], len(tokens)) if tokens[i].type == "list_item_open"]
+    shown = ["".join(c.content for c in i.children or [] if c.type == "text") for i in items]
+    assert len(shown) == len(spans)
+    for s, line in zip(spans, shown):
+        assert line.startswith(f"{hms(s.start_s)} to {hms(s.end_s)}, skipped: no change above 0.002")
+        assert "not sent to the model" in line
+    skipped_s = sum(s.end_s - s.start_s for s in spans)
+    assert f"- Not sent to the model (nothing changed): {hms(skipped_s)} in {len(spans)} static spans" in text

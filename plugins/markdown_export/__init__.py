@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.hookspecs import ConfigPath, hookimpl
-from daemon.models import EventInfo, RecordingInfo, hms
+from daemon.models import EventInfo, RecordingInfo, StaticSpan, hms
 from plugins._shared import chapters, one_line, write_atomically
 
 NAME = "markdown_export"
@@ -107,12 +108,16 @@ def report_path(recording: RecordingInfo, settings: MarkdownSettings) -> Path:
 
 
 def render(
-    recording: RecordingInfo, events: list[EventInfo], settings: MarkdownSettings, out: Path
+    recording: RecordingInfo,
+    events: list[EventInfo],
+    settings: MarkdownSettings,
+    out: Path,
+    static_spans: Sequence[StaticSpan] = (),
 ) -> str:
     """The report's text for `out` (links to the video are relative to where the report lies)."""
     href = quote(os.path.relpath(recording.path, out.parent).replace(os.sep, "/"))
 
-    def link(e: EventInfo) -> Markup:
+    def link(e: EventInfo | StaticSpan) -> Markup:
         # Media fragment: browsers and many players open the video at that second.
         return Markup(f"[{hms(e.start_s)}]({href}#t={int(e.start_s)})")
 
@@ -130,6 +135,8 @@ def render(
         "chapters": chapters(ordered, settings.chapter_gap_s, settings.chapter_min_s),
         "link": link,
         "recording": recording,
+        "static_spans": list(static_spans),
+        "skipped_s": sum(s.end_s - s.start_s for s in static_spans if s.action == "skipped"),
     }
     return _template(settings).render(context)
 
@@ -141,8 +148,11 @@ def register_settings() -> dict[str, type[BaseModel]]:
 
 @hookimpl
 def recording_finished(
-    recording: RecordingInfo, events: list[EventInfo], settings: MarkdownSettings | None
+    recording: RecordingInfo,
+    events: list[EventInfo],
+    static_spans: list[StaticSpan],
+    settings: MarkdownSettings | None,
 ) -> None:
     settings = settings or MarkdownSettings()
     out = report_path(recording, settings)
-    write_atomically(out, render(recording, events, settings, out))
+    write_atomically(out, render(recording, events, settings, out, static_spans))
