@@ -108,6 +108,13 @@ class SamplingConfig(_Section):
     max_pixels: int | None = Field(
         None, ge=32 * 32, description="Optional pixel budget per frame (width x height)."
     )
+    hwaccel: str = Field(
+        "none",
+        pattern=r"^(none|cuda|vaapi|qsv|vulkan|videotoolbox|d3d11va|drm)(:[^:\s]+)?$",
+        description="Hardware decoding through FFmpeg: none, or a device type such as cuda "
+        "(NVDEC), optionally with a device (cuda:1, vaapi:/dev/dri/renderD128). When the device "
+        "cannot be opened, decoding falls back to the CPU and the daemon logs why, once.",
+    )
     skip_static: bool = Field(
         False,
         description="Run a cheap pre-pass over each chunk (small frames at activity_fps) and do "

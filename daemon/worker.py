@@ -250,9 +250,9 @@ class Worker:
             return
         window = self._row_window(nxt)
         static = self.static_settings(rec.path)
-        path, rotation = rec.path, media.rotation
+        path, rotation, hwaccel = rec.path, media.rotation, self.config.sampling.hwaccel
         self._prefetch.submit(
-            (rec.id, window, rotation, static), lambda: prepare_chunk(path, window, rotation, static)
+            (rec.id, window, rotation, static), lambda: prepare_chunk(path, window, rotation, static, hwaccel)
         )
 
     def _prepare(self, rec: RecordingInfo, media: MediaInfo, window: ChunkWindow) -> Prepared:
@@ -262,7 +262,7 @@ class Worker:
             ready = self._prefetch.take((rec.id, window, media.rotation, static))
             if ready is not None:
                 return ready
-        return prepare_chunk(rec.path, window, media.rotation, static)
+        return prepare_chunk(rec.path, window, media.rotation, static, self.config.sampling.hwaccel)
 
     def _window(self, chunk: ChunkInfo) -> ChunkWindow:
         # Replays the stored plan (a resumed run samples exactly the frames first planned).

@@ -35,6 +35,15 @@ def test_unknown_key_and_bad_values_reported_with_paths(tmp_path: Path) -> None:
     assert "unknown key" in str(ei.value)
 
 
+def test_hwaccel_values() -> None:
+    assert parse_config({}).sampling.hwaccel == "none"
+    assert parse_config({"sampling": {"hwaccel": "cuda:1"}}).sampling.hwaccel == "cuda:1"
+    assert parse_config({"sampling": {"hwaccel": "vaapi:/dev/dri/renderD128"}}).sampling.hwaccel.startswith("vaapi")
+    with pytest.raises(ConfigError) as ei:
+        parse_config({"sampling": {"hwaccel": "nvdec"}})
+    assert [k for k, _, _ in ei.value.errors] == ["sampling.hwaccel"]
+
+
 def test_overlap_must_be_below_length() -> None:
     with pytest.raises(ConfigError):
         parse_config({"chunking": {"seconds": 5, "overlap_seconds": 5}})

@@ -6,8 +6,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.engine.probe import UnsupportedMedia, probe
+from daemon.engine import sampler
 from daemon.engine.sampler import sample_frames
 from tests.media import BLUE, GREEN, RED, make_bad_inputs, make_video, vfr_times
 
@@ -156,3 +158,35 @@ def test_unusable_file_raises_unsupported_media(tmp_path, name):
 
     with pytest.raises(UnsupportedMedia):
         sample_frames(path, [0.0, 0.5], 80, 45)
+
+
+def test_hwaccel_gives_the_same_frames_or_says_why_not(scene_clip, monkeypatch) -> None:
+    """sampling.hwaccel = "cuda" (NVDEC). Where no CUDA device can be opened (this CI machine),
+    decoding goes on on the CPU, with the reason logged once per process; where one can (a GPU
+    box), the hardware path must choose the same frames at the same times."""
+    monkeypatch.setattr(sampler, "HW_UNAVAILABLE", {})
+    times = [0.5, 1.9, 2.1, 3.5]
+    plain = sample_frames(scene_clip, times, 80, 45)
+    with capture_logs() as logs:
+        first = sample_frames(scene_clip, times, 80, 45, hwaccel="cuda")
+        second = sample_frames(scene_clip, times, 80, 45, hwaccel="cuda")
+    for got in (first, second):
+        assert [f.t_s for f in got] == [f.t_s for f in plain]
+        for a, b in zip(got, plain):
+            # Bit-exact decoding, but the device's NV12 output may be converted a little differently.
+            assert np.abs(a.image.astype(int) - b.image.astype(int)).mean() < 3
+    warned = [e for e in logs if e["event"] == "hwaccel_unavailable"]
+    if "cuda" in sampler.HW_UNAVAILABLE:
+        assert len(warned) == 1 and warned[0]["hwaccel"] == "cuda"
+        assert warned[0]["reason"].startswith("FFmpeg could not open a cuda device for decoding: ")
+    else:
+        assert warned == []
+
+
+def test_hwaccel_does_not_hide_a_bad_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sampler, "HW_UNAVAILABLE", {})
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(UnsupportedMedia, match="cannot open media"):
+        sample_frames(bad, [0.0], 80, 45, hwaccel="cuda")
+    assert sampler.HW_UNAVAILABLE == {}  # the file was bad, not the device

@@ -45,7 +45,11 @@ class Prepared:
 
 
 def prepare_chunk(
-    path: str, window: ChunkWindow, rotation: int, static: StaticSettings | None = None
+    path: str,
+    window: ChunkWindow,
+    rotation: int,
+    static: StaticSettings | None = None,
+    hwaccel: str | None = None,
 ) -> Prepared:
     """Sample `window` (after the activity pre-pass when `static` is given). Raises
     UnsupportedMedia when the window cannot be decoded."""
@@ -63,7 +67,9 @@ def prepare_chunk(
                 "scan_fps": static.scan_fps,
                 "scan_frames": len(activity.times),
             }
-    frames = () if used is None else tuple(sample_frames(path, used.sample_times, used.width, used.height, rotation))
+    frames = () if used is None else tuple(
+        sample_frames(path, used.sample_times, used.width, used.height, rotation, hwaccel=hwaccel)
+    )
     return Prepared(path, window, used, frames, time.perf_counter() - t0, note)
 
 

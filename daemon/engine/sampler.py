@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import av
 import av.error
 import numpy as np
+import structlog
+from av.codec.hwaccel import HWAccel
 
 from daemon.engine.probe import DECODER_OPTIONS, UnsupportedMedia, av_message, video_stream
 from daemon.models import Frame
@@ -20,6 +22,12 @@ if TYPE_CHECKING:
 
     from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
+
+log = structlog.get_logger(__name__)
+
+# Hardware decoders (sampling.hwaccel) that could not be opened in this process, with why: each
+# is reported once, and later files decode on the CPU without trying again.
+HW_UNAVAILABLE: dict[str, str] = {}
 
 # Seek this far before the first requested time: demuxers seek on DTS or index times, which can
 # sit a little after the PTS of the frame we want, and a backward seek must land before it.
@@ -34,6 +42,7 @@ def sample_frames(
     rotation: int = 0,
     *,
     fast: bool = True,
+    hwaccel: str | None = None,
 ) -> list[Frame]:
     """Return one Frame per requested time: the decoded frame whose PTS is nearest to it.
 
@@ -51,6 +60,11 @@ def sample_frames(
     lies beyond a later keyframe the demuxer seeks there instead of decoding through. The
     chosen frames are the same, at the same PTS, as with `fast=False` (which decodes every
     frame from the first seek on); tests/test_sampler_fast.py holds it to that.
+
+    `hwaccel`: an FFmpeg hardware device ("cuda", "cuda:1", "vaapi:/dev/dri/renderD128") to decode
+    on; pictures are copied back to memory and resized as usual. A device that cannot be opened
+    means CPU decoding (logged once per device); a stream the device cannot decode falls back in
+    FFmpeg itself.
     """
     if not times:
         return []
@@ -61,10 +75,7 @@ def sample_frames(
     if rotation not in (0, 90, 180, 270):
         raise ValueError(f"rotation must be 0, 90, 180 or 270, not {rotation}")
 
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise UnsupportedMedia(f"cannot open media ({av_message(exc)})") from exc
+    container = _open(path, hwaccel)
     with container:
         stream = video_stream(container)
         if stream is None:
@@ -87,6 +98,24 @@ def sample_frames(
     if not frames:
         raise UnsupportedMedia(f"no decodable frames in window {times[0]:.1f}-{times[-1]:.1f} s")
     return frames
+
+
+def _open(path: str | Path, hwaccel: str | None) -> av.container.InputContainer:
+    if hwaccel and hwaccel != "none" and hwaccel not in HW_UNAVAILABLE:
+        kind, _, device = hwaccel.partition(":")
+        try:
+            return av.open(str(path), hwaccel=HWAccel(kind, device=device or None, allow_software_fallback=True))
+        except av.error.FFmpegError as exc:
+            hw_error = f"FFmpeg could not open a {kind} device for decoding: {av_message(exc)}"
+        # The device or the file? A file that opens without the device says the device.
+        container = _open(path, None)
+        HW_UNAVAILABLE[hwaccel] = hw_error
+        log.warning("hwaccel_unavailable", hwaccel=hwaccel, reason=hw_error, decoding="on the CPU instead")
+        return container
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise UnsupportedMedia(f"cannot open media ({av_message(exc)})") from exc
 
 
 class _Picker:
