@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from daemon.engine.sampler import _keyframe_times, sample_frames
+from daemon.engine.sampler import _SEEK_MARGIN_S, _keyframe_times, sample_frames
 from tests.media import BLUE, GREEN, RED, make_video
 
 if TYPE_CHECKING:
@@ -62,6 +62,20 @@ def test_fast_path_chooses_the_plain_frames(clips: dict[str, Path], name: str, w
     if name not in clips:
         pytest.fail("libx265 is not built into this PyAV: the HEVC case cannot be generated")
     assert_same(clips[name], _times(*window))
+
+
+@pytest.mark.timeout(120)
+def test_seek_aimed_between_a_keyframes_dts_and_pts(clips: dict[str, Path]) -> None:
+    """The index gives keyframes' decoding times; with B-frames a keyframe is presented two
+    frames later. A seek aimed between the two lands on the keyframe before, and the fast path
+    once sought again and again, for ever (found by bench/run.py on a 10-minute file at 0.25 fps)."""
+    path = clips["short_gop"]  # 25 fps, a keyframe every 2 s
+    with av.open(str(path)) as c:
+        keys = _keyframe_times(c.streams.video[0])
+    assert 1.85 < keys[1] < 2.0, f"the clip needs B-frames (keyframe DTS before PTS): {keys[:3]}"
+    # Each seek aims at time - _SEEK_MARGIN_S = one frame before a keyframe's PTS, after its DTS.
+    times = [k + _SEEK_MARGIN_S - 1 / 25 for k in (2.0, 6.0, 10.0)]
+    assert_same(path, times)
 
 
 def test_fast_path_on_variable_frame_rate(clips: dict[str, Path]) -> None:

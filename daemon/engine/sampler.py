@@ -236,6 +236,10 @@ def _sparse_frames(
     sent_max: float | None = None  # the latest PTS handed to the decoder
     last_t: float | None = None
     verify_after: float | None = None  # after a seek: the time the first frame must not pass
+    # The time the last seek was made for. The index holds decoding times (DTS), and a demuxer may
+    # seek by presentation time: aiming between a keyframe's DTS and PTS lands on the keyframe
+    # before, which still sits before the sought key. One seek per time, or that repeats forever.
+    sought: float | None = None
     can_seek = bool(keyframes)
     skipping = False
     packets = container.demux(stream)
@@ -281,7 +285,7 @@ def _sparse_frames(
         if not can_seek or picker.done or sent_max is None:
             continue
         target = picker.next_time()
-        if target is None:
+        if target is None or (sought is not None and target <= sought):
             continue
         to = target - _SEEK_MARGIN_S
         key = _last_at_or_before(keyframes, to)
@@ -290,6 +294,7 @@ def _sparse_frames(
             # and the picker needs none of them (every earlier time already has its frame).
             container.seek(start + int(to / time_base), stream=stream, backward=True)
             verify_after = target
+            sought = target
             sent_max = None
             recent.clear()  # the gaps across the seek are not frame gaps
             guard = _GUARD_START_S
