@@ -63,6 +63,9 @@ def child(kind: str, **args: Any) -> Run:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     code, wall, out, err = _spawn(cmd, env)
     name = args.get("label", kind)
+    if code == -9:
+        # What the kernel's OOM killer does (nothing else here sends SIGKILL).
+        return Run(name, error="killed (SIGKILL: out of memory)")
     if code != 0:
         last = (err.strip().splitlines() or ["?"])[-1]
         return Run(name, error=f"exit {code}: {last[:200]}")
@@ -124,7 +127,7 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         n = 0
         for times in _times(media.duration_s, fps):
-            n += len(sample_frames(path, times, OUT_W, OUT_H, fast=kind == "ours"))
+            n += len(sample_frames(path, times, OUT_W, OUT_H, fast=kind == "ours", hwaccel=args.get("hwaccel")))
         return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": _peak_rss_mb()}
     if kind == "decord":
         try:
@@ -422,6 +425,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+def hw_decoder(path: str, device: str = "cuda") -> str | None:
+    """None when FFmpeg opens `device` to decode `path` here; else why not (the NVDEC row is
+    then reported, not run: the sampler would fall back to the CPU)."""
+    import av
+    import av.error
+    from av.codec.hwaccel import HWAccel
+
+    try:
+        with av.open(path, hwaccel=HWAccel(device, allow_software_fallback=False)) as c:
+            next(c.decode(video=0))
+    except (av.error.FFmpegError, StopIteration) as exc:
+        return f"no {device} device ({exc})"[:120]
+    return None
+
+
 def bench_decode(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     # A minute even when quick: on 12 s clips every reader took about a second, and which one won
     # changed from run to run.
@@ -438,6 +456,7 @@ def bench_decode(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         p = str(path)
         subprocess.run(["cat", p], stdout=subprocess.DEVNULL, check=False)  # page cache warm for every peer alike
         main_file = label.startswith("h264 1080p30 gop 2")
+        no_hw = hw_decoder(p)
         for fps in ([2.0, 0.25] if main_file else [2.0]):
             # qwen-vl-utils decodes every sampled frame at full size before resizing (about 15 GB
             # for 1200 1080p frames: the numpy batch and its tensor copy), so the full run asks it
@@ -448,6 +467,8 @@ def bench_decode(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 child("ffmpeg_cli", label="ffmpeg CLI fps+scale rgb24 pipe", path=p, fps=fps),
                 child("ours_plain", label="framewatch (PyAV, plain)", path=p, fps=fps),
                 child("ours", label="framewatch (PyAV, fast path)", path=p, fps=fps),
+                (Run("framewatch (PyAV, fast path, NVDEC)", error=no_hw) if no_hw else
+                 child("ours", label="framewatch (PyAV, fast path, NVDEC)", path=p, fps=fps, hwaccel="cuda")),
                 child("decord", label="decord get_batch", path=p, fps=fps),
                 child("torchcodec", label="torchcodec played_at + Resize", path=p, fps=fps),
                 *([child("qwen", label="qwen-vl-utils fetch_video (decord)", path=p, fps=fps, backend="decord"),
@@ -583,11 +604,11 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return str(x)
 
 
-def report(quick: bool, mach: dict[str, Any], decode_rows: list[dict[str, Any]], ratios: dict[str, Any],
+def report(command: str, mach: dict[str, Any], decode_rows: list[dict[str, Any]], ratios: dict[str, Any],
            overlap: list[dict[str, Any]], memory: dict[str, Any], static: dict[str, Any], store: dict[str, Any],
            summary: dict[str, Any]) -> str:
-    lines = [f"# framewatch bench ({'--quick' if quick else 'full'})", "",
-             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python bench/run.py{' --quick' if quick else ''}`.", "",
+    lines = [f"# framewatch bench ({'--quick' if '--quick' in command else 'full'})", "",
+             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}`.", "",
              "Each peer runs once, in its own process (peak RSS is that process's VmHWM), on a machine that may be shared with other jobs: timings of about a second move by 10-30% from run to run; compare ratios within one run.", "", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in mach.items()]
     lines += ["", "## 1. Decode and sample (frames at sampling fps, 640x352 RGB)", "",
@@ -668,11 +689,12 @@ def main(argv: list[str] | None = None) -> int:
         "events_cli_s": round(store["cli_events_s"], 3) if "cli_events_s" in store else None,
         "events_cli_minus_startup_s": round(store["cli_events_minus_empty_s"], 3) if "cli_events_s" in store else None,
     }
-    text = report(args.quick, mach, decode_rows, ratios, overlap, memory, static, store, summary)
-    if args.only:
-        print("(--only: bench/RESULTS.md is left as it was)", flush=True)
-    else:
-        RESULTS.write_text(text)
+    command = " ".join(["python bench/run.py", *(["--quick"] if args.quick else []),
+                        *(f"--only {o}" for o in args.only or [])])
+    text = report(command, mach, decode_rows, ratios, overlap, memory, static, store, summary)
+    # A partial run goes beside the full one: bench/RESULTS-memory.md for --only memory.
+    out = RESULTS.with_name(f"RESULTS-{'-'.join(sorted(only))}.md") if args.only else RESULTS
+    out.write_text(text)
     print(text)
     print(json.dumps(summary))
     return 0
