@@ -40,7 +40,9 @@ from daemon.engine.planner import (
 from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine.prompts import instructions, prompt_hash
 from daemon.engine.prompts import build_prompt
-from daemon.gpu import CudaFault, GpuLease, GpuRuntime, is_cuda_fault, is_oom, lease_dir, release_memory
+from daemon.gpu import (
+    CudaFault, GpuLease, GpuRuntime, is_cuda_fault, is_oom, lease_dir, release_memory, trim_heap,
+)
 from daemon.identity import fingerprint
 from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo
 from daemon.store import Store, process_owner
@@ -460,6 +462,7 @@ class Worker:
                     )
                 steps.append({"why": "out_of_memory", **window_steps(window, smaller)})
                 window = smaller
+            trim_heap()  # the chunk's frames are gone now
             analyzer = self.analyzer
             self._calibrate(window, result.analyzer_stats)
             overlap = self._overlaps(window, planned)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import ctypes
 from collections import deque
 from itertools import pairwise
 from typing import TYPE_CHECKING
@@ -25,27 +24,6 @@ if TYPE_CHECKING:
     from av.video.stream import VideoStream
 
 log = structlog.get_logger(__name__)
-
-# glibc's mallopt parameter for the size from which allocations are mmapped.
-_M_MMAP_THRESHOLD = -3
-_FRAME_MMAP_THRESHOLD = 256 * 1024  # below one 320x240 RGB frame
-
-
-def _frames_bypass_the_heap() -> None:
-    """Make frame-sized arrays come from mmap, so freeing a chunk's frames gives the memory back.
-
-    By default glibc raises its mmap threshold after the first large free and then serves
-    frames from heap arenas, which keep their pages: the prefetch thread's arena and the main
-    one each grew to about a chunk, and peak RSS over a 2-hour file ended 11 % above a
-    10-minute one (bench/run.py, memory). Setting the threshold also stops glibc moving it.
-    Nothing happens where the C library is not glibc."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _FRAME_MMAP_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
-
-
-_frames_bypass_the_heap()
 
 # Hardware decoders (sampling.hwaccel) that could not be opened in this process, with why: each
 # is reported once, and later files decode on the CPU without trying again.
