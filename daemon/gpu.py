@@ -4,8 +4,8 @@ and the exit code for CUDA faults. torch is imported only inside functions that 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
+import functools
 import gc
 import os
 import shutil
@@ -67,14 +67,15 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+@functools.cache
 def _libc_trim() -> Callable[[int], int] | None:
+    # Looked up on first use: `daemon.gpu` is imported by every CLI command, ctypes is not needed there.
+    import ctypes
+
     try:
         return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
     except (OSError, AttributeError):
         return None  # not glibc
-
-
-_MALLOC_TRIM = _libc_trim()
 
 
 def trim_heap() -> None:
@@ -85,8 +86,9 @@ def trim_heap() -> None:
     with the number of chunks, 1.113x over a 2-hour file against a 10-minute one (bench/run.py,
     memory). Trimming once per chunk costs milliseconds; pinning the mmap threshold instead
     slowed CPU-side tensor work by about 15 %. Nothing happens without glibc."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def query_nvidia_smi(index: int = 0) -> tuple[str, float] | None:
