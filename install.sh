@@ -28,4 +28,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch/torchvision pinned in pyproject.toml; everything else resolves from PyPI.
 .venv/bin/python -m pip install -q -e '.[dev]'
+# An editable install leaves our own modules uncompiled, and where PYTHONDONTWRITEBYTECODE is set
+# every command would compile them again (about 0.07 s of each start here); pip compiles a wheel's.
+.venv/bin/python -m compileall -q daemon plugins >/dev/null
 .venv/bin/framewatch --version

@@ -1,4 +1,4 @@
-"""The store: SQLModel tables, the engine (SQLite WAL + busy timeout) and every session opened on it.
+"""The store: SQLModel tables and every session opened on the engine (daemon/db.py).
 
 The database is the source of truth and the queue: recordings, their chunks, the events found and
 the outbox of notifications for plugins. Each chunk's events commit together with the chunk's
@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import JSON, Column, UniqueConstraint, case, event, func, text
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, case, func, text
 from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, create_engine, delete, select, update
+from sqlmodel import Field, Session, SQLModel, col, delete, select, update
 
+from daemon import listing
+from daemon.db import open_engine, read_only
 from daemon.engine.events import Candidate
 from daemon.models import ChunkInfo, ChunkWindow, EventInfo, RecordingInfo, StaticSpan
 
@@ -85,6 +86,8 @@ class Chunk(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
+    # `framewatch events` reads in this order (daemon/listing.py): no sort (revision 0003).
+    __table_args__ = (Index("ix_event_listing", "recording_id", "start_s", "id"),)
     id: int | None = Field(default=None, primary_key=True)
     recording_id: int = Field(foreign_key="recording.id", index=True)
     chunk_id: int = Field(foreign_key="chunk.id", index=True)
@@ -179,36 +182,6 @@ def _owner_is_dead(owner: str | None) -> bool:
     return False
 
 
-def _sqlite_setup(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let us issue BEGIN ourselves (pysqlite's implicit transactions defer the write lock,
-        # which turns concurrent read-then-write into "database is locked" instead of waiting).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for the store URL; SQLite files get WAL, a busy timeout and immediate transactions."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        _sqlite_setup(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 def _recording_info(r: Recording) -> RecordingInfo:
     assert r.id is not None
     return RecordingInfo(
@@ -301,11 +274,8 @@ class Store:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = make_engine(url)
         # Alembic, not create_all: an existing database is upgraded too (one query when current).
-        from daemon.migrations import upgrade
-
-        upgrade(self.engine)  # includes the full-text index (revision 0002)
+        self.engine = open_engine(url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -373,10 +343,8 @@ class Store:
     def find_recording(self, path: str) -> RecordingInfo | None:
         """The recording last seen at `path` (by any of its names)."""
         with self.session() as s:
-            alias = s.get(RecordingPath, path)
-            rec = s.get(Recording, alias.recording_id) if alias else None
-            if rec is None:
-                rec = s.exec(select(Recording).where(Recording.path == path).order_by(Recording.id.desc())).first()  # type: ignore[union-attr]
+            found = listing.recording_id_at(s.connection(), path)
+            rec = s.get(Recording, found) if found is not None else None
             return _recording_info(rec) if rec else None
 
     def set_status(
@@ -777,19 +745,9 @@ class Store:
 
     def event_lines(self, recording_id: int | None = None) -> Sequence[tuple[str, float, float, str, str]]:
         """(path, start_s, end_s, label, description) of every event (or one recording's), by
-        recording and time: what `framewatch events` prints, without building EventInfo objects
-        (100,000 events list in a fraction of a second; bench/run.py measures it)."""
-        q = (
-            sa_select(Recording.path, Event.start_s, Event.end_s, Event.label, Event.description)
-            .join(Recording, Recording.id == Event.recording_id)  # type: ignore[arg-type]
-            .order_by(Event.recording_id, Event.start_s, Event.id)  # type: ignore[arg-type]
-        )
-        if recording_id is not None:
-            q = q.where(Event.recording_id == recording_id)
-        with self.session() as s:
-            # The driver's rows as they come (tuple-like): copying 100,000 of them into tuples
-            # was a tenth of the command.
-            return s.connection().execute(q).all()  # type: ignore[return-value]
+        recording and time: what `framewatch events` prints (daemon/listing.py)."""
+        with read_only(self.engine) as conn, conn.begin():
+            return listing.event_lines(conn, recording_id)
 
     def events_with_paths(self, provenance: bool = True) -> list[tuple[EventInfo, str]]:
         """Every event with its recording's path, by recording and time. `provenance=False`

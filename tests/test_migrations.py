@@ -14,7 +14,8 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from daemon import migrations
-from daemon.store import Store, make_engine
+from daemon.db import make_engine
+from daemon.store import Store
 from tests.services import store_url_for
 
 
