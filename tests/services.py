@@ -1,6 +1,7 @@
-"""Real PostgreSQL and Redis for tests: a private database and key prefix per test, so parallel test
-runs (pytest-xdist, other engineers' runs) never see each other's data; a private redis-server that a
-test may stop and start; and a store-URL fixture parametrised over SQLite and PostgreSQL."""
+"""Real services for tests: PostgreSQL and Redis with a private database and key prefix per test, so
+parallel test runs (pytest-xdist, other engineers' runs) never see each other's data; a private
+redis-server that a test may stop and start; a store-URL fixture parametrised over SQLite and
+PostgreSQL; and an HTTP receiver on loopback for webhooks."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +130,48 @@ class PrivateRedis:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+class Receiver:
+    """A real HTTP server in a thread; `respond(request)` chooses (status, headers) per request."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        respond: Callable[[dict[str, Any]], tuple[int, dict[str, str]]] | None = None,
+    ):
+        self.requests: list[dict[str, Any]] = []
+        self.respond = respond or (lambda req: (204, {}))
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                req = {
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": body,
+                }
+                outer.requests.append(req)
+                status, headers = outer.respond(req)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -3,6 +3,7 @@ with a `static` note instead of going to the model, and every event lies in an a
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from daemon.plugins import load_plugins
 from daemon.store import Store, merge_static_spans
 from daemon.synth import make_static_scene
 from daemon.worker import Worker
+from tests.services import Receiver
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -157,11 +159,19 @@ def test_static_spans_merge_runs_of_one_action() -> None:
     assert merge_static_spans([(0.0, 10.0, None)]) == []
 
 
-def test_report_shows_skipped_static_spans(tmp_path: Path, planted: Path) -> None:
+def test_report_and_webhook_show_skipped_static_spans(tmp_path: Path, planted: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The Markdown report (read back by markdown-it) lists every skipped span with its reason,
-    and the spans are exactly the chunks that did not reach the model."""
-    recorder, store, rid = run(tmp_path, planted, {"skip_static": True},
-                               plugins={"markdown_export": {"dir": str(tmp_path / "reports")}})
+    the webhook's recording.finished carries them, and the spans are exactly the chunks that did
+    not reach the model."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    receiver = Receiver()
+    try:
+        recorder, store, rid = run(tmp_path, planted, {"skip_static": True},
+                                   plugins={"markdown_export": {"dir": str(tmp_path / "reports")},
+                                            "webhook": {"url": receiver.url}})
+    finally:
+        receiver.close()
     spans = store.static_spans(rid)
     skipped = [c for c in store.chunks(rid) if c.provenance.get("skipped_static")]
     assert spans and sum(s.chunks for s in spans) == len(skipped)
@@ -180,3 +190,9 @@ def test_report_shows_skipped_static_spans(tmp_path: Path, planted: Path) -> Non
         assert "not sent to the model" in line
     skipped_s = sum(s.end_s - s.start_s for s in spans)
     assert f"- Not sent to the model (nothing changed): {hms(skipped_s)} in {len(spans)} static spans" in text
+    (finished,) = [b for b in (json.loads(r["body"]) for r in receiver.requests) if b["type"] == "recording.finished"]
+    assert finished["data"]["static_spans"] == [
+        {"start_s": s.start_s, "end_s": s.end_s, "action": "skipped", "reason": s.reason,
+         "peak_change": s.peak_change, "threshold": 0.002, "chunks": s.chunks}
+        for s in spans
+    ]

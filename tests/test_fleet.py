@@ -32,8 +32,8 @@ from daemon.store import Store
 from daemon.synth import make_video
 from tests import gpu_stand_in
 from tests.daemon_proc import ROOT, unique_copies, wait_until
-from tests.services import PrivateRedis, postgres_available, postgres_database, redis_prefix
-from tests.test_webhook import SECRET, Receiver, verified
+from tests.services import PrivateRedis, Receiver, postgres_available, postgres_database, redis_prefix
+from tests.test_webhook import SECRET, verified
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,53 +19,9 @@ from daemon.dispatch import Dispatcher
 from daemon.store import Store
 from plugins.webhook import WebhookSettings, signing_key
 from tests.outbox import HOSTILE, Clock, analysed, ev, make_config, manager
+from tests.services import Receiver, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"framewatch-test-secret-32-bytes!").decode()
-
-
-class Receiver:
-    """A real HTTP server in a thread; `respond(request)` chooses (status, headers) per request."""
-
-    def __init__(
-        self,
-        port: int = 0,
-        respond: Callable[[dict[str, Any]], tuple[int, dict[str, str]]] | None = None,
-    ):
-        self.requests: list[dict[str, Any]] = []
-        self.respond = respond or (lambda req: (204, {}))
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                req = {
-                    "path": self.path,
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                    "body": body,
-                }
-                outer.requests.append(req)
-                status, headers = outer.respond(req)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -82,12 +35,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def setup(tmp_path: Path, url: str, **settings: Any) -> tuple[Any, Any, Store]:

@@ -1,7 +1,7 @@
 """Built-in plugin webhook: POST events as Standard Webhooks (signed JSON) to one URL.
 
 Sends `events.found` for every analysed chunk that has (matching) events and
-`recording.finished` at the end. The `webhook-id` is derived from the outbox row, so it is the same
+`recording.finished` at the end, with the static spans the model was not shown. The `webhook-id` is derived from the outbox row, so it is the same
 on every retry and a receiver can drop duplicates. Redirects are not followed (a signed request
 is for the configured URL only). 410 Gone disables the endpoint; 429/503 honour Retry-After.
 """
@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from daemon.hookspecs import ConfigPath, Gone, RetryLater, hookimpl, read_secret
-from daemon.models import ChunkInfo, EventInfo, RecordingInfo
+from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan
 
 log = structlog.get_logger(__name__)
 
@@ -182,6 +182,18 @@ def _event_json(e: EventInfo) -> dict[str, Any]:
     return out
 
 
+def _span_json(s: StaticSpan) -> dict[str, Any]:
+    return {
+        "start_s": s.start_s,
+        "end_s": s.end_s,
+        "action": s.action,
+        "reason": s.reason,
+        "peak_change": s.peak_change,
+        "threshold": s.threshold,
+        "chunks": s.chunks,
+    }
+
+
 def _profile(r: RecordingInfo) -> str | None:
     return r.profile or r.settings.get("profile")
 
@@ -244,10 +256,20 @@ def events_found(
 
 @hookimpl
 def recording_finished(
-    recording: RecordingInfo, events: list[EventInfo], settings: WebhookSettings, delivery_id: str
+    recording: RecordingInfo,
+    events: list[EventInfo],
+    static_spans: list[StaticSpan],
+    settings: WebhookSettings,
+    delivery_id: str,
 ) -> None:
     wanted = _wanted(settings, recording, events)
     if wanted is None or (settings.labels is not None and not wanted):
         return
-    data = {"recording": _recording_json(recording), "events": [_event_json(e) for e in wanted]}
+    data = {
+        "recording": _recording_json(recording),
+        "events": [_event_json(e) for e in wanted],
+        # What the model did not see, and why: a receiver can tell "nothing happened" from
+        # "nothing was looked at".
+        "static_spans": [_span_json(s) for s in static_spans],
+    }
     _send(settings, delivery_id, "recording.finished", "recording_finished", data)
