@@ -18,7 +18,9 @@ from daemon.store import Store
 from tests.daemon_proc import Daemon, status_json, unique_copies, wait_until, write_config
 from tests.media import make_bad_inputs, make_video
 
-pytestmark = pytest.mark.slow
+# One daemon serves the module, and the SIGTERM test ends it: the module runs on one xdist worker,
+# in file order (`--dist loadgroup` in pyproject.toml). Every test makes its own files.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("daemon")]
 
 SETTLE = 2.0
 
@@ -162,13 +164,18 @@ def test_part_rename_mv_rsync_and_cp_each_give_one_analysis(env: Env) -> None:
 
 
 def test_same_bytes_under_another_name_are_not_analysed_again(env: Env) -> None:
-    env.finished(env.inbox / "download.mp4")
+    # Files of this test's own, analysed first (so it runs alone too: `-k same_bytes`).
+    for name in ("to-rename.mp4", "to-link.mp4", "to-change.mp4"):
+        os.rename(env.clip(name), env.inbox / name)
+    for name in ("to-rename.mp4", "to-link.mp4", "to-change.mp4"):
+        env.finished(env.inbox / name)
+        env.analysed_once(env.inbox / name)
     before = len(env.store.recordings())
     starts = len(env.daemon.find("chunk_started"))
-    shutil.copyfile(env.inbox / "before1.mp4", env.inbox / "before1-copy.mp4")
-    os.rename(env.inbox / "download.mp4", env.inbox / "renamed.mp4")
-    os.link(env.inbox / "synced.mp4", env.inbox / "synced-link.mp4")
-    names = {str(env.inbox / n) for n in ("before1-copy.mp4", "renamed.mp4", "synced-link.mp4")}
+    shutil.copyfile(env.inbox / "to-change.mp4", env.inbox / "to-change-copy.mp4")
+    os.rename(env.inbox / "to-rename.mp4", env.inbox / "renamed.mp4")
+    os.link(env.inbox / "to-link.mp4", env.inbox / "linked.mp4")
+    names = {str(env.inbox / n) for n in ("to-change-copy.mp4", "renamed.mp4", "linked.mp4")}
     wait_until(lambda: names <= set(env.store.path_index()), 30, what="the new names registered")
     time.sleep(0.5)
     assert len(env.store.recordings()) == before
@@ -176,7 +183,7 @@ def test_same_bytes_under_another_name_are_not_analysed_again(env: Env) -> None:
     # The recording follows its file when the old name is gone.
     assert env.store.find_recording(str(env.inbox / "renamed.mp4")).path == str(env.inbox / "renamed.mp4")
     # Changed bytes at a known path are new content: analysed once more.
-    with open(env.inbox / "copied.mp4", "wb") as f:
+    with open(env.inbox / "to-change.mp4", "wb") as f:
         f.write(env.clip("d.mp4").read_bytes())
     wait_until(lambda: len(env.store.recordings()) == before + 1, 30, what="the changed file queued")
     new = max((r for r, _, _ in env.store.recordings()), key=lambda r: r.id)
