@@ -1,5 +1,6 @@
 """framewatch benchmark (issue #8): decode and sample against its peers, decode/inference overlap,
-memory on long files, static-span skipping, store throughput, side by side in one run.
+memory on long files, static-span skipping, store throughput and the end-to-end real-time factor
+of `framewatch analyze`, side by side in one run.
 
     python bench/run.py            # full: 10-min 1080p30 files, a 2-hour 1080p file (slow)
     python bench/run.py --quick    # a few minutes: short 1080p clips, 240p long files
@@ -13,15 +14,18 @@ prints one JSON object as its last line. A peer that is not installed (decord, t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -597,6 +601,60 @@ def bench_static() -> dict[str, Any]:
     return out
 
 
+def bench_rtf(quick: bool) -> list[dict[str, Any]]:
+    """End to end: `framewatch analyze FILE` on the main 1080p file in a new process, as a user runs
+    it (start-up, plugin and model loading, probe, every chunk, the store), timed from outside,
+    with that process's peak RSS. With a trivial analyzer plugin (tests/fake_analyzer.py through
+    its entry point: the cost of everything but the model) and with the tiny Qwen3-VL on the CPU."""
+    from tests.daemon_proc import install_fake_plugin, write_config
+
+    secs = 60 if quick else 600
+    path = _ffmpeg_make(MEDIA / f"h264_g2_{secs}.mp4", secs, "1920x1080", "h264", 60)
+    tmp = Path(tempfile.mkdtemp(prefix="fwbench-rtf-"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    # An installed plugin's make_analyzer replaces the model: the fake plugin is on the path of
+    # its own case only.
+    with_fake = {**env, "PYTHONPATH": os.pathsep.join([str(install_fake_plugin(tmp / "site")), str(ROOT)])}
+    tiny = tmp / "tiny"
+    subprocess.run([sys.executable, "-m", "daemon.cli", "make-test-model", str(tiny)], env=env, cwd=ROOT,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The same chunks and frames for both, so the difference between them is the model's cost.
+    same = {"chunking": {"seconds": 60, "overlap_seconds": 2}, "sampling": {"fps": 2, "max_side": 320}}
+    cases = (
+        ("trivial analyzer plugin", with_fake, {**same, "plugins.fake": {}}),
+        ("tiny Qwen3-VL on the CPU", env, {**same, "model": {"name": str(tiny), "device": "cpu", "max_new_tokens": 24}}),
+    )
+    out = []
+    for i, (label, case_env, tables) in enumerate(cases):
+        db = tmp / f"fw{i}.db"
+        cfg = write_config(tmp / f"config{i}.toml", {"storage": {"url": f"sqlite:///{db}"}, **tables}, [])
+        # Output to files, not pipes: the process is reaped by wait4, which gives its own peak RSS.
+        with open(tmp / "out.json", "w+b") as so, open(tmp / "err.log", "w+b") as se:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "analyze", "--json", "--config", str(cfg),
+                                     str(path)], env=case_env, cwd=ROOT, stdout=so, stderr=se)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            so.seek(0)
+            se.seek(0)
+            stdout, stderr = so.read(), se.read()
+        rss = usage.ru_maxrss / 1024
+        if proc.returncode != 0:
+            out.append({"case": label, "error": f"exit {proc.returncode}: {stderr.decode()[-200:]}"})
+            continue
+        result = json.loads(stdout)
+        # Which analyzer ran, as every chunk's provenance records it.
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            backends = sorted({b for (b,) in conn.execute("SELECT json_extract(provenance, '$.backend') FROM chunk")})
+        out.append({"case": label, "backend": ", ".join(map(str, backends)), "seconds": wall, "video_s": secs, "rtf": round(wall / secs, 4),
+                    "x_real_time": round(secs / wall, 1), "rss_mb": rss, "chunks": len(result["chunks"]),
+                    "events": len(result["events"]), "status": result["recording"]["status"]})
+        print(f"  rtf {label}: {out[-1]}", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def bench_store(quick: bool) -> dict[str, Any]:
     r = child("store", chunks=1000, per_chunk=100)
     if r.error:
@@ -616,9 +674,18 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return str(x)
 
 
+def _table(columns: list[str], rows: list[dict[str, Any]], cells: Callable[[dict[str, Any]], list[Any]]) -> list[str]:
+    """A Markdown table of rows named by their "case"; a row that failed shows its error instead."""
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        body = [r["error"], *[""] * (len(columns) - 2)] if "error" in r else cells(r)
+        out.append("| " + " | ".join(str(c) for c in [r["case"], *body]) + " |")
+    return out
+
+
 def report(command: str, mach: dict[str, Any], decode_rows: list[dict[str, Any]], ratios: dict[str, Any],
            overlap: list[dict[str, Any]], memory: dict[str, Any], static: dict[str, Any], store: dict[str, Any],
-           summary: dict[str, Any]) -> str:
+           rtf: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [f"# framewatch bench ({'--quick' if '--quick' in command else 'full'})", "",
              f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}`.", "",
              "Each peer runs once, in its own process (peak RSS is that process's VmHWM), on a machine that may be shared with other jobs: timings of about a second move by 10-30% from run to run; compare ratios within one run.", "", "## Machine", ""]
@@ -633,15 +700,11 @@ def report(command: str, mach: dict[str, Any], decode_rows: list[dict[str, Any]]
               "|---|---|---|---|---|---|"]
     for case, r in ratios.items():
         lines.append(f"| {case} | {r['vs_ffmpeg']} | {r['vs_limit']} | {r['vs_torchcodec']} | {r['vs_decord']} | {r['vs_plain']} |")
-    lines += ["", "## 2. Decode/inference overlap (Worker.process, prefetch one chunk ahead)", "",
-              "| case | chunks | decode sum s | inference sum s | sum s | max s | ideal pipeline s | wall s | wall / sum | overlap achieved |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for o in overlap:
-        if "error" in o:
-            lines.append(f"| {o['case']} | {o['error']} | | | | | | | | |")
-        else:
-            lines.append(f"| {o['case']} | {o['chunks']} | {_fmt(o['decode_s'])} | {_fmt(o['analyze_s'])} | "
-                         f"{_fmt(o['sum_s'])} | {_fmt(o['max_s'])} | {_fmt(o['ideal_s'])} | {_fmt(o['wall_s'])} | {o['wall_over_sum']} | {o['overlap']} |")
+    lines += ["", "## 2. Decode/inference overlap (Worker.process, prefetch one chunk ahead)", ""]
+    lines += _table(["case", "chunks", "decode sum s", "inference sum s", "sum s", "max s", "ideal pipeline s", "wall s",
+                     "wall / sum", "overlap achieved"], overlap,
+                    lambda o: [o["chunks"], *(_fmt(o[k]) for k in ("decode_s", "analyze_s", "sum_s", "max_s", "ideal_s",
+                                                                   "wall_s")), o["wall_over_sum"], o["overlap"]])
     lines += ["", ("overlap achieved = (sum - wall) / (sum - ideal): the share of what a perfect one-ahead pipeline "
                    "saves over running decode and inference in turn (ideal = first chunk's decode, then the slower "
                    "stage; computed from the measured per-chunk times). Wall without prefetch would be the sum."),
@@ -657,14 +720,23 @@ def report(command: str, mach: dict[str, Any], decode_rows: list[dict[str, Any]]
         lines += ["", "cli_events_s: the median of 5 runs of `framewatch events` (a new process each) over the "
                   "100,000 events, printing every line; cli_events_empty_store_s: the same command before "
                   "any event was written (interpreter start-up and imports)."]
+    lines += ["", "## 6. End to end: `framewatch analyze` on the main file (a new process, timed from outside)", "",
+              "Both with 60 s chunks (2 s overlap) of frames at 2 fps, 320 px on the long side.", ""]
+    lines += _table(["analyzer", "backend (provenance)", "video s", "wall s", "real-time factor", "x real time",
+                     "peak RSS MiB", "chunks", "events"],
+                    rtf, lambda r: [r["backend"], r["video_s"], _fmt(r["seconds"]), r["rtf"], r["x_real_time"], _fmt(r["rss_mb"], 0),
+                                    r["chunks"], r["events"]])
     lines += ["", "## Summary", "", "```json", json.dumps(summary, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+PARTS = ["decode", "overlap", "memory", "static", "store", "rtf"]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="a few minutes: short and small media")
-    ap.add_argument("--only", action="append", choices=["decode", "overlap", "memory", "static", "store"])
+    ap.add_argument("--only", action="append", choices=PARTS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -672,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child_main(args.child, json.loads(args.child_args or "{}"))))
         return 0
     MEDIA.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ["decode", "overlap", "memory", "static", "store"])
+    only = set(args.only or PARTS)
     mach = machine()
     print(f"framewatch bench {'--quick' if args.quick else '(full)'} on {mach['cpu']} x{mach['cores']}", flush=True)
     decode_rows, ratios = bench_decode(args.quick) if "decode" in only else ([], {})
@@ -680,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     memory = bench_memory(args.quick) if "memory" in only else {}
     static = bench_static() if "static" in only else {}
     store = bench_store(args.quick) if "store" in only else {}
+    rtf = bench_rtf(args.quick) if "rtf" in only else []
 
     main_case = next(iter(ratios.values()), {})
     summary: dict[str, Any] = {
@@ -704,10 +777,13 @@ def main(argv: list[str] | None = None) -> int:
         "events_query_s": round(store["query_s"], 3) if "query_s" in store else None,
         "events_cli_s": round(store["cli_events_s"], 3) if "cli_events_s" in store else None,
         "events_cli_minus_startup_s": round(store["cli_events_minus_empty_s"], 3) if "cli_events_s" in store else None,
+        # `framewatch analyze` end to end: seconds per second of video (below 1: faster than real time)
+        "analyze_rtf_trivial": rtf[0].get("rtf") if rtf else None,
+        "analyze_rtf_tiny_model": rtf[1].get("rtf") if len(rtf) > 1 else None,
     }
     command = " ".join(["python bench/run.py", *(["--quick"] if args.quick else []),
                         *(f"--only {o}" for o in args.only or [])])
-    text = report(command, mach, decode_rows, ratios, overlap, memory, static, store, summary)
+    text = report(command, mach, decode_rows, ratios, overlap, memory, static, store, rtf, summary)
     # A partial run goes beside the full one: bench/RESULTS-memory.md for --only memory.
     out = RESULTS.with_name(f"RESULTS-{'-'.join(sorted(only))}.md") if args.only else RESULTS
     out.write_text(text)
