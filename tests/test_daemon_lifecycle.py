@@ -134,13 +134,15 @@ def test_kill_9_mid_chunk_resumes_at_the_unfinished_chunk(setup: Setup) -> None:
         d1 = setup.start(config, notify.env(watchdog_s=1.0))
         clip = setup.clip("three.mp4")
         d1.wait_for("chunk_started", chunk=1)
+        # The daemon logs chunk_started, then sends STATUS=: wait for the datagram (the chunk
+        # sleeps 1 s, so this is still mid-chunk). Killing on the log line alone lost it once.
+        wait_until(lambda: "STATUS=three.mp4 chunk 2/3" in notify.starting("STATUS="), 10, what="STATUS= chunk 2/3")
         d1.signal(signal.SIGKILL)
         d1.wait_exit(10)
         assert setup.statuses(clip) == ["done", "running", "pending"]
         current = status_json(config)["current"]
         assert (current["path"], current["chunk"], current["chunks_done"]) == (str(clip), 1, 1)
         assert "READY=1" in [m for _, m in notify.messages]
-        assert "STATUS=three.mp4 chunk 2/3" in notify.starting("STATUS=")
         assert notify.times("WATCHDOG=1")
 
         d2 = setup.start(config)
