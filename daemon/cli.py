@@ -204,7 +204,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         return 0
     # The plain listing reads through SQLAlchemy Core (daemon/listing.py), not the Store: no ORM
     # to import, one read-only snapshot, rows as the driver gives them, one write. 100,000 events
-    # list in about half a second here (bench/run.py, store target).
+    # list in 0.68 s on a 2-core box, 0.39 s of it start-up (bench/run.py, store target).
     from daemon import listing
     from daemon.db import open_engine, read_only
 
