@@ -39,7 +39,7 @@ def recording_id_at(conn: Connection, path: str) -> int | None:
 
 def event_lines(conn: Connection, recording_id: int | None = None) -> Sequence[Any]:
     """(path, start_s, end_s, label, description) of every event, or of one recording's, by
-    recording and time: the driver's rows as they come (tuple-like; copying 100,000 of them into
+    recording and time: SQLAlchemy's rows as they come (tuple-like; copying 100,000 of them into
     tuples was a tenth of the command)."""
     if recording_id is None:
         return conn.execute(ALL_LINES).all()
