@@ -12,7 +12,6 @@ import json
 import re
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -20,11 +19,12 @@ from PIL import Image
 
 from daemon.engine import prompts
 from daemon.models import ChunkInput, Frame
+from tests.services import LoopbackServer, QuietHandler
 
 _TIME = re.compile(r"^<(\d+(?:\.\d+)?) seconds>$")
 
 
-class OpenAICompatibleServer:
+class OpenAICompatibleServer(LoopbackServer):
     """`POST /v1/chat/completions`; `requests` keeps every request body; `fail_next` makes the
     next n requests answer 503."""
 
@@ -37,7 +37,7 @@ class OpenAICompatibleServer:
         self._lock = threading.Lock()  # one generate() at a time, as one GPU would
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
@@ -49,21 +49,11 @@ class OpenAICompatibleServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        super().__init__(Handler, poll_s=0.05)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def answer(self, path: str, auth: str | None, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if path != "/v1/chat/completions":

@@ -132,7 +132,26 @@ class PrivateRedis:
         self.proc = None
 
 
-class Receiver:
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 answering from a daemon thread with `handler`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0, poll_s: float = 0.02):
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(poll_s,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Receiver(LoopbackServer):
     """A real HTTP server in a thread; `respond(request)` chooses (status, headers) per request."""
 
     def __init__(
@@ -144,7 +163,7 @@ class Receiver:
         self.respond = respond or (lambda req: (204, {}))
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 req = {
@@ -160,18 +179,8 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
+        super().__init__(Handler, port)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

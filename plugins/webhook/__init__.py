@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -183,15 +184,7 @@ def _event_json(e: EventInfo) -> dict[str, Any]:
 
 
 def _span_json(s: StaticSpan) -> dict[str, Any]:
-    return {
-        "start_s": s.start_s,
-        "end_s": s.end_s,
-        "action": s.action,
-        "reason": s.reason,
-        "peak_change": s.peak_change,
-        "threshold": s.threshold,
-        "chunks": s.chunks,
-    }
+    return {**dataclasses.asdict(s), "reason": s.reason}
 
 
 def _profile(r: RecordingInfo) -> str | None:
