@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 def one_round(n_workers: int, model: Path, n_recordings: int, tmp: Path) -> dict[str, float]:
     from daemon.config import load_config
-    from daemon.fleet import make_queue
+    from daemon.work.redis import make_queue
     from daemon.store import Store
-    from daemon.synth import make_video
+    from daemon.selftest.clips import make_video
     from daemon.worker import Worker
     from tests.daemon_proc import unique_copies
     from tests.services import REDIS_URL, drop_prefix, postgres_database, redis_prefix
@@ -80,8 +80,8 @@ def one_round(n_workers: int, model: Path, n_recordings: int, tmp: Path) -> dict
 
         def run(ids: list[int]) -> None:
             for rid in ids:
-                queue.enqueue_many((rid, c.index) for c in store.chunks(rid))
-            while any(store.recording(i).status not in ("done", "failed") for i in ids):
+                queue.enqueue_many((rid, c.index) for c in store.chunks.of(rid))
+            while any(store.recordings.get(i).status not in ("done", "failed") for i in ids):
                 time.sleep(0.05)
 
         run(batches[0])
@@ -89,7 +89,7 @@ def one_round(n_workers: int, model: Path, n_recordings: int, tmp: Path) -> dict
         t0 = time.perf_counter()
         run(ids)
         took = time.perf_counter() - t0
-        n_chunks = sum(len(store.chunks(i)) for i in ids)
+        n_chunks = sum(len(store.chunks.of(i)) for i in ids)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:

@@ -226,6 +226,7 @@ class _Trivial:
 
 
 def _child_worker(args: dict[str, Any]) -> dict[str, Any]:
+    from daemon.analysis import analyze_recording
     from daemon.config import parse_config
     from daemon.store import Store
     from daemon.worker import Worker
@@ -240,7 +241,7 @@ def _child_worker(args: dict[str, Any]) -> dict[str, Any]:
     }
     analyzer: Any
     if args.get("analyzer") == "tiny":
-        from daemon.testmodel import make_test_model
+        from daemon.selftest.testmodel import make_test_model
 
         data["model"]["name"] = str(make_test_model(tmp / "tiny"))
         from daemon.config import parse_config as _pc
@@ -255,9 +256,9 @@ def _child_worker(args: dict[str, Any]) -> dict[str, Any]:
     rec, _ = worker.ingest(args["path"])
     rss0 = _peak_rss_mb()
     t0 = time.perf_counter()
-    worker.process(rec.id)
+    analyze_recording(worker, rec.id)
     wall = time.perf_counter() - t0
-    rows = sorted(store.chunks(rec.id), key=lambda r: r.index)
+    rows = sorted(store.chunks.of(rec.id), key=lambda r: r.index)
     decodes = [r.provenance.get("decode_s", 0.0) for r in rows]
     infers = [r.provenance.get("analyze_s", 0.0) for r in rows]
     decode, infer = sum(decodes), sum(infers)
@@ -288,15 +289,14 @@ def pipelined(decodes: list[float], infers: list[float]) -> float:
 
 
 def _child_store(args: dict[str, Any]) -> dict[str, Any]:
-    from daemon.engine.events import Candidate
-    from daemon.models import ChunkWindow
+    from daemon.models import Candidate, ChunkWindow
     from daemon.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="fwbench-store-"))
     url = f"sqlite:///{tmp / 'fw.db'}"
     store = Store(url)
     n_chunks, per_chunk = args["chunks"], args["per_chunk"]
-    rec, _ = store.register(str(tmp / "x.mp4"), "bench-store", 1, 0.0)
+    rec, _ = store.recordings.register(str(tmp / "x.mp4"), "bench-store", 1, 0.0)
     cfg = tmp / "config.toml"
     cfg.write_text(f'[storage]\nurl = "{url}"\n')
     events_cli = [sys.executable, "-m", "daemon.cli", "events", "--config", str(cfg)]
@@ -317,10 +317,10 @@ def _child_store(args: dict[str, Any]) -> dict[str, Any]:
     # The same command on an empty store: interpreter start and imports, not the events.
     empty = cli_runs()
     windows = [ChunkWindow(i, i * 10.0, i * 10.0 + 10.0, (i * 10.0 + 5.0,), 64, 64) for i in range(n_chunks)]
-    store.plan(rec.id, windows)
+    store.chunks.plan(rec.id, windows)
     commit_s: list[float] = []
     for i in range(n_chunks):
-        chunk = store.claim(rec.id, "bench", 600)
+        chunk = store.chunks.claim(rec.id, "bench", 600)
         assert chunk is not None
         events = [
             Candidate(start_s=i * 10.0 + j * 0.1, end_s=i * 10.0 + j * 0.1 + 0.05, label=f"label {j % 7}",
@@ -328,15 +328,15 @@ def _child_store(args: dict[str, Any]) -> dict[str, Any]:
             for j in range(per_chunk)
         ]
         t0 = time.perf_counter()
-        store.commit_chunk(rec.id, chunk.index, "bench", events, {"model": "bench", "prompt_hash": "x"},
+        store.chunks.commit(rec.id, chunk.index, "bench", events, {"model": "bench", "prompt_hash": "x"},
                            notify=["markdown_export", "webhook"])
         commit_s.append(time.perf_counter() - t0)
     total = n_chunks * per_chunk
     t0 = time.perf_counter()
-    rows = store.event_lines()
+    rows = store.events.lines()
     query_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    store.events_with_paths()
+    store.events.with_paths()
     full_s = time.perf_counter() - t0
     full = cli_runs()
     cli_s, empty_s = statistics.median(full), statistics.median(empty)
@@ -401,7 +401,7 @@ def _concat_make(path: Path, part: Path, times: int) -> Path:
 
 def _static_make(path: Path, seconds: float, size: tuple[int, int], fps: int, gop: int,
                  events: list[tuple[float, float, str]]) -> Path:
-    from daemon.synth import make_static_scene
+    from daemon.selftest.clips import make_static_scene
 
     if not path.exists():
         tmp = path.with_suffix(".part" + path.suffix)

@@ -24,19 +24,17 @@ import structlog
 
 from daemon import sdnotify
 from daemon.config import ConfigError
+from daemon.exits import EXIT_FORCED
 
 if TYPE_CHECKING:
     from daemon.config import Config, WatchConfig
-    from daemon.plugins import PluginManager
+    from daemon.pluginhost.manager import PluginManager
     from daemon.scheduler import Scheduler
     from daemon.store import Store
     from daemon.watcher import Watcher
     from daemon.worker import Worker
 
 log = structlog.get_logger(__name__)
-
-# A second SIGTERM/SIGINT while stopping: leave now, without waiting for the chunk.
-EXIT_FORCED = 4
 
 # A claimed chunk's lease outlives chunk_timeout_s by this much: the watchdog restarts a hung
 # process first, and the lease only matters to a process on another host.
@@ -70,8 +68,8 @@ class Daemon:
             raise
 
     def _start(self) -> None:
-        from daemon.dispatch import Dispatcher
-        from daemon.plugins import load_plugins
+        from daemon.pluginhost.dispatch import Dispatcher
+        from daemon.pluginhost.manager import load_plugins
         from daemon.scheduler import Scheduler
         from daemon.store import Store
         from daemon.watcher import Watcher
@@ -85,9 +83,7 @@ class Daemon:
             )
         self.plugins = self.plugins or load_plugins(cfg)
         self.store = Store(cfg.storage_url())
-        self.store.reap()
-        if cfg.queue.backend == "local":  # a shared queue counts deliveries itself
-            self.store.abandon_exhausted(cfg.daemon.max_attempts)
+        self.store.chunks.reap()  # chunks a dead process of this host left running
         self.worker = Worker(
             self.store,
             cfg,
@@ -97,19 +93,17 @@ class Daemon:
         )
         sdnotify.notify("STATUS=loading the model")
         t0 = time.monotonic()
-        if not self.worker.hold_gpu(self.stop_event.is_set):
+        # Loaded now: READY=1 promises chunks can run. An analyzer that breaks the plugin
+        # contract stops the start here, with the plugin's name (AnalyzerRefused).
+        if not self.worker.ready(self.stop_event.is_set):
             return  # stopped while another process held the GPU
-        if self.stop_event.is_set():
-            return
-        analyzer = self.worker.analyzer  # loaded now: READY=1 promises chunks can run
-        log.info("model_ready", analyzer=getattr(analyzer, "name", type(analyzer).__name__),
-                 seconds=round(time.monotonic() - t0, 2))
+        log.info("model_ready", analyzer=self.worker.analyzer.name, seconds=round(time.monotonic() - t0, 2))
         if self.stop_event.is_set():
             return  # signalled while the model loaded
         self.plugins.startup(self)
         self._plugins_started = True
         if self.watch:
-            self.watcher = Watcher(cfg, self._intake, self.store.path_index, self.stop_event)
+            self.watcher = Watcher(cfg, self._intake, self.store.recordings.paths, self.stop_event)
             self.watcher.start()
         self.scheduler = Scheduler(
             cfg, self.store, self.worker, self.watcher, Dispatcher(self.store, self.plugins, cfg), self.stop_event,
@@ -119,9 +113,6 @@ class Daemon:
         folders = [str(f.root) for f in self.watcher.folders] if self.watcher is not None else []
         sdnotify.notify("READY=1", f"STATUS=watching {len(folders)} folder(s)")
         log.info("daemon_started", folders=folders, pid=os.getpid())
-
-    def request_stop(self) -> None:
-        self.stop_event.set()
 
     def wait(self) -> None:
         """Block the main thread until a signal (or a fatal worker error) asks to stop."""
@@ -177,7 +168,7 @@ class Daemon:
                     log.info("recording_queued", status=rec.status, profile=watch.profile)
                 elif rec.path != path and not os.path.exists(rec.path):
                     # Renamed or moved before or while it was analysed: follow the file.
-                    self.store.set_path(rec.id, path)
+                    self.store.recordings.set_path(rec.id, path)
                     log.info("recording_moved", old_path=rec.path, status=rec.status)
                 else:
                     log.info("recording_known", status=rec.status, first_path=rec.path)

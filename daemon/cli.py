@@ -1,4 +1,8 @@
-"""The `framewatch` command. Nothing heavy is imported at start-up: torch loads only to analyse."""
+"""The `framewatch` command: parse the arguments, call the library, print the result.
+
+Nothing heavy is imported at start-up (each command imports what it uses; torch loads only to
+analyse), and plugins are loaded only for a command framewatch does not define itself.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,25 @@ import functools
 import json
 import os
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
-from daemon.config import Config, ConfigError, load_config
-from daemon.models import hms
-from daemon.gpu import EXIT_CUDA, CudaFault, GpuLeaseBusy
+from daemon.models import event_json, hms
+from daemon.exits import EXIT_CUDA, EXIT_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from daemon.models import EventInfo, RecordingInfo
-    from daemon.plugins import PluginManager
+    from daemon.config import Config
+    from daemon.pluginhost.manager import PluginManager
     from daemon.store import Store
 
-# Exit codes: 0 ok; 1 the recording failed (bad input, failed chunks); 2 usage or config error;
-# 3 the model could not be loaded or does not fit the GPU memory budget; EXIT_CUDA (75, in
-# daemon/gpu.py) a CUDA fault ended the process and its chunk is to be run again.
-EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
+# The commands framewatch itself defines; any other first word may be a plugin's command
+# (register_commands), which is only then looked up, so these start without loading plugins.
+CORE_COMMANDS = frozenset({
+    "analyze", "events", "run", "worker", "search", "status", "plugins", "replay", "plan", "config",
+    "make-test-model", "selftest",
+})
 
 
 class CliError(Exception):
@@ -36,6 +39,8 @@ class CliError(Exception):
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from daemon.config import load_config
+
     path = args.config or os.environ.get("FRAMEWATCH_CONFIG")
     return load_config(path)
 
@@ -46,103 +51,22 @@ def _store(cfg: Config) -> Store:
     return Store(cfg.storage_url())
 
 
-def _event_json(e: EventInfo, path: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": e.id,
-        "chunk": e.chunk_index,
-        "start_s": e.start_s,
-        "end_s": e.end_s,
-        "label": e.label,
-        "description": e.description,
-    }
-    if path is not None:
-        out["recording"] = path
-    if e.confidence is not None:
-        out["confidence"] = e.confidence
-    if e.evidence_s is not None:
-        out["evidence_s"] = e.evidence_s
-    out["provenance"] = e.provenance
-    return out
-
-
-def _result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
-    chunks = store.chunks(rec.id)
-    return {
-        "recording": {
-            "id": rec.id,
-            "path": rec.path,
-            "status": rec.status,
-            "reason": rec.reason,
-            "duration_s": rec.duration_s,
-        },
-        "chunks": [
-            {
-                "index": c.index,
-                "start_s": c.start_s,
-                "end_s": c.end_s,
-                "frames": c.frames,
-                "status": c.status,
-                **({"error": c.error} if c.error else {}),
-            }
-            for c in chunks
-        ],
-        "events": [_event_json(e) for e in store.events(rec.id)],
-    }
-
-
-def default_analyzer_factory(cfg: Config, plugins: PluginManager | None = None):  # type: ignore[no-untyped-def]
-    """The analyzer from the plugins' make_analyzer (by default the Qwen3-VL transformers
-    backend), built on first use: bad input never pays for loading a model."""
-
-    def make():  # type: ignore[no-untyped-def]
-        from daemon.plugins import load_plugins
-
-        return (plugins or load_plugins(cfg)).make_analyzer()
-
-    return make
-
-
 def _plugins(cfg: Config) -> PluginManager:
-    from daemon.plugins import load_plugins
+    from daemon.pluginhost.manager import load_plugins
 
     return load_plugins(cfg)
 
 
-def _deliver(store: Store, plugins: PluginManager, cfg: Config) -> str:
-    """Deliver what is due now (a one-shot run delivers too); says what is left for later."""
-    from daemon.dispatch import Dispatcher
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from daemon.analysis import analyze_path
+    from daemon.engine.analyzer import ModelLoadError
 
-    Dispatcher(store, plugins, cfg).deliver_all()
-    counts = store.delivery_counts()
-    waiting = counts["pending"] + counts["failed"]
-    return f"; {waiting} notifications to retry later (framewatch status)" if waiting else ""
-
-
-def analyze_path(
-    cfg: Config,
-    path: str,
-    *,
-    profile: str | None = None,
-    progress: bool = False,
-    store: Store | None = None,
-    plugins: PluginManager | None = None,
-) -> tuple[dict[str, Any], str]:
-    """Analyse one file into the store and deliver its notifications to plugins; returns the
-    JSON result and a one-line summary."""
-    from daemon.worker import Worker
-
-    plugins = plugins or _plugins(cfg)
-    store = store or _store(cfg)
-    make = default_analyzer_factory(cfg, plugins)
-    worker = Worker(store, cfg, make, subscribers=plugins.subscribers)
-    store.reap()
-    rec, created = worker.ingest(path, profile)
-    if rec.status == "done":
-        result = _result_json(store, rec)
-        left = _deliver(store, plugins, cfg)
-        return result, f"{path}: already analysed as recording {rec.id} (same content); nothing to do{left}"
+    cfg = _config(args)
+    path = os.path.abspath(args.file)
+    if not os.path.exists(path):
+        raise CliError(f"{args.file}: no such file")
     bar = None
-    if progress:
+    if not args.json and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=None, unit="chunk", desc=Path(path).name, file=sys.stderr)
@@ -154,31 +78,12 @@ def analyze_path(
             bar.set_postfix_str(f"chunk {done.chunk.index + 1}/{done.chunk.chunks_total} {done.status}")
 
     try:
-        rec = worker.process(rec.id, on_chunk=on_chunk, retry_failed=True)
+        result, summary = analyze_path(cfg, path, profile=args.profile, on_chunk=on_chunk)
+    except ModelLoadError as exc:
+        raise CliError(str(exc), EXIT_MODEL) from None
     finally:
         if bar is not None:
             bar.close()
-    result = _result_json(store, rec)
-    left = _deliver(store, plugins, cfg)
-    if rec.status == "failed":
-        return result, f"{path}: failed: {rec.reason}{left}"
-    n = len(result["events"])
-    return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events{left}"
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from daemon.engine.backends import ModelLoadError
-
-    cfg = _config(args)
-    path = os.path.abspath(args.file)
-    if not os.path.exists(path):
-        raise CliError(f"{args.file}: no such file")
-    try:
-        result, summary = analyze_path(
-            cfg, path, profile=args.profile, progress=not args.json and sys.stderr.isatty()
-        )
-    except ModelLoadError as exc:
-        raise CliError(str(exc), EXIT_MODEL) from None
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -186,7 +91,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(f"[{hms(e['start_s'])}] {e['label']}: {e['description']}")
     failed = result["recording"]["status"] == "failed"
     print(("framewatch: error: " if failed else "") + summary, file=sys.stderr)
-    return EXIT_FAILED if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -194,19 +99,19 @@ def cmd_events(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.recording) if args.recording else None
     if args.json:
         store = _store(cfg)
-        rec = store.find_recording(path) if path else None
+        rec = store.recordings.find(path) if path else None
         if path and rec is None:
             return 0
-        rows = store.events_with_paths()
+        rows = store.events.with_paths()
         if rec is not None:
             rows = [(e, p) for e, p in rows if e.recording_id == rec.id]
-        print(json.dumps([_event_json(e, p) for e, p in rows], indent=2))
+        print(json.dumps([{**event_json(e), "recording": p} for e, p in rows], indent=2))
         return 0
-    # The plain listing reads through SQLAlchemy Core (daemon/listing.py), not the Store: no ORM
-    # to import, one read-only snapshot, rows as the driver gives them, one write. 100,000 events
-    # list in 0.68 s on a 2-core box, 0.39 s of it start-up (bench/run.py, store target).
-    from daemon import listing
-    from daemon.db import open_engine, read_only
+    # The plain listing reads through SQLAlchemy Core (daemon/store/listing.py), not the Store:
+    # no ORM to import, one read-only snapshot, rows as the driver gives them, one write
+    # (bench/RESULTS.md, store: `framewatch events` over 100,000 events).
+    from daemon.store import listing
+    from daemon.store.db import open_engine, read_only
 
     engine = open_engine(cfg.storage_url())
     try:
@@ -218,7 +123,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     # Events share their whole seconds (many per second, or a start with the previous end):
-    # formatting each second once took a quarter of the command off.
+    # each second is formatted once.
     clock = functools.cache(hms)
     lines = [f"{p} [{clock(int(a))}-{clock(int(b))}] {label}: {desc}" for p, a, b, label, desc in rows]
     if lines:
@@ -243,11 +148,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     store = _store(cfg)
     recording_id = None
     if args.recording:
-        rec = store.find_recording(os.path.abspath(args.recording))
+        rec = store.recordings.find(os.path.abspath(args.recording))
         if rec is None:
             raise CliError(f"{args.recording}: no such recording in the store")
         recording_id = rec.id
-    hits = store.search(
+    hits = store.events.search(
         args.query, recording_id=recording_id, since=args.since, labels=args.label or (),
         limit=args.limit,
     )
@@ -268,33 +173,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """The web plugin's API, pages and /metrics in the foreground, over the configured store."""
-    cfg = _config(args)
-    from plugins.web import WebSettings, build
-
-    settings = _plugins(cfg).settings.get("web") or WebSettings()
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = settings.model_copy(update=overrides)  # type: ignore[union-attr]
-    store = _store(cfg)
-    try:
-        _, server = build(cfg, store, settings)  # type: ignore[arg-type]
-        print(f"framewatch: serving {server.url}", file=sys.stderr)
-        server.run()
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        store.close()
-    return 0
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     store = _store(cfg)
-    recs = store.recordings()
+    recs = store.recordings.list()
     current = None
     # The chunk on the GPU now (the oldest running one when several processes share the store).
-    running = {rid: (index, owner, started) for rid, index, owner, started in reversed(store.running_chunks())}
+    running = {rid: (index, owner, started) for rid, index, owner, started in reversed(store.chunks.running())}
     for rec, done, total in sorted(recs, key=lambda r: (r[0].id not in running, r[0].id)):
         if rec.id in running or rec.status == "analyzing":
             index, owner, started = running.get(rec.id, (None, None, None))
@@ -326,7 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "current": current,
         "counts": counts,
         # Notifications not yet in their plugins' hands: pending (untried), failed (retrying), dead.
-        "deliveries": store.delivery_counts(),
+        "deliveries": store.outbox.counts(),
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -363,7 +248,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from daemon.dispatch import Dispatcher
+    from daemon.pluginhost.dispatch import Dispatcher
 
     if args.all == bool(args.recording):
         raise CliError("replay: give a RECORDING, or --all with --plugin")
@@ -374,10 +259,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     store = _store(cfg)
     ids: list[int] | None = None
     if args.recording:
-        rec = store.find_recording(os.path.abspath(args.recording))
+        rec = store.recordings.find(os.path.abspath(args.recording))
         if rec is None and args.recording.isdigit():
             try:
-                rec = store.recording(int(args.recording))
+                rec = store.recordings.get(int(args.recording))
             except KeyError:
                 rec = None
         if rec is None:
@@ -389,7 +274,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except LookupError as exc:
         raise CliError(str(exc)) from None
     delivered = dispatcher.deliver_all()
-    counts = store.delivery_counts()
+    counts = store.outbox.counts()
     print(
         f"queued {queued} notifications, delivered {delivered}; "
         f"{counts['pending'] + counts['failed']} waiting for a retry, {counts['dead']} dead",
@@ -400,7 +285,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """The chunk plan of one file with its memory estimate; arithmetic only (no torch)."""
-    from daemon.engine.backends import ModelLoadError
+    from daemon.engine.analyzer import ModelLoadError
     from daemon.engine.probe import UnsupportedMedia
     from daemon.plan_report import format_report, plan_report
 
@@ -420,7 +305,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The service: watch folders and analyse what lands in them until SIGTERM."""
     from daemon.app import run
-    from daemon.engine.backends import ModelLoadError
+    from daemon.engine.analyzer import ModelLoadError
 
     cfg = _config(args)
     try:
@@ -433,7 +318,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Analyse only: take chunk jobs from the shared queue (queue.backend = "redis"), or from the
     store's queue, until SIGTERM; watch nothing (another box runs `framewatch run`)."""
     from daemon.app import run
-    from daemon.engine.backends import ModelLoadError
+    from daemon.engine.analyzer import ModelLoadError
 
     cfg = _config(args)
     try:
@@ -450,7 +335,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_make_test_model(args: argparse.Namespace) -> int:
-    from daemon.testmodel import make_test_model
+    from daemon.selftest.testmodel import make_test_model
 
     out = make_test_model(args.dir)
     print(out)
@@ -459,56 +344,22 @@ def cmd_make_test_model(args: argparse.Namespace) -> int:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     """Whole pipeline on a generated clip with the tiny offline model, in a temporary folder."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from daemon.config import parse_config
-    from daemon.synth import make_video
-    from daemon.testmodel import make_test_model
+    from daemon.selftest import run_selftest
 
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="framewatch-selftest-") as tmp:
-        root = Path(args.keep) if args.keep else Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
-        model = make_test_model(root / "model")
-        clip = make_video(
-            root / "clip.mp4",
-            seconds=12.0,
-            size=(320, 180),
-            scenes=[(0.0, (200, 30, 30)), (4.0, (30, 200, 30)), (8.0, (30, 30, 200))],
-        )
-        cfg = parse_config(
-            {
-                "storage": {"url": f"sqlite:///{root / 'selftest.db'}"},
-                "model": {"name": str(model), "max_new_tokens": 96},
-                "chunking": {"seconds": 6, "overlap_seconds": 1},
-                "sampling": {"fps": 1, "max_side": 128},
-                "analysis": {"max_events": 2, "label_chars": 16, "description_chars": 40},
-            }
-        )
-        result, summary = analyze_path(cfg, str(clip))
-        problems = []
-        if result["recording"]["status"] != "done":
-            problems.append(f"recording ended {result['recording']['status']}: {result['recording']['reason']}")
-        if len(result["chunks"]) != 3 or any(c["status"] != "done" for c in result["chunks"]):
-            problems.append(f"expected 3 done chunks, got {[c['status'] for c in result['chunks']]}")
-        for e in result["events"]:
-            if not 0 <= e["start_s"] <= e["end_s"] <= 12.0:
-                problems.append(f"event outside the clip: {e}")
-        again, summary2 = analyze_path(cfg, str(clip))
-        if "already analysed" not in summary2:
-            problems.append("second run was not a no-op")
-    took = time.perf_counter() - t0
-    report = {"ok": not problems, "problems": problems, "seconds": round(took, 1), "summary": summary}
+    report = run_selftest(args.keep)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"selftest {'ok' if not problems else 'FAILED'} in {took:.1f} s: {summary}")
-        for p in problems:
+        state = "ok" if report["ok"] else "FAILED"
+        print(f"selftest {state} in {report['seconds']:.1f} s: {report['summary']}")
+        for p in report["problems"]:
             print(f"  - {p}")
-    return 0 if not problems else EXIT_FAILED
+    return EXIT_OK if report["ok"] else EXIT_FAILED
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="framewatch", description=__doc__)
+def build_parser() -> tuple[argparse.ArgumentParser, Any]:
+    """The parser of framewatch's own commands, and its subparsers (plugins add theirs there)."""
+    p = argparse.ArgumentParser(prog="framewatch", description="Watch folders of recordings and analyse them with Qwen3-VL.")
     p.add_argument("--version", action="version", version=f"framewatch {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -543,11 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=cmd_search, log_level="WARNING")
 
-    sv = with_config(sub.add_parser("serve", help="the read-only web API, timeline pages and /metrics"))
-    sv.add_argument("--host", help="listen address (default: [plugins.web] host, else 127.0.0.1)")
-    sv.add_argument("--port", type=int, help="TCP port (default: [plugins.web] port, else 8765)")
-    sv.set_defaults(func=cmd_serve, log_level="INFO")
-
     s = with_config(sub.add_parser("status", help="recordings, their state and failures"))
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status, log_level="WARNING")
@@ -580,23 +426,47 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--keep", metavar="DIR", help="keep the clip, model and database in DIR")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_selftest, log_level="WARNING")
-    return p
+    return p, sub
+
+
+def _plugin_commands(sub: Any) -> None:
+    """Every plugin's commands (register_commands), each run with its plugin's settings."""
+    from daemon.hookspecs import CommandContext
+    from daemon.pluginhost.manager import add_plugin_commands
+
+    def bind(plugin: str, run: Any) -> Any:
+        def call(args: argparse.Namespace) -> int:
+            cfg = _config(args)
+            settings = _plugins(cfg).settings.get(plugin)
+            return int(run(args, CommandContext(cfg, settings, lambda: _store(cfg))) or 0)
+
+        return call
+
+    add_plugin_commands(sub, bind)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from daemon.log import setup_logging
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, sub = build_parser()
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first not in CORE_COMMANDS:  # help, a plugin's command, or a typo: ask the plugins
+        _plugin_commands(sub)
     args = parser.parse_args(argv)
     level = {0: args.log_level, 1: "INFO"}.get(args.verbose, "DEBUG")
     setup_logging(level)
+    from daemon.config import ConfigError
+    from daemon.gpu import CudaFault, GpuLeaseBusy
+    from daemon.hookspecs import CommandFailed
+
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         for key, value, msg in exc.errors:
             print(f"framewatch: config error: {exc.path or ''}: {key}: {msg} (got {value!r})", file=sys.stderr)
         return EXIT_USAGE
-    except CliError as exc:
+    except (CliError, CommandFailed) as exc:
         print(f"framewatch: error: {exc}", file=sys.stderr)
         return exc.code
     except GpuLeaseBusy as exc:

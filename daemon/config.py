@@ -9,9 +9,33 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from daemon.engine.prompts import PROFILES
-
 DEFAULT_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
+
+# Built-in prompt profiles (analysis.profile, [[watch]] profile): one fixed task per kind of
+# recording, saying exactly what to extract (daemon/engine/prompts.py adds the answer format).
+PROFILES: dict[str, str] = {
+    "general": (
+        "List the distinct things that happen in this video: actions, scene changes, people or "
+        "objects appearing or leaving, and text that appears on screen."
+    ),
+    "lecture": (
+        "This is a lecture recording. List the topics as they are introduced, slide or board "
+        "changes, definitions, worked examples and questions from the audience."
+    ),
+    "meeting": (
+        "This is a meeting recording. List who starts presenting, screen-share changes, "
+        "decisions, action items and questions."
+    ),
+    "surveillance": (
+        "This is security camera footage. List every person or vehicle that enters or leaves, "
+        "doors opening or closing, objects left or taken, and anything unusual."
+    ),
+    "screen": (
+        "This is a screen recording. List the applications and windows shown, what the user does "
+        "in them, errors or dialogs that appear and text that matters."
+    ),
+}
+
 
 
 class _Section(BaseModel):

@@ -24,16 +24,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# A CUDA error other than out-of-memory (illegal memory access, device-side assert, ECC) leaves the
-# CUDA context unusable: the process exits with this code, systemd restarts it
-# (RestartForceExitStatus=75) and the chunk, released back to pending, is run again.
-EXIT_CUDA = 75
-
 GIB = 2**30
 
 
 class CudaFault(RuntimeError):
-    """A non-OOM CUDA error: the process must end with EXIT_CUDA."""
+    """A non-OOM CUDA error: the process must end with daemon.exits.EXIT_CUDA."""
 
 
 class GpuLeaseBusy(RuntimeError):
@@ -82,28 +77,30 @@ def trim_heap() -> None:
     """Give the pages a finished chunk freed back to the system (glibc's malloc_trim).
 
     A chunk's frames (hundreds of MB) are freed into the heap arenas of the threads that made
-    them (the prefetch thread's and the main one), which keep the pages: peak RSS then crept up
-    with the number of chunks, 1.113x over a 2-hour file against a 10-minute one (bench/run.py,
-    memory). Trimming once per chunk costs milliseconds; pinning the mmap threshold instead
-    slowed CPU-side tensor work by about 15 %. Nothing happens without glibc."""
+    them (the prefetch thread's and the main one), which keep the pages: without this, peak RSS
+    creeps up with the number of chunks of a long file. Trimming once per chunk costs
+    milliseconds; pinning the mmap threshold instead slows CPU-side tensor work (both measured in
+    bench/RESULTS.md, memory). Nothing happens without glibc."""
     trim = _libc_trim()
     if trim is not None:
         trim(0)
 
 
-def query_nvidia_smi(index: int = 0) -> tuple[str, float] | None:
-    """(name, total GiB) of GPU `index` from nvidia-smi, for `framewatch plan` (no torch).
-    None without nvidia-smi or a GPU."""
+def query_nvidia_smi(index: int = 0) -> GpuRuntime | None:
+    """GPU `index` as nvidia-smi describes it (name, total GiB, bfloat16 from the compute
+    capability), for `framewatch plan`, which must not import torch. None without nvidia-smi or
+    a GPU."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
         out = subprocess.run(
-            [exe, f"--id={index}", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            [exe, f"--id={index}", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
-        name, mib = out.splitlines()[0].rsplit(",", 1)
-        return name.strip(), float(mib) / 1024
+        name, mib, cap = out.splitlines()[0].rsplit(",", 2)
+        # bfloat16 arithmetic arrived with compute capability 8.0 (Ampere).
+        return GpuRuntime(f"cuda:{index}", name.strip(), float(mib) / 1024, None, float(cap) >= 8.0)
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
         log.warning("nvidia_smi_failed", error=str(exc))
         return None
@@ -195,6 +192,7 @@ class GpuRuntime:
     name: str | None = None
     total_gib: float | None = None
     room: Callable[[], float | None] | None = None
+    bf16: bool = True  # computes in bfloat16 (Ampere and newer): what model.dtype auto loads
 
     @property
     def is_cuda(self) -> bool:
@@ -224,4 +222,5 @@ class GpuRuntime:
             # Our own cached blocks count as room: the next chunk reuses them.
             return (free + torch.cuda.memory_reserved(index)) / GIB
 
-        return cls(device, str(props.name), props.total_memory / GIB, room)
+        bf16 = bool(torch.cuda.is_bf16_supported())
+        return cls(device, str(props.name), props.total_memory / GIB, room, bf16)

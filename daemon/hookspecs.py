@@ -1,9 +1,9 @@
 """The public plugin API: pluggy markers, hook specifications and the errors a plugin may raise.
 
 A plugin imports only this module and `daemon.models`. Every hook receives frozen data objects,
-never database rows. Every hook except `register_settings` may also take `settings`: that
-plugin's own validated `[plugins.<name>]` settings (an instance of the model it registered, or
-None). An implementation may take fewer arguments than its spec, so specs can grow without breaking
+never database rows. Every hook except `register_settings` and `register_commands` may also take
+`settings`: that plugin's own validated `[plugins.<name>]` settings (an instance of the model it
+registered, or None; a command receives them in its CommandContext). An implementation may take fewer arguments than its spec, so specs can grow without breaking
 plugins.
 
 Notifications (`events_found`, `recording_finished`, `recording_failed`) are not called while the
@@ -15,6 +15,8 @@ later, one plugin at a time, retried with backoff until they succeed. They there
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,8 +27,10 @@ hookspec = pluggy.HookspecMarker("framewatch")
 hookimpl = pluggy.HookimplMarker("framewatch")
 
 if TYPE_CHECKING:
+    import argparse
+
     from daemon.config import Config
-    from daemon.engine.backends import Analyzer
+    from daemon.engine.analyzer import Analyzer
     from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan
 
 
@@ -43,6 +47,44 @@ class Gone(Exception):
     """Raise from a notification when the destination is gone for good (HTTP 410): this and every
     other undelivered notification for the plugin become dead, and new ones are not attempted
     until the plugin's settings change or `framewatch replay --plugin NAME` re-enables it."""
+
+
+class CommandFailed(Exception):
+    """Raise from a plugin's command: framewatch prints `framewatch: error: <message>` and exits
+    with `code`."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """What a plugin's command receives besides its parsed arguments: the validated config, the
+    plugin's own validated settings (None when its `[plugins.<name>]` table is absent), and a way
+    to open the store (the caller closes it)."""
+
+    config: Config
+    settings: BaseModel | None
+    open_store: Callable[[], Any]
+
+
+class Commands:
+    """Handed to `register_commands`: `add` makes one `framewatch` subcommand."""
+
+    def __init__(self, subparsers: Any, bind: Callable[[Callable[..., int]], Callable[[Any], int]]):
+        self._subparsers = subparsers
+        self._bind = bind
+
+    def add(
+        self, name: str, help: str, run: Callable[[argparse.Namespace, CommandContext], int]
+    ) -> argparse.ArgumentParser:
+        """Add `framewatch <name>` (with `--config`); returns its argparse parser for the
+        command's own arguments. `run(args, context)` returns the exit code."""
+        sub = self._subparsers.add_parser(name, help=help)
+        sub.add_argument("--config", "-c", help="config.toml (default: $FRAMEWATCH_CONFIG, else built-in defaults)")
+        sub.set_defaults(func=self._bind(run), log_level="INFO")
+        return sub  # type: ignore[no-any-return]
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -83,6 +125,18 @@ def register_settings() -> dict[str, type[BaseModel]]:  # type: ignore[empty-bod
     (an empty one when absent) is validated against its model; errors are reported with key paths
     such as `plugins.webhook.url` and stop the start. The validated instance is what the plugin's
     other hooks receive as `settings`.
+    """
+
+
+@hookspec
+def register_commands(commands: Commands) -> None:
+    """Add subcommands to the `framewatch` command line.
+
+    commands: `commands.add(name, help, run)` adds one and returns its argparse parser;
+    `run(args, context)` gets the parsed arguments and a CommandContext, and returns the exit
+    code (raise CommandFailed to fail with a message). Called for every installed and built-in
+    plugin whether or not it is active, so a command exists even without its table.
+    Returns: nothing.
     """
 
 

@@ -1,9 +1,11 @@
-"""Content identity of a recording: the same bytes under any name are one recording."""
+"""Identity: a recording's content (the same bytes under any name are one recording) and this
+process's (who holds a chunk)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from dataclasses import dataclass
 
 BLOCK = 1 << 20  # head and tail blocks hashed; enough to tell recordings apart, cheap on hours of video
@@ -26,3 +28,25 @@ def fingerprint(path: str | os.PathLike[str]) -> FileId:
             f.seek(max(BLOCK, st.st_size - BLOCK))
             h.update(f.read(BLOCK))
     return FileId(fingerprint=f"{st.st_size:x}-{h.hexdigest()[:32]}", size=st.st_size, mtime=st.st_mtime)
+
+
+def owner_id() -> str:
+    """This process as the holder of a chunk (store lease) or a stream consumer (Redis): host and
+    pid, so a dead local owner is recognised at once and a restarted process is a new one."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True when `owner` (an owner_id) names a process of this host that no longer exists."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -70,6 +70,19 @@ class ChunkInput:
 
 
 @dataclass(frozen=True, slots=True)
+class Candidate:
+    """An event checked and placed on the recording's clock by the engine, not yet stored."""
+
+    start_s: float
+    end_s: float
+    label: str
+    description: str
+    confidence: float | None = None
+    evidence_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class EventInfo:
     """One stored event; times are seconds from the recording's start."""
 
@@ -85,17 +98,46 @@ class EventInfo:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+def event_json(e: EventInfo, *, provenance: bool = True) -> dict[str, Any]:
+    """One event as JSON (`analyze --json`, `events --json`, search hits, the web API, webhook
+    payloads): id, chunk, start_s, end_s, label, description, confidence and evidence_s when
+    known, and the provenance unless `provenance` is False."""
+    out: dict[str, Any] = {
+        "id": e.id,
+        "chunk": e.chunk_index,
+        "start_s": e.start_s,
+        "end_s": e.end_s,
+        "label": e.label,
+        "description": e.description,
+    }
+    if e.confidence is not None:
+        out["confidence"] = e.confidence
+    if e.evidence_s is not None:
+        out["evidence_s"] = e.evidence_s
+    if provenance:
+        out["provenance"] = dict(e.provenance)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkInfo:
-    """One chunk of a recording as plugins see it."""
+    """One chunk of a recording: its window, its state and, once analysed, its provenance."""
 
     recording_id: int
     index: int
     start_s: float
     end_s: float
     frames: int
-    status: str
+    status: str  # pending, running, done, failed
     chunks_total: int
+    width: int = 0  # frame size planned for the model (multiples of 32)
+    height: int = 0
+    attempts: int = 0
+    error: str | None = None
+    owner: str | None = None  # who holds it while running ("host:pid")
+    started_at: float | None = None
+    finished_at: float | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

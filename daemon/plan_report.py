@@ -1,7 +1,9 @@
 """`framewatch plan`: the chunk plan of one file with each chunk's estimated GPU memory.
 
 Arithmetic only: probe (PyAV), the model's config.json and the budget. It must not import torch
-(tests check), so the device is learnt from the config and nvidia-smi, not from torch.cuda.
+(tests check), so the device is learnt from the config and nvidia-smi, not from torch.cuda. A
+config written on a machine without a GPU is planned for the GPU whenever a GPU budget is set; a
+plan is printed only when every chunk fits the budget that applies (else BudgetError, exit 3).
 """
 
 from __future__ import annotations
@@ -20,28 +22,36 @@ from daemon.engine.budget import (
 from daemon.engine.planner import configured_plan, describe_steps, fit_plan
 from daemon.engine.probe import probe
 from daemon.engine.prompts import build_prompt, instructions
-from daemon.gpu import device_index, query_nvidia_smi
+from daemon.gpu import GpuRuntime, device_index, query_nvidia_smi
 from daemon.models import hms
 
 if TYPE_CHECKING:
     from daemon.config import Config
 
 
-def _device(cfg: Config) -> tuple[str, tuple[str, float] | None]:
-    """(device, (GPU name, total GiB) or None) as analyze would use them."""
+def _target(cfg: Config) -> tuple[str, GpuRuntime | None, str | None]:
+    """(device planned for, the GPU found there or None, a one-line note on why the plan is what
+    it is, or None). A plan is for the GPU whenever one is found or a GPU budget is set, so a
+    config written on a laptop is planned as the GPU box will run it."""
     setting = cfg.model.device
+    budget_set = cfg.gpu.memory_budget_gib is not None
     if setting == "cpu":
-        return "cpu", None
+        note = "model.device is cpu: gpu.memory_budget_gib does not apply" if budget_set else None
+        return "cpu", None, note
     device = "cuda:0" if setting in ("auto", "cuda") else setting
     found = query_nvidia_smi(device_index(device))
-    if setting == "auto" and found is None:
-        return "cpu", None
-    return device, found
+    if found is not None:
+        return device, found, None
+    if budget_set:
+        return device, None, f"no GPU on this machine: planned for {device} with gpu.memory_budget_gib"
+    if setting == "auto":
+        return "cpu", None, None
+    return device, None, f"no GPU on this machine and gpu.memory_budget_gib not set: estimate only for {device}"
 
 
-def _calibration(cfg: Config, device: str, gpu_name: str | None) -> float:
+def _calibration(cfg: Config, device: str, gpu: GpuRuntime | None) -> float:
     """The stored measured/estimated ratio, read without creating a store that is not there."""
-    if gpu_name is None:
+    if gpu is None or gpu.name is None:
         return 1.0
     url = cfg.storage_url()
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
@@ -50,7 +60,7 @@ def _calibration(cfg: Config, device: str, gpu_name: str | None) -> float:
 
     store = Store(url)
     try:
-        return store.calibration(calibration_key(cfg, device), gpu_name) or 1.0
+        return store.calibration.ratio(calibration_key(cfg, device, gpu.bf16), gpu.name) or 1.0
     finally:
         store.close()
 
@@ -59,16 +69,17 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
     """The plan as `framewatch plan --json` prints it. Raises UnsupportedMedia for a bad file and
     BudgetError when the model or its config does not fit or cannot be read."""
     media = probe(path)
-    device, gpu = _device(cfg)
+    device, gpu, note = _target(cfg)
     name = cfg.model_name()
     spec = load_model_spec(name, cfg.model.revision)
-    ratio = _calibration(cfg, device, gpu[0] if gpu else None)
+    ratio = _calibration(cfg, device, gpu)
     task = instructions(cfg.analysis.profile, cfg.analysis.prompt)
     prompt = build_prompt(task, 0.0, media.duration_s, cfg.analysis.max_events)
-    est = estimator_for(cfg, spec, device, ratio=ratio, prompt=prompt)
-    budget, source = budget_from(cfg, gpu[1] if gpu else None)
-    stepped: dict[str, Any] = {}
+    bf16 = gpu.bf16 if gpu is not None else True
+    est = estimator_for(cfg, spec, device, ratio=ratio, prompt=prompt, bf16_supported=bf16)
     on_gpu = device.startswith("cuda")
+    budget, source = budget_from(cfg, gpu.total_gib if gpu is not None else None) if on_gpu else (None, "")
+    stepped: dict[str, Any] = {}
     if on_gpu and budget is not None:
         fitted = fit_plan(media, cfg, est, budget)
         if not fitted.fits:
@@ -78,7 +89,8 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
         windows = list(fitted.windows)
         stepped = {k: list(v) for k, v in fitted.stepped_down.items()}
     else:
-        # The CPU's memory is not budgeted: the configured plan, with its estimate for reference.
+        # Nothing to fit to (the CPU's memory is not budgeted; a GPU of unknown size): the
+        # configured plan, with its estimate for reference.
         windows = configured_plan(media, cfg)
     chunks = []
     for w in windows:
@@ -102,11 +114,12 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
         "weights_gib": round(est.weights_gib(), 3),
         "chunks": chunks,
         # Beyond the documented keys: how the numbers came about.
-        "device": device if not gpu else f"{device} ({gpu[0]})",
+        "device": f"{device} ({gpu.name})" if gpu is not None else device,
         "dtype": est.dtype,
         "quantization": est.quantization,
         "fixed_gib": round(est.fixed_gib(), 3),
-        "budget_source": source if on_gpu or budget is not None else "no GPU: estimate only",
+        "budget_source": source if budget is not None else "no GPU: estimate only",
+        "note": note,
         "calibration_ratio": round(ratio, 4),
         "stepped_down": stepped,
         "kv_kib_per_token": spec.kv_bytes_per_token(est.dtype) / 1024,
@@ -116,7 +129,8 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
 def format_report(r: dict[str, Any]) -> str:
     """The report as a table for a person."""
     budget = r["budget_gib"]
-    lines = [
+    lines = [f"note    {r['note']}"] if r.get("note") else []
+    lines += [
         f"model   {r['model']} ({r['dtype']}{', ' + r['quantization'] if r['quantization'] else ''}, {r['device']})",
         f"fixed   {r['weights_gib']:.2f} GiB weights, {r['fixed_gib']:.2f} GiB with the CUDA context"
         if r["device"].startswith("cuda")

@@ -1,10 +1,10 @@
-"""The daemon's moving parts: the one GPU worker thread, the watchdog heartbeat and the periodic jobs.
+"""The daemon's moving parts: the one chunk loop, the systemd watchdog and the periodic jobs.
 
-The database is the queue: a recording `queued` or `analyzing` with chunks left is work. One worker
-thread per process takes recordings oldest first and runs them chunk by chunk through
-`Worker.process`, so only one chunk is ever on the GPU; it checks the stop event between chunks.
-APScheduler runs everything else on its own threads (rescan, retries, reaping, plugin deliveries in
-a pool of their own so a slow plugin never holds up analysis).
+One thread per process (the chunk loop) takes jobs from the work source (daemon/work/: the local
+store queue or the shared Redis stream, chosen by config) and runs them one at a time through
+`Worker.run`, so only one chunk is ever on the GPU; it checks the stop event between chunks.
+APScheduler runs everything else on its own threads: the source's upkeep (retries, reaping),
+rescans, and plugin deliveries in a pool of their own so a slow plugin never holds up analysis.
 """
 
 from __future__ import annotations
@@ -21,19 +21,20 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon import sdnotify
-from daemon.gpu import EXIT_CUDA, CudaFault, GpuLeaseBusy
+from daemon.exits import EXIT_CUDA, EXIT_FAILED
+from daemon.gpu import CudaFault, GpuLeaseBusy
+from daemon.work import open_source
 
 if TYPE_CHECKING:
     from daemon.config import Config
-    from daemon.dispatch import Dispatcher
     from daemon.models import ChunkInfo, RecordingInfo
+    from daemon.pluginhost.dispatch import Dispatcher
     from daemon.store import Store
     from daemon.watcher import Watcher
-    from daemon.worker import ChunkDone, Worker
+    from daemon.work import Job, WorkSource
+    from daemon.worker import Worker
 
 log = structlog.get_logger(__name__)
-
-EXIT_ERROR = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +48,18 @@ class Current:
     started: float  # time.monotonic()
 
 
-class WorkerLoop:
-    """The single thread that drains the queue through `Worker.process`."""
+class ChunkLoop:
+    """The single thread that takes jobs from the work source and runs them through the worker."""
 
-    def __init__(self, worker: Worker, store: Store, config: Config, stop: threading.Event):
+    def __init__(self, worker: Worker, source: WorkSource, config: Config, stop: threading.Event):
         self.worker = worker
-        self.store = store
+        self.source = source
         self.config = config
         self.stop = stop
         self.current: Current | None = None
         self.exit_code: int | None = None  # set when the loop ends the process (CUDA fault, crash)
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="framewatch-worker", daemon=True)
-        self._chunks = 0
+        self.chunks = 0  # chunks analysed since start
+        self._thread = threading.Thread(target=self._run, name="framewatch-chunks", daemon=True)
         self._last_status = ""
 
     def start(self) -> None:
@@ -67,11 +67,11 @@ class WorkerLoop:
 
     def wake(self) -> None:
         """New work (a file was queued, a retry came due): look at the queue now."""
-        self._wake.set()
+        self.source.wake()
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the loop to end; False if it is still inside a chunk."""
-        self._wake.set()
+        self.source.wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -92,7 +92,7 @@ class WorkerLoop:
         """Hand the chunk on the GPU back to the queue (the process must go before it ends)."""
         cur = self.current
         if cur is not None:
-            self.store.release_chunk(cur.recording_id, cur.index, self.worker.owner)
+            self.worker.store.chunks.release(cur.recording_id, cur.index, self.worker.owner)
             log.warning("chunk_released", recording_id=cur.recording_id, chunk=cur.index)
         return cur
 
@@ -100,13 +100,15 @@ class WorkerLoop:
 
     def _run(self) -> None:
         try:
+            self.source.start()
             while not self.stop.is_set():
-                # Cleared before looking, so a wake-up that arrives while draining is not lost.
-                self._wake.clear()
-                if not self._drain():
-                    self._status(self._idle_status())
+                job = self.source.take(self.stop.is_set)
+                if job is None:
+                    self._status(f"idle; {self.chunks} chunks analysed since start")
                     sdnotify.notify("WATCHDOG=1")
-                    self._wake.wait(self.config.daemon.queue_poll_s)
+                    self.source.idle()
+                    continue
+                self._run_job(job)
         except CudaFault as exc:
             # The CUDA context is unusable; the worker already released the chunk.
             log.error("worker_cuda_fault", error=str(exc), exit_code=EXIT_CUDA)
@@ -114,69 +116,42 @@ class WorkerLoop:
             self.stop.set()
         except GpuLeaseBusy as exc:
             log.error("gpu_busy", error=str(exc))
-            self.exit_code = EXIT_ERROR
+            self.exit_code = EXIT_FAILED
             self.stop.set()
         except Exception:  # the loop must never die silently: end the process so systemd restarts it
             log.exception("worker_loop_crashed")
             self.release_current()
-            self.exit_code = EXIT_ERROR
+            self.exit_code = EXIT_FAILED
             self.stop.set()
         finally:
             self.current = None
+            self.source.close()
 
-    def _drain(self) -> bool:
-        """One pass over the due recordings; True if anything moved (a chunk ran, a state changed)."""
-        moved = False
-        for rid in self.store.due_recordings():
-            if self.stop.is_set():
-                break
-            before = self._chunks
-            with structlog.contextvars.bound_contextvars(recording_id=rid):
-                try:
-                    rec = self.worker.process(
-                        rid,
-                        on_chunk=self._chunk_done,
-                        on_start_chunk=self._chunk_started,
-                        should_stop=self.stop.is_set,
+    def _run_job(self, job: Job) -> None:
+        with structlog.contextvars.bound_contextvars(recording_id=job.recording_id):
+            try:
+                with self.source.hold(job) as hold:
+                    done = self.worker.run(
+                        job.recording_id, job.index, should_stop=self.stop.is_set, on_start=self._chunk_started
                     )
-                except (CudaFault, GpuLeaseBusy):
-                    raise
-                except Exception as exc:  # anything else is this recording's problem, not the loop's
-                    log.exception("recording_error")
-                    self.release_current()
-                    self._defer(rid, f"{type(exc).__name__}: {exc}")
-                    moved = True
-                    continue
-                finally:
-                    self.current = None
-            moved = moved or self._chunks > before or rec.status not in ("queued", "analyzing")
-        return moved
-
-    def _defer(self, recording_id: int, error: str) -> None:
-        d = self.config.daemon
-        rec = self.store.recording(recording_id)
-        delay = d.retry_backoff_s * 2**rec.attempts
-        rec = self.store.defer(recording_id, error, delay)
-        if rec.attempts >= d.max_attempts:
-            reason = f"gave up after {rec.attempts} attempts: {error}"
-            notify = [(p, "recording_failed") for p in self.worker.subscribers("recording_failed")]
-            self.store.set_status(recording_id, "failed", reason, notify=notify)
-            log.error("recording_failed", reason=reason)
-        else:
-            log.warning("recording_deferred", attempt=rec.attempts, retry_in_s=round(delay, 1))
+            except (CudaFault, GpuLeaseBusy):
+                raise
+            except Exception as exc:  # this job's problem, not the loop's: its source decides
+                log.exception("chunk_error")
+                self.release_current()
+                self.source.failed(job, f"{type(exc).__name__}: {exc}")
+                return
+            finally:
+                self.current = None
+            self.source.finish(job, done, hold)
+            if done is not None and done.status == "done":
+                self.chunks += 1
+            sdnotify.notify("WATCHDOG=1")
 
     def _chunk_started(self, rec: RecordingInfo, chunk: ChunkInfo) -> None:
         self.current = Current(rec.id, rec.path, chunk.index, chunk.chunks_total, time.monotonic())
         log.info("chunk_started", chunk=chunk.index, chunks_total=chunk.chunks_total)
         self._status(f"{os.path.basename(rec.path)} chunk {chunk.index + 1}/{chunk.chunks_total}")
-
-    def _chunk_done(self, done: ChunkDone) -> None:
-        self.current = None
-        self._chunks += 1
-        sdnotify.notify("WATCHDOG=1")
-
-    def _idle_status(self) -> str:
-        return f"idle; {self._chunks} chunks analysed since start"
 
     def _status(self, text: str) -> None:
         if text != self._last_status:
@@ -184,16 +159,16 @@ class WorkerLoop:
             sdnotify.notify(f"STATUS={text}")
 
 
-class Heartbeat:
+class Watchdog:
     """Feeds the systemd watchdog from its own thread while a long chunk is making progress, and
     stops feeding it once the chunk outlives daemon.chunk_timeout_s (a hung GPU call), so systemd
     restarts the service; the chunk is then reaped and run again."""
 
-    def __init__(self, loop: WorkerLoop, interval_s: float):
+    def __init__(self, loop: ChunkLoop, interval_s: float):
         self.loop = loop
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="framewatch-heartbeat", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="framewatch-watchdog", daemon=True)
         self._hung_logged = False
 
     def start(self) -> None:
@@ -226,7 +201,8 @@ class Heartbeat:
 
 
 class Scheduler:
-    """Starts and stops the worker loop, the heartbeat and the periodic jobs."""
+    """Starts and stops the chunk loop over the configured work source, the watchdog and the
+    periodic jobs."""
 
     def __init__(
         self,
@@ -244,17 +220,10 @@ class Scheduler:
         self.watcher = watcher
         self.dispatcher = dispatcher
         self.stop_event = stop
-        self.loop: WorkerLoop
-        if config.queue.backend == "redis":
-            # Several boxes: chunk jobs come from the shared Redis stream (daemon/fleet.py);
-            # `produce` is False for `framewatch worker`, which only analyses.
-            from daemon.fleet import QueueLoop
-
-            self.loop = QueueLoop(worker, store, config, stop, produce=produce)
-        else:
-            self.loop = WorkerLoop(worker, store, config, stop)
-        # Without systemd's watchdog the heartbeat still reports hung chunks in the log.
-        self.heartbeat = Heartbeat(self.loop, sdnotify.watchdog_interval() or 30.0)
+        self.source = open_source(config, store, worker, stop, produce=produce)
+        self.loop = ChunkLoop(worker, self.source, config, stop)
+        # Without systemd's watchdog it still reports hung chunks in the log.
+        self.watchdog = Watchdog(self.loop, sdnotify.watchdog_interval() or 30.0)
         self.aps = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1), "deliver": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -264,11 +233,8 @@ class Scheduler:
         d = self.config.daemon
         if self.watcher is not None:
             self.aps.add_job(self._job(self.watcher.rescan), "interval", seconds=d.rescan_interval_s, id="rescan")
-        if self.config.queue.backend == "local":
-            # With a shared queue, its delivery counts and leases do this work (daemon/fleet.py);
-            # these jobs would fail or re-pend chunks the queue still holds.
-            self.aps.add_job(self._job(self.retry), "interval", seconds=min(60.0, max(1.0, d.retry_backoff_s / 2)), id="retry")
-            self.aps.add_job(self._job(self.reap), "interval", seconds=d.reap_interval_s, id="reap")
+        for upkeep in self.source.maintenance():
+            self.aps.add_job(self._job(upkeep.run), "interval", seconds=upkeep.interval_s, id=upkeep.name)
         if self.dispatcher is not None:
             dispatcher = self.dispatcher
             self.aps.add_job(
@@ -279,12 +245,12 @@ class Scheduler:
                 executor="deliver",
             )
         self.loop.start()
-        self.heartbeat.start()
+        self.watchdog.start()
         self.aps.start()
 
     def stop(self, deadline: float) -> bool:
-        """Stop in reverse order by `deadline` (time.monotonic()): the jobs, then the worker loop
-        (its chunk finishes), then the heartbeat. False if the chunk had to be released."""
+        """Stop in reverse order by `deadline` (time.monotonic()): the jobs, then the chunk loop
+        (its chunk finishes), then the watchdog. False if the chunk had to be released."""
         self.stop_event.set()
         shutdown = None
         if self.aps.running:
@@ -299,7 +265,7 @@ class Scheduler:
             shutdown.join(max(0.0, deadline - time.monotonic()))
             if shutdown.is_alive():
                 log.warning("jobs_still_running_at_exit")
-        self.heartbeat.stop()
+        self.watchdog.stop()
         return clean
 
     def _job(self, fn: Callable[[], object]) -> Callable[[], None]:
@@ -314,16 +280,3 @@ class Scheduler:
                 log.exception("job_failed", job=name)
 
         return run
-
-    def retry(self) -> None:
-        """Failed chunks with attempts left, once their backoff has passed, go back in the queue."""
-        d = self.config.daemon
-        if self.store.retry_failed_chunks(d.max_attempts, d.retry_backoff_s):
-            self.loop.wake()
-
-    def reap(self) -> None:
-        """Chunks whose lease ran out return to pending; those that used every attempt fail."""
-        n = self.store.reap()
-        self.store.abandon_exhausted(self.config.daemon.max_attempts)
-        if n:
-            self.loop.wake()

@@ -22,21 +22,29 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight Qwen3-VL checkpoint directory, built once per session (per xdist worker)."""
-    from daemon.testmodel import make_test_model
+    from daemon.selftest.testmodel import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("tiny-qwen3vl"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A store on a SQLite file and, as a second run of the test, on a private PostgreSQL
-    database (dropped afterwards). A test module may define its own `store` to override it."""
-    from daemon.store import Store
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL: a SQLite file and, as a second run of the test, a private PostgreSQL database
+    (dropped afterwards)."""
     from tests.services import store_url_for
 
-    with store_url_for(request.param, tmp_path) as url:
-        st = Store(url)
-        try:
-            yield st
-        finally:
-            st.close()
+    with store_url_for(request.param, tmp_path) as u:
+        yield u
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    """A store at `url` (SQLite, then PostgreSQL). A test module may define its own `store` to
+    override it."""
+    from daemon.store import Store
+
+    st = Store(url)
+    try:
+        yield st
+    finally:
+        st.close()

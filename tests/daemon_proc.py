@@ -45,14 +45,23 @@ def write_config(path: Path, tables: dict[str, dict[str, Any]], watches: list[di
     return path
 
 
-def install_fake_plugin(site: Path) -> Path:
-    """A dist-info folder whose entry point registers tests.fake_analyzer as plugin `fake`; put
-    `site` on PYTHONPATH and the daemon loads it like any installed plugin."""
-    info = site / "framewatch_test_fake-0.1.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: framewatch-test-fake\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[framewatch]\nfake = tests.fake_analyzer\n")
+def install_plugin(site: Path, name: str, module: str, source: str | None = None) -> Path:
+    """A dist-info folder whose entry point registers `module` as plugin `name` (with `source`
+    written as `site/<module>.py` first, when given); put `site` on PYTHONPATH and framewatch
+    loads it like any installed plugin."""
+    site.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        (site / f"{module}.py").write_text(source)
+    info = site / f"framewatch_test_{name}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: framewatch-test-{name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[framewatch]\n{name} = {module}\n")
     return site
+
+
+def install_fake_plugin(site: Path) -> Path:
+    """tests.fake_analyzer installed as plugin `fake`."""
+    return install_plugin(site, "fake", "tests.fake_analyzer")
 
 
 def unique_copies(base: bytes, n: int) -> list[bytes]:

@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlmodel import select
 
-from daemon.engine.events import Candidate
+from daemon.models import Candidate
 from daemon.models import ChunkWindow, RecordingInfo
-from daemon.store import Chunk, Store
+from daemon.store import Store
+from daemon.store.tables import Chunk
 
 OWNER = "test:1"
 
@@ -36,33 +37,33 @@ def populate(
     finish: str | None = "done",
 ) -> RecordingInfo:
     """Register, plan, claim and commit each chunk as the Worker does; the events are given."""
-    rec, _ = store.register(str(path), f"fp:{path}", size, mtime, profile="general")
+    rec, _ = store.recordings.register(str(path), f"fp:{path}", size, mtime, profile="general")
     windows = [
         ChunkWindow(i, i * chunk_s, (i + 1) * chunk_s, (i * chunk_s + 1,), 64, 64)
         for i in range(len(chunks))
     ]
-    store.plan(rec.id, windows)
+    store.chunks.plan(rec.id, windows)
     for events in chunks:
-        chunk = store.claim(rec.id, OWNER, 600)
+        chunk = store.chunks.claim(rec.id, OWNER, 600)
         assert chunk is not None
-        store.commit_chunk(rec.id, chunk.index, OWNER, list(events), prov or provenance())
+        store.chunks.commit(rec.id, chunk.index, OWNER, list(events), prov or provenance())
     if finish is not None:
-        store.set_status(rec.id, finish, duration_s=len(chunks) * chunk_s,
+        store.recordings.set_status(rec.id, finish, duration_s=len(chunks) * chunk_s,
                          settings={"model": (prov or provenance())["model"]})
-    return store.recording(rec.id)
+    return store.recordings.get(rec.id)
 
 
 def reanalyse(store: Store, recording_id: int, index: int, events: Sequence[Candidate],
               prov: dict[str, Any]) -> None:
     """Analyse one done chunk again (a changed prompt or model): back to pending, claimed,
     committed; commit_chunk replaces that chunk's events."""
-    with store.session() as s:
+    with store.db.session() as s:
         c = s.exec(select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)).one()
         c.status = "pending"
         s.add(c)
-    claimed = store.claim(recording_id, OWNER, 600)
+    claimed = store.chunks.claim(recording_id, OWNER, 600)
     assert claimed is not None and claimed.index == index
-    assert store.commit_chunk(recording_id, index, OWNER, list(events), prov) is not None
+    assert store.chunks.commit(recording_id, index, OWNER, list(events), prov) is not None
 
 
 def ev(start: float, end: float, label: str, description: str) -> Candidate:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, parse_config
-from daemon.engine.events import Candidate
+from daemon.models import Candidate
 from daemon.models import ChunkWindow, RecordingInfo
-from daemon.plugins import PluginManager, load_plugins
+from daemon.pluginhost.manager import PluginManager, load_plugins
 from daemon.store import Store
 
 # Everything a model could write to break an output format.
@@ -36,7 +36,7 @@ def make_config(tmp: Path, plugins: dict[str, Any] | None = None, **sections: An
 
 def manager(cfg: Config, *extra: tuple[object, str]) -> PluginManager:
     """Built-ins per `cfg`, no entry points (tests stay independent of what is installed)."""
-    return load_plugins(cfg, entry_points=False, extra=extra)
+    return load_plugins(cfg, third_party=False, extra=extra)
 
 
 def ev(start: float, end: float, label: str = "thing", description: str = "happens") -> Candidate:
@@ -56,23 +56,23 @@ def analysed(
 ) -> RecordingInfo:
     """Drive the store as the Worker does (register, plan, claim, commit with outbox rows, settle),
     standing in for a real analysis: the events are given, no model runs."""
-    rec, _ = store.register(str(path), f"fp:{path}", 1, 0.0, profile=profile)
+    rec, _ = store.recordings.register(str(path), f"fp:{path}", 1, 0.0, profile=profile)
     windows = [
         ChunkWindow(i, i * chunk_s, (i + 1) * chunk_s, (i * chunk_s,), 64, 64)
         for i in range(len(chunks))
     ]
-    store.plan(rec.id, windows)
+    store.chunks.plan(rec.id, windows)
     settings = {
         "model": "stand-in",
         "profile": profile,
         "prompt_hash": "abc",
         "sampling": {"fps": 1.0},
     }
-    store.set_status(rec.id, "analyzing", duration_s=chunk_s * len(chunks), settings=settings)
+    store.recordings.set_status(rec.id, "analyzing", duration_s=chunk_s * len(chunks), settings=settings)
     for events in chunks:
-        c = store.claim(rec.id, "test:1", 60)
+        c = store.chunks.claim(rec.id, "test:1", 60)
         assert c is not None
-        store.commit_chunk(
+        store.chunks.commit(
             rec.id,
             c.index,
             "test:1",
@@ -81,19 +81,19 @@ def analysed(
             notify=pm.subscribers("events_found"),
         )
     if finish == "done":
-        return store.set_status(
+        return store.recordings.set_status(
             rec.id,
             "done",
             notify=[(p, "recording_finished") for p in pm.subscribers("recording_finished")],
         )
     if finish == "failed":
-        return store.set_status(
+        return store.recordings.set_status(
             rec.id,
             "failed",
             reason,
             notify=[(p, "recording_failed") for p in pm.subscribers("recording_failed")],
         )
-    return store.recording(rec.id)
+    return store.recordings.get(rec.id)
 
 
 class Clock:

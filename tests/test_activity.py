@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from markdown_it import MarkdownIt
 
+from daemon.analysis import analyze_recording
 from daemon.config import parse_config
-from daemon.dispatch import Dispatcher
+from daemon.pluginhost.dispatch import Dispatcher
 from daemon.engine.activity import (
     active_spans,
     change_score,
@@ -20,9 +21,9 @@ from daemon.engine.activity import (
     static_window,
 )
 from daemon.models import ChunkWindow, hms
-from daemon.plugins import load_plugins
+from daemon.pluginhost.manager import load_plugins
 from daemon.store import Store, merge_static_spans
-from daemon.synth import make_static_scene
+from daemon.selftest.clips import make_static_scene
 from daemon.worker import Worker
 from tests.services import Receiver
 
@@ -71,10 +72,10 @@ def run(tmp_path: Path, clip: Path, sampling: dict[str, Any], watch: dict[str, A
     cfg = parse_config(data)
     store = Store(cfg.storage_url())
     recorder = Recorder()
-    pm = load_plugins(cfg, entry_points=False)
+    pm = load_plugins(cfg, third_party=False)
     worker = Worker(store, cfg, lambda: recorder, subscribers=pm.subscribers)
     rec, _ = worker.ingest(str(clip))
-    assert worker.process(rec.id).status == "done"
+    assert analyze_recording(worker, rec.id).status == "done"
     Dispatcher(store, pm, cfg).deliver_all()
     return recorder, store, rec.id
 
@@ -114,7 +115,7 @@ def test_scan_finds_every_planted_event(planted: Path) -> None:
 
 def test_static_chunks_are_skipped_and_recorded(tmp_path: Path, planted: Path) -> None:
     recorder, store, rid = run(tmp_path, planted, {"skip_static": True})
-    chunks = store.chunks(rid)
+    chunks = store.chunks.of(rid)
     assert all(c.status == "done" for c in chunks)
     analysed = [(c.start_s, c.end_s) for c in recorder.chunks]
     for start, duration, _ in EVENTS:
@@ -131,7 +132,7 @@ def test_static_chunks_are_skipped_and_recorded(tmp_path: Path, planted: Path) -
 
 def test_static_chunks_at_a_floor_rate(tmp_path: Path, planted: Path) -> None:
     recorder, store, rid = run(tmp_path, planted, {"skip_static": True, "static_fps": 0.2})
-    chunks = store.chunks(rid)
+    chunks = store.chunks.of(rid)
     assert len(recorder.chunks) == len(chunks)  # everything goes to the model ...
     low = [c for c in chunks if c.provenance.get("static")]
     assert low and all(c.provenance["static"]["action"] == "low_fps" for c in low)
@@ -140,10 +141,10 @@ def test_static_chunks_at_a_floor_rate(tmp_path: Path, planted: Path) -> None:
 
 def test_off_by_default_and_per_watch_override(tmp_path: Path, planted: Path) -> None:
     recorder, store, rid = run(tmp_path / "a", planted, {})
-    assert len(recorder.chunks) == len(store.chunks(rid))
-    assert not any(c.provenance.get("static") for c in store.chunks(rid))
+    assert len(recorder.chunks) == len(store.chunks.of(rid))
+    assert not any(c.provenance.get("static") for c in store.chunks.of(rid))
     recorder, store, rid = run(tmp_path / "b", planted, {}, watch={"skip_static": True})
-    assert len(recorder.chunks) < len(store.chunks(rid))
+    assert len(recorder.chunks) < len(store.chunks.of(rid))
 
 
 def test_static_spans_merge_runs_of_one_action() -> None:
@@ -172,8 +173,8 @@ def test_report_and_webhook_show_skipped_static_spans(tmp_path: Path, planted: P
                                             "webhook": {"url": receiver.url}})
     finally:
         receiver.close()
-    spans = store.static_spans(rid)
-    skipped = [c for c in store.chunks(rid) if c.provenance.get("skipped_static")]
+    spans = store.chunks.static_spans(rid)
+    skipped = [c for c in store.chunks.of(rid) if c.provenance.get("skipped_static")]
     assert spans and sum(s.chunks for s in spans) == len(skipped)
     sent = [(c.start_s, c.end_s) for c in recorder.chunks]
     for s in spans:  # a span never swallows an analysed chunk

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from daemon.analysis import analyze_recording
 from daemon.cli import main
 from daemon.config import load_config
 from daemon.store import Store
@@ -120,7 +121,7 @@ def test_rotated_phone_video_reaches_the_model_upright(tmp_path: Path, qwen: Any
     store = Store(cfg.storage_url())
     w = Worker(store, cfg, lambda: spy)
     rec, _ = w.ingest(str(clip))
-    assert w.process(rec.id).status == "done"
+    assert analyze_recording(w, rec.id).status == "done"
     img = spy.chunks[0].frames[0].image
     h, wd, _ = img.shape
     assert h > wd, "portrait after rotation"
@@ -136,7 +137,7 @@ def test_variable_frame_rate_gets_pts_true_times(tmp_path: Path, qwen: Any) -> N
     spy = Spy(qwen)
     w = Worker(Store(cfg.storage_url()), cfg, lambda: spy)
     rec, _ = w.ingest(str(clip))
-    assert w.process(rec.id).status == "done"
+    assert analyze_recording(w, rec.id).status == "done"
     times = [f.t_s for c in spy.chunks for f in c.frames]
     assert times, "frames were sampled"
     for t in times:

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.config import parse_config
 from daemon.engine import prompts
-from daemon.engine.backends import Analyzer, ModelLoadError
+from daemon.engine.analyzer import Analyzer, ModelLoadError
 from daemon.models import ChunkInput, Frame
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def test_checkpoint_loads_like_real_weights(tiny_model: Path, tmp_path: Path) ->
         "<|im_start|>assistant\n"
     )
 
-    from daemon.testmodel import make_test_model
+    from daemon.selftest.testmodel import make_test_model
 
     again = make_test_model(tmp_path / "again")
     digest = [

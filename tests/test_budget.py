@@ -32,7 +32,8 @@ from daemon.engine.planner import (
     step_down_window,
     window_tokens,
 )
-from daemon.gpu import EXIT_CUDA, GpuLease, GpuLeaseBusy, is_cuda_fault, is_oom
+from daemon.exits import EXIT_CUDA
+from daemon.gpu import GpuLease, GpuLeaseBusy, is_cuda_fault, is_oom
 from daemon.models import MediaInfo
 from daemon.store import Store
 from tests.qwen_configs import QWEN3_VL_2B, QWEN3_VL_8B, REFERENCE
@@ -273,19 +274,19 @@ def test_calibration_from_measured_figures(tmp_path: Path) -> None:
     cfg = _cfg()
     est = _est(cfg)
     model, gpu = "Qwen/Qwen3-VL-2B-Instruct@bfloat16", "NVIDIA H100 80GB HBM3"
-    assert store.calibration(model, gpu) is None
+    assert store.calibration.ratio(model, gpu) is None
     # Measured peaks (torch.cuda.max_memory_allocated) of three chunks against their estimates.
     figures = [(600, 640, 352, 1.10), (600, 640, 352, 1.25), (40, 224, 128, 1.05)]
     for frames, w, h, factor in figures:
         estimated = est.chunk(frames, w, h).allocated_gib
-        ratio = store.record_calibration(model, gpu, estimated * factor, estimated)
+        ratio = store.calibration.record(model, gpu, estimated * factor, estimated)
     assert ratio == pytest.approx(1.25)
-    assert store.calibration(model, gpu) == pytest.approx(1.25)
-    assert store.calibration(model, "NVIDIA A10G") is None  # per device
+    assert store.calibration.ratio(model, gpu) == pytest.approx(1.25)
+    assert store.calibration.ratio(model, "NVIDIA A10G") is None  # per device
     # A later plan uses it: the calibrated estimate still fits, with fewer tokens.
     budget = 16.0
     plain = fit_plan(MEDIA, cfg, est, budget)  # type: ignore[arg-type]
-    calibrated_est = _est(cfg, ratio=store.calibration(model, gpu) or 1.0)
+    calibrated_est = _est(cfg, ratio=store.calibration.ratio(model, gpu) or 1.0)
     calibrated = fit_plan(MEDIA, cfg, calibrated_est, budget)  # type: ignore[arg-type]
     assert calibrated.fits and plain.fits
     assert max(map(window_tokens, calibrated.windows)) < max(map(window_tokens, plain.windows))

@@ -97,3 +97,23 @@ def test_plan_unreadable_model_config_is_a_clear_error(setup: Path, tmp_path: Pa
     out = _plan(setup, cfg)
     assert out.returncode == 3
     assert "config.json does not exist" in out.stderr
+
+
+def test_plan_without_a_gpu_but_with_a_budget_is_for_the_gpu(setup: Path) -> None:
+    """A config written on a laptop (device auto, no GPU here) with a GPU budget is planned as the
+    GPU box will run it: bfloat16 against the budget, every chunk fitting it, and a note saying so."""
+    out = _plan(setup, _write_config(setup, "auto", 6.0), "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["device"] == "cuda:0" and r["dtype"] == "bfloat16" and r["budget_gib"] == 6.0
+    assert "no GPU on this machine" in r["note"]
+    assert r["stepped_down"] and all(c["est_peak_gib"] <= 6.0 for c in r["chunks"])
+    text = _plan(setup, _write_config(setup, "auto", 6.0))
+    assert text.returncode == 0 and "OVER" not in text.stdout and "no GPU on this machine" in text.stdout
+
+
+def test_plan_on_cpu_says_a_gpu_budget_does_not_apply(setup: Path) -> None:
+    out = _plan(setup, _write_config(setup, "cpu", 6.0))
+    assert out.returncode == 0, out.stderr
+    assert "model.device is cpu: gpu.memory_budget_gib does not apply" in out.stdout
+    assert "OVER" not in out.stdout and "budget  no GPU: estimate only" in out.stdout

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 
+from daemon.analysis import analyze_recording
 from daemon.config import parse_config
 from daemon.engine.budget import calibration_key, estimator_for, visual_tokens
 from daemon.engine.prompts import build_prompt, instructions
@@ -82,7 +83,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(worker: Worker, path: Path, retry_failed: bool = False) -> Any:
     rec, _ = worker.ingest(str(path))
-    return worker.process(rec.id, retry_failed=retry_failed)
+    return analyze_recording(worker, rec.id, retry_failed=retry_failed)
 
 
 def _used_tokens(prov: dict[str, Any]) -> int:
@@ -96,7 +97,7 @@ def test_oom_steps_down_and_the_recording_completes(tmp_path: Path, clip: Path) 
     analyzer = OomAnalyzer(threshold=300)
     rec = _run(Worker(store, cfg, lambda: analyzer), clip)
     assert rec.status == "done", rec.reason
-    chunks = store.chunks(rec.id)
+    chunks = store.chunks.of(rec.id)
     assert [c.status for c in chunks] == ["done"] * 3
     assert analyzer.ooms >= 3 and all(t <= 300 for _, t in analyzer.ran)
     for c in chunks:
@@ -107,7 +108,7 @@ def test_oom_steps_down_and_the_recording_completes(tmp_path: Path, clip: Path) 
         assert "max_side" in mem["stepped_down"][0]  # frame size goes first
         used = c.provenance["sampling"]
         assert max(used["width"], used["height"]) >= 224 and used["frames"] >= 2
-    assert len(store.events(rec.id)) >= 1  # events stored as for any chunk
+    assert len(store.events.of(rec.id)) >= 1  # events stored as for any chunk
 
 
 def test_after_the_floor_the_chunk_fails_and_the_recording_goes_on(tmp_path: Path, clip: Path) -> None:
@@ -115,7 +116,7 @@ def test_after_the_floor_the_chunk_fails_and_the_recording_goes_on(tmp_path: Pat
     store = Store(cfg.storage_url())
     analyzer = OomAnalyzer(threshold={1: 0})  # chunk 1 never fits, even at the floor
     rec = _run(Worker(store, cfg, lambda: analyzer), clip)
-    chunks = store.chunks(rec.id)
+    chunks = store.chunks.of(rec.id)
     assert [c.status for c in chunks] == ["done", "failed", "done"]
     assert "out of GPU memory at the floor" in (chunks[1].error or "")
     assert "224x128" in (chunks[1].error or "")
@@ -164,8 +165,8 @@ def test_cuda_fault_ends_the_run_and_hands_the_chunk_back(tmp_path: Path, clip: 
     worker = Worker(store, cfg, lambda: FaultAnalyzer(0))
     rec, _ = worker.ingest(str(clip))
     with pytest.raises(CudaFault, match="illegal memory access"):
-        worker.process(rec.id)
-    first = store.chunks(rec.id)[0]
+        analyze_recording(worker, rec.id)
+    first = store.chunks.of(rec.id)[0]
     assert first.status == "pending" and first.attempts == 0  # run again after the restart
 
 
@@ -206,7 +207,7 @@ def test_busy_gpu_step_down(tmp_path: Path, clip: Path) -> None:
     store = Store(cfg.storage_url())
     rec = _run(Worker(store, cfg, lambda: OomAnalyzer(10**9), gpu=gpu), clip)
     assert rec.status == "done", rec.reason
-    for c in store.chunks(rec.id):
+    for c in store.chunks.of(rec.id):
         mem = c.provenance["memory"]
         assert mem["stepped_down"][0]["why"] == "gpu_busy"
         assert mem["est_peak_gib"] <= room + est.context_gib
@@ -221,7 +222,7 @@ def test_busy_gpu_wait_then_run_as_planned(tmp_path: Path, clip: Path) -> None:
     rec = _run(Worker(store, cfg, lambda: OomAnalyzer(10**9), gpu=gpu), clip)
     assert rec.status == "done"
     assert rooms.calls >= 6
-    for c in store.chunks(rec.id):
+    for c in store.chunks.of(rec.id):
         assert c.provenance["memory"]["stepped_down"] == []
         assert _used_tokens(c.provenance) == 880
 
@@ -241,11 +242,11 @@ def test_calibration_is_recorded_per_chunk_and_used(tmp_path: Path, clip: Path) 
     gpu = GpuRuntime("cuda:0", "Fake GPU", 80.0, FakeGpu([70.0]))
     worker = Worker(store, cfg, lambda: Measured(10**9), gpu=gpu)
     assert _run(worker, clip).status == "done"
-    ratio = store.calibration(calibration_key(cfg, "cuda:0"), "Fake GPU")
+    ratio = store.calibration.ratio(calibration_key(cfg, "cuda:0"), "Fake GPU")
     assert ratio == pytest.approx(1.3, rel=1e-3)
     # A later worker plans with it.
     later = Worker(store, cfg, lambda: Measured(10**9), gpu=gpu)
-    memory = later.memory()
+    memory = later.memory.budget()
     assert memory is not None and memory[0].ratio == pytest.approx(1.3, rel=1e-3)
 
 
@@ -257,8 +258,8 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path, clip: Path) -> None
     worker = Worker(store, cfg, lambda: OomAnalyzer(10**9), gpu=GpuRuntime("cuda:0", "Fake GPU", 80.0, FakeGpu([70.0])))
     rec, _ = worker.ingest(str(clip))
     with pytest.raises(BudgetError, match="model alone.*What would fit.*quantization"):
-        worker.process(rec.id)
-    assert store.recording(rec.id).status == "queued"  # not the recording's fault
+        analyze_recording(worker, rec.id)
+    assert store.recordings.get(rec.id).status == "queued"  # not the recording's fault
 
 
 def test_unreadable_model_config_runs_unfitted_on_a_gpu(tmp_path: Path, clip: Path) -> None:
@@ -268,4 +269,4 @@ def test_unreadable_model_config_runs_unfitted_on_a_gpu(tmp_path: Path, clip: Pa
     store = Store(cfg.storage_url())
     worker = Worker(store, cfg, lambda: OomAnalyzer(10**9), gpu=GpuRuntime("cuda:0", "Fake GPU", 80.0, FakeGpu([70.0])))
     assert _run(worker, clip).status == "done"
-    assert worker.memory() is None
+    assert worker.memory.budget() is None

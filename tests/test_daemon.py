@@ -56,14 +56,14 @@ class Env:
         return self.daemon.find("chunk_started", recording_id=recording_id)
 
     def recordings_at(self, path: Path) -> list[Any]:
-        return [r for r, _, _ in self.store.recordings() if r.path == str(path)]
+        return [r for r, _, _ in self.store.recordings.list() if r.path == str(path)]
 
     def analysed_once(self, path: Path) -> Any:
         """The one recording at `path`, with every chunk done and started exactly once."""
         recs = self.recordings_at(path)
         assert len(recs) == 1, f"{path.name}: {len(recs)} recordings"
         rec = recs[0]
-        chunks = self.store.chunks(rec.id)
+        chunks = self.store.chunks.of(rec.id)
         assert rec.status == "done" and chunks and all(c.status == "done" for c in chunks)
         starts = sorted(e["chunk"] for e in self.chunk_starts(rec.id))
         assert starts == [c.index for c in chunks], f"{path.name}: chunks started {starts}"
@@ -139,7 +139,7 @@ def test_slow_writer_is_analysed_once_after_it_finished(env: Env) -> None:
     closed = time.time()
     env.finished(target)
     rec = env.analysed_once(target)
-    assert env.store.recording(rec.id).duration_s == pytest.approx(2.0, abs=0.3)
+    assert env.store.recordings.get(rec.id).duration_s == pytest.approx(2.0, abs=0.3)
     ready = [e for e in env.daemon.find("file_ready") if e["path"] == str(target)]
     assert len(ready) == 1 and ready[0]["_t"] >= closed + SETTLE - 0.05
     first = min(e["_t"] for e in env.chunk_starts(rec.id))
@@ -160,7 +160,7 @@ def test_part_rename_mv_rsync_and_cp_each_give_one_analysis(env: Env) -> None:
     for name in ("download.mp4", "synced.mp4", "moved.mp4", "copied.mp4"):
         env.finished(env.inbox / name)
         env.analysed_once(env.inbox / name)
-    assert not [r for r, _, _ in env.store.recordings() if r.path.endswith((".part", "Xa81Qz"))]
+    assert not [r for r, _, _ in env.store.recordings.list() if r.path.endswith((".part", "Xa81Qz"))]
 
 
 def test_same_bytes_under_another_name_are_not_analysed_again(env: Env) -> None:
@@ -170,24 +170,24 @@ def test_same_bytes_under_another_name_are_not_analysed_again(env: Env) -> None:
     for name in ("to-rename.mp4", "to-link.mp4", "to-change.mp4"):
         env.finished(env.inbox / name)
         env.analysed_once(env.inbox / name)
-    before = len(env.store.recordings())
+    before = len(env.store.recordings.list())
     starts = len(env.daemon.find("chunk_started"))
     shutil.copyfile(env.inbox / "to-change.mp4", env.inbox / "to-change-copy.mp4")
     os.rename(env.inbox / "to-rename.mp4", env.inbox / "renamed.mp4")
     os.link(env.inbox / "to-link.mp4", env.inbox / "linked.mp4")
     names = {str(env.inbox / n) for n in ("to-change-copy.mp4", "renamed.mp4", "linked.mp4")}
-    wait_until(lambda: names <= set(env.store.path_index()), 30, what="the new names registered")
+    wait_until(lambda: names <= set(env.store.recordings.paths()), 30, what="the new names registered")
     time.sleep(0.5)
-    assert len(env.store.recordings()) == before
+    assert len(env.store.recordings.list()) == before
     assert len(env.daemon.find("chunk_started")) == starts
     # The recording follows its file when the old name is gone.
-    assert env.store.find_recording(str(env.inbox / "renamed.mp4")).path == str(env.inbox / "renamed.mp4")
+    assert env.store.recordings.find(str(env.inbox / "renamed.mp4")).path == str(env.inbox / "renamed.mp4")
     # Changed bytes at a known path are new content: analysed once more.
     with open(env.inbox / "to-change.mp4", "wb") as f:
         f.write(env.clip("d.mp4").read_bytes())
-    wait_until(lambda: len(env.store.recordings()) == before + 1, 30, what="the changed file queued")
-    new = max((r for r, _, _ in env.store.recordings()), key=lambda r: r.id)
-    wait_until(lambda: env.store.recording(new.id).status == "done", 60, what="the changed file analysed")
+    wait_until(lambda: len(env.store.recordings.list()) == before + 1, 30, what="the changed file queued")
+    new = max((r for r, _, _ in env.store.recordings.list()), key=lambda r: r.id)
+    wait_until(lambda: env.store.recordings.get(new.id).status == "done", 60, what="the changed file analysed")
     assert sorted(e["chunk"] for e in env.chunk_starts(new.id)) == [0]
 
 

@@ -69,19 +69,19 @@ class Setup:
         return target
 
     def recording(self, path: Path) -> Any:
-        rec = self.store.find_recording(str(path))
+        rec = self.store.recordings.find(str(path))
         assert rec is not None, path
         return rec
 
     def status_of(self, path: Path) -> str | None:
-        rec = self.store.find_recording(str(path))
+        rec = self.store.recordings.find(str(path))
         return rec.status if rec else None
 
     def statuses(self, path: Path) -> list[str]:
-        return [c.status for c in self.store.chunks(self.recording(path).id)]
+        return [c.status for c in self.store.chunks.of(self.recording(path).id)]
 
     def events_per_chunk(self, path: Path) -> list[int]:
-        return sorted(e.chunk_index for e in self.store.events(self.recording(path).id))
+        return sorted(e.chunk_index for e in self.store.events.of(self.recording(path).id))
 
 
 @pytest.fixture
@@ -113,14 +113,14 @@ def test_200_files_dropped_at_once_are_each_analysed_once(setup: Setup) -> None:
             else:
                 shutil.copyfile(p, setup.inbox / p.name)
         wait_until(
-            lambda: sum(r.status == "done" for r, _, _ in setup.store.recordings()) == 200, 120, 0.5, "200 done"
+            lambda: sum(r.status == "done" for r, _, _ in setup.store.recordings.list()) == 200, 120, 0.5, "200 done"
         )
         took = time.monotonic() - t0
-        recs = setup.store.recordings()
+        recs = setup.store.recordings.list()
         assert len(recs) == 200 and {os.path.basename(r.path) for r, _, _ in recs} == {p.name for p in staged}
         for rec, done, total in recs:
             assert done == total == 1 and started_chunks(d, rec.id) == [0]
-        assert len(setup.store.events()) == 200  # one event per chunk, none stored twice
+        assert len(setup.store.events.of()) == 200  # one event per chunk, none stored twice
         assert len(d.find("recording_queued")) == 200
         print(f"200 files: all analysed {took:.1f} s after the drop")
     finally:
@@ -190,7 +190,7 @@ def test_a_chunk_past_stop_timeout_is_released_and_a_second_signal_exits_at_once
     assert time.monotonic() - t0 < 5  # not the 30 s the chunk would take
     assert d1.find("chunk_released", chunk=0)
     rec = setup.recording(clip)
-    row = setup.store.chunks(rec.id)[0]
+    row = setup.store.chunks.of(rec.id)[0]
     assert (row.status, row.attempts) == ("pending", 0)  # handed back, attempt not counted
 
     d2 = setup.start(slow)
@@ -229,7 +229,7 @@ def test_failed_chunks_are_retried_with_backoff_until_attempts_run_out(setup: Se
         rec = setup.recording(doomed)
         assert rec.status == "failed" and "fake analyzer refuses doomed.mp4" in (rec.reason or "")
         assert len(d.find("chunk_started", recording_id=rec.id)) == 2
-        assert setup.store.chunks(rec.id)[0].attempts == 2
+        assert setup.store.chunks.of(rec.id)[0].attempts == 2
     finally:
         assert d.stop() == 0
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from daemon.queue import RedisQueue
+from daemon.work.streams import RedisQueue
 from daemon.store import Store
-from daemon.synth import make_video
+from daemon.selftest.clips import make_video
 from tests import gpu_stand_in
 from tests.daemon_proc import ROOT, unique_copies, wait_until
 from tests.services import PrivateRedis, Receiver, postgres_available, postgres_database, redis_prefix
@@ -171,7 +171,7 @@ def drop(watch: Path, name: str, data: bytes) -> None:
 
 
 def settled(store: Store, names: list[str]) -> bool:
-    recs = {Path(r.path).name: r for r, _, _ in store.recordings()}
+    recs = {Path(r.path).name: r for r, _, _ in store.recordings.list()}
     return all(n in recs and recs[n].status in ("done", "failed") for n in names)
 
 
@@ -211,7 +211,7 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
     wait_until(lambda: settled(store, names), 240, interval=0.5, what="phase 1 recordings settled")
     phase1_s = time.monotonic() - t1
     print(f"\nstart {started_s:.1f}s, phase 1 {phase1_s:.1f}s", flush=True)
-    recs = {Path(r.path).name: r for r, _, _ in store.recordings()}
+    recs = {Path(r.path).name: r for r, _, _ in store.recordings.list()}
     assert recs["poison.mp4"].status == "failed" and "deliveries" in (recs["poison.mp4"].reason or "")
     for n in names:
         if n != "poison.mp4":
@@ -226,7 +226,7 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
     total_chunks = 0
     for n in names:
         rid = recs[n].id
-        for c in store.chunks(rid):
+        for c in store.chunks.of(rid):
             total_chunks += 1
             key = (rid, c.index)
             if n == "poison.mp4" and c.index == 1:
@@ -238,9 +238,9 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
     # The victim's chunk went to another box after the lease; the long one never left its box.
     takeovers = [e for p in procs for e in p.find("queue_job_taken_over")]
     assert any(e.get("recording_id") == victim_rid and e.get("chunk") == 0 for e in takeovers) or \
-        store.chunks(victim_rid)[0].attempts == 2
+        store.chunks.of(victim_rid)[0].attempts == 2
     assert not [e for e in takeovers if e.get("recording_id") == long_rid]
-    assert store.chunks(long_rid)[0].attempts == 1
+    assert store.chunks.of(long_rid)[0].attempts == 1
     long_took = [e for p in procs for e in p.find("chunk_analyzed", recording_id=long_rid, chunk=0)]
     assert len(long_took) == 1
 
@@ -253,26 +253,26 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
     more = ["d.mp4", "e.mp4"]
     for n in more:
         drop(watch, n, next(copies))
-    wait_until(lambda: {Path(r.path).name for r, _, _ in store.recordings()} >= set(more), 60, what="d, e seen")
+    wait_until(lambda: {Path(r.path).name for r, _, _ in store.recordings.list()} >= set(more), 60, what="d, e seen")
     fleet_env["redis"].stop()
     time.sleep(10)
     fleet_env["redis"].start()
     wait_until(lambda: settled(store, names + more), 180, interval=0.5, what="phase 2 recordings settled")
-    recs = {Path(r.path).name: r for r, _, _ in store.recordings()}
+    recs = {Path(r.path).name: r for r, _, _ in store.recordings.list()}
     for n in more:
         assert recs[n].status == "done", (n, recs[n].reason)
-        assert all(c.status == "done" for c in store.chunks(recs[n].id))
+        assert all(c.status == "done" for c in store.chunks.of(recs[n].id))
     assert any(p.find("queue_lost_its_data") or p.find("queue_rebuilt") for p in procs)
 
     # -- stored once, announced once ----------------------------------------------------------------
-    events = store.events()
+    events = store.events.of()
     per_chunk = Counter((e.recording_id, e.chunk_index) for e in events)
     assert all(n <= 1 for n in per_chunk.values()), per_chunk  # analysis.max_events = 1
     assert len(events) >= 20  # every done chunk has its one event (see gpu_stand_in.ensure_event)
     receiver: Receiver = fleet_env["receiver"]
 
     def all_delivered() -> bool:
-        c = store.delivery_counts()
+        c = store.outbox.counts()
         return c["pending"] + c["failed"] == 0
 
     wait_until(all_delivered, 60, what="every webhook delivered")

@@ -10,7 +10,7 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from daemon.dispatch import Dispatcher
+from daemon.pluginhost.dispatch import Dispatcher
 from daemon.models import RecordingInfo
 from daemon.store import Store
 from daemon.models import hms

@@ -3,7 +3,6 @@ the same from every process that reads the store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 
 from daemon.models import ChunkWindow
-from daemon.store import Chunk, Store
+from daemon.store import Store
+from daemon.store.tables import Chunk
 from plugins.web.app import create_app
 from tests.eventdata import CAMERA, LECTURE, OWNER, ev, populate, provenance
-from tests.services import store_url_for
 
 GIB = 2**30
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with store_url_for(request.param, tmp_path) as u:
-        yield u
 
 
 def scrape(store: Store) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -46,16 +39,16 @@ def test_metrics_from_the_store(url: str, tmp_path: Path) -> None:
         populate(store, tmp_path / "camera.mp4", CAMERA, chunk_s=600,
                  prov=provenance(analyzer={"peak_gib": 18.0}, memory={"budget_gib": 16.0}))
         # One queued with a chunk failed and one pending; one notification failing, one dead.
-        rec, _ = store.register(str(tmp_path / "new.mp4"), "fp:new", 1, 0.0)
-        store.plan(rec.id, [ChunkWindow(i, i * 60.0, i * 60.0 + 60, (1.0,), 64, 64) for i in range(2)])
-        store.claim(rec.id, OWNER, 60)
-        store.fail_chunk(rec.id, 0, OWNER, "boom")
-        store.add_deliveries([("webhook", "recording_finished", rec.id, None)] * 3)
-        ids = [d.id for d in store.claim_deliveries(["webhook"], 2, 60)]
-        store.delivery_failed(ids[0], "HTTP 500", next_attempt_at=0.0)
-        store.delivery_failed(ids[1], "HTTP 410", next_attempt_at=None)
+        rec, _ = store.recordings.register(str(tmp_path / "new.mp4"), "fp:new", 1, 0.0)
+        store.chunks.plan(rec.id, [ChunkWindow(i, i * 60.0, i * 60.0 + 60, (1.0,), 64, 64) for i in range(2)])
+        store.chunks.claim(rec.id, OWNER, 60)
+        store.chunks.fail(rec.id, 0, "boom", owner=OWNER)
+        store.outbox.add([("webhook", "recording_finished", rec.id, None)] * 3)
+        ids = [d.id for d in store.outbox.claim(["webhook"], 2, 60)]
+        store.outbox.failed(ids[0], "HTTP 500", next_attempt_at=0.0)
+        store.outbox.failed(ids[1], "HTTP 410", next_attempt_at=None)
         # Analysis took half the video's length in wall-clock time.
-        with store.session() as s:
+        with store.db.session() as s:
             for c in s.exec(select(Chunk).where(Chunk.status == "done")).all():
                 c.started_at, c.finished_at = 1000.0, 1000.0 + (c.end_s - c.start_s) / 2
                 s.add(c)
@@ -83,9 +76,9 @@ def test_metrics_from_the_store(url: str, tmp_path: Path) -> None:
         other = Store(url)
         try:
             assert scrape(other)[0] == text
-            claimed = other.claim(rec.id, OWNER, 60)
+            claimed = other.chunks.claim(rec.id, OWNER, 60)
             assert claimed is not None
-            other.commit_chunk(rec.id, claimed.index, OWNER, [ev(61, 62, "x", "y")],
+            other.chunks.commit(rec.id, claimed.index, OWNER, [ev(61, 62, "x", "y")],
                                provenance(analyzer={"peak_gib": 30.0}, memory={"budget_gib": 40.0}))
             m2 = scrape(store)[1]
             assert m2[("framewatch_chunks_analysed_total", ())] == 4

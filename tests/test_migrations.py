@@ -4,29 +4,20 @@ previous schema) both reach the newest revision with no manual step, and match t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-from daemon import migrations
-from daemon.db import make_engine
+from daemon.store import migrations
+from daemon.store.db import make_engine
 from daemon.store import Store
-from tests.services import store_url_for
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with store_url_for(request.param, tmp_path) as u:
-        yield u
 
 
 def schema_diff(store: Store) -> list[object]:
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"include_object": migrations.include_object})
         return list(compare_metadata(ctx, SQLModel.metadata))
 
@@ -34,11 +25,11 @@ def schema_diff(store: Store) -> list[object]:
 def test_empty_database_is_upgraded_to_head(url: str) -> None:
     store = Store(url)
     try:
-        with store.engine.connect() as conn:
+        with store.db.engine.connect() as conn:
             assert migrations.current(conn) == migrations.head()
         assert schema_diff(store) == []
-        rec, created = store.register("/v/a.mp4", "fp", 1, 0.0)
-        assert created and store.recording(rec.id).path == "/v/a.mp4"
+        rec, created = store.recordings.register("/v/a.mp4", "fp", 1, 0.0)
+        assert created and store.recordings.get(rec.id).path == "/v/a.mp4"
         # Opening a current database is one query, not a migration run (tests open many stores).
         t0 = time.perf_counter()
         Store(url).close()
@@ -59,10 +50,10 @@ def test_database_from_before_alembic_is_adopted_and_keeps_its_rows(url: str) ->
     engine.dispose()
     store = Store(url)
     try:
-        with store.engine.connect() as conn:
+        with store.db.engine.connect() as conn:
             assert migrations.current(conn) == migrations.head()
         assert schema_diff(store) == []
-        (old,) = [r for r, _, _ in store.recordings()]
+        (old,) = [r for r, _, _ in store.recordings.list()]
         assert (old.path, old.status) == ("/old.mp4", "done")
     finally:
         store.close()

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from daemon.cli import analyze_path
+from daemon.analysis import analyze_path
 from daemon.config import Config, parse_config
 from daemon.engine import prompts
 from daemon.engine.backends.openai import OpenAIAnalyzer, read_api_key
-from daemon.plugins import load_plugins
+from daemon.pluginhost.manager import load_plugins
 from daemon.store import Store
-from daemon.synth import make_video
+from daemon.selftest.clips import make_video
 from tests.openai_server import OpenAICompatibleServer
 
 SMALL = {
@@ -66,7 +66,7 @@ def test_recording_analysed_through_the_server(server: OpenAICompatibleServer, t
     cfg = client_config(tmp_path, server.base_url)
     store = Store(cfg.storage_url())
     before = len(server.requests)
-    result, _ = analyze_path(cfg, str(clip), store=store, plugins=load_plugins(cfg, entry_points=False))
+    result, _ = analyze_path(cfg, str(clip), store=store, plugins=load_plugins(cfg, third_party=False))
     assert result["recording"]["status"] == "done", result["recording"]
     chunks = result["chunks"]
     sent = server.requests[before:]
@@ -86,8 +86,8 @@ def test_recording_analysed_through_the_server(server: OpenAICompatibleServer, t
         # Absolute times from the recording's start, inside the chunk.
         assert all(chunk["start_s"] - 0.05 <= t <= chunk["end_s"] + 0.05 for t in times)
         assert parts[-1]["type"] == "text" and "events" in parts[-1]["text"].lower()
-    with store.session() as s:
-        from daemon.store import Chunk
+    with store.db.session() as s:
+        from daemon.store.tables import Chunk
 
         rows = s.exec(__import__("sqlmodel").select(Chunk)).all()
         assert {r.provenance["backend"] for r in rows} == {"openai"}
@@ -99,12 +99,12 @@ def test_server_error_fails_the_chunk_and_a_rerun_finishes(server: OpenAICompati
     clip = make_video(tmp_path / "clip.mp4", seconds=4.0, size=(96, 64), fps=4)
     cfg = client_config(tmp_path, server.base_url)
     store = Store(cfg.storage_url())
-    pm = load_plugins(cfg, entry_points=False)
+    pm = load_plugins(cfg, third_party=False)
     server.fail_next = 1
     result, _ = analyze_path(cfg, str(clip), store=store, plugins=pm)
     assert result["recording"]["status"] == "failed"
     assert "HTTP 503" in (result["recording"]["reason"] or "")
-    store.set_status(result["recording"]["id"], "queued")
+    store.recordings.set_status(result["recording"]["id"], "queued")
     result, _ = analyze_path(cfg, str(clip), store=store, plugins=pm)
     assert result["recording"]["status"] == "done"
     store.close()

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from daemon.cli import analyze_path, default_analyzer_factory, main
+from daemon.analysis import analyze_path
+from daemon.cli import main
 from daemon.config import ConfigError
 from daemon.hookspecs import hookimpl
 from daemon.models import ChunkInfo, ChunkInput, EventInfo, RecordingInfo
-from daemon.plugins import load_plugins
+from daemon.pluginhost.manager import load_plugins
 from daemon.store import Store
 from tests.media import make_video
 from tests.outbox import analysed, ev, make_config, manager
@@ -72,7 +73,7 @@ def test_settings_errors_carry_key_paths(tmp_path: Path) -> None:
         },
     )
     with pytest.raises(ConfigError) as ei:
-        load_plugins(cfg, entry_points=False)
+        load_plugins(cfg, third_party=False)
     keys = {k for k, _, _ in ei.value.errors}
     assert {
         "plugins.webhook.url",
@@ -117,7 +118,7 @@ class WithSettings:
 
 
 def test_hook_register_settings_validates_and_hands_settings_over(tmp_path: Path) -> None:
-    from daemon.dispatch import Dispatcher
+    from daemon.pluginhost.dispatch import Dispatcher
 
     with pytest.raises(ConfigError) as ei:
         manager(make_config(tmp_path), (WithSettings(), "thresholds"))
@@ -222,15 +223,16 @@ def test_hook_make_analyzer_default_is_qwen_and_tried_last(
     monkeypatch.setattr(
         qwen3vl.QwenAnalyzer,
         "from_config",
-        classmethod(lambda cls, cfg: loaded.append(cfg) or "qwen"),
+        classmethod(lambda cls, cfg: loaded.append(cfg) or qwen),
     )
+    qwen = StandIn()
     cfg = make_config(tmp_path)
-    assert manager(cfg).make_analyzer() == "qwen"
+    assert manager(cfg).make_analyzer().inner is qwen
     assert loaded == [cfg]
     pm = manager(cfg, (MakesStandIn(), "standin"))
-    assert isinstance(pm.make_analyzer(), StandIn)  # registered after the default yet tried first
-    make = default_analyzer_factory(cfg, pm)
-    assert isinstance(make(), StandIn) and len(loaded) == 1
+    made = pm.make_analyzer()
+    assert isinstance(made.inner, StandIn) and made.inner is not qwen  # registered after the default yet tried first
+    assert len(loaded) == 1
 
 
 def test_analyze_uses_plugin_analyzer_and_delivers(tmp_path: Path) -> None:

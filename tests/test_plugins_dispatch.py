@@ -12,10 +12,11 @@ import pytest
 from sqlmodel import select
 
 from daemon.cli import main
-from daemon.dispatch import Dispatcher
+from daemon.pluginhost.dispatch import Dispatcher
 from daemon.hookspecs import RetryLater, hookimpl
 from daemon.models import ChunkInfo, EventInfo, RecordingInfo
-from daemon.store import Delivery, Store
+from daemon.store import Store
+from daemon.store.tables import Delivery
 from tests.outbox import Clock, analysed, ev, make_config, manager
 
 
@@ -54,7 +55,7 @@ class Flaky:
 
 
 def rows(store: Store) -> list[Delivery]:
-    with store.session() as s:
+    with store.db.session() as s:
         return list(s.exec(select(Delivery).order_by(Delivery.id)).all())  # type: ignore[arg-type]
 
 
@@ -134,7 +135,7 @@ def test_raising_plugin_leaves_others_delivered_and_is_retried(
     assert row.next_attempt_at == pytest.approx(clock() + 60.0, abs=1)  # doubled
     clock.advance(61)
     assert d.deliver_due() == 1 and flaky.calls == 3
-    assert store.delivery_counts()["delivered"] == 3
+    assert store.outbox.counts()["delivered"] == 3
     assert len(good.calls) == 2  # the good plugin was never called again
 
 
@@ -157,7 +158,7 @@ def test_dead_after_max_age_with_last_error(tmp_path: Path, clock: Clock) -> Non
     (row,) = rows(store)
     assert row.dead and row.delivered_at is None and row.last_error and "down" in row.last_error
     assert 2 <= row.attempts <= 8
-    assert store.delivery_counts()["dead"] == 1
+    assert store.outbox.counts()["dead"] == 1
 
 
 def test_retry_later_is_respected(tmp_path: Path, clock: Clock) -> None:
@@ -189,7 +190,7 @@ def test_restart_between_commit_and_delivery_loses_nothing(tmp_path: Path) -> No
     store = Store(cfg.storage_url())
     analysed(store, first, tmp_path / "a.mp4", [[ev(1, 2)], [ev(61, 62)]])
     # A dispatcher claimed rows and died before calling the plugin: its lease runs out.
-    store.claim_deliveries(["good"], 1, lease_s=60)
+    store.outbox.claim(["good"], 1, lease_s=60)
     store.close()  # "restart"
 
     good = Good()
@@ -205,7 +206,7 @@ def test_restart_between_commit_and_delivery_loses_nothing(tmp_path: Path) -> No
         "events_found",
         "recording_finished",
     ]
-    assert again.delivery_counts() | {"plugins": None} == {
+    assert again.outbox.counts() | {"plugins": None} == {
         "pending": 0,
         "failed": 0,
         "dead": 0,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from daemon import hookspecs
-from daemon.dispatch import Dispatcher
-from daemon.plugins import HOOK_NAMES, hook_reference
+from daemon.pluginhost.dispatch import Dispatcher
+from daemon.pluginhost.manager import HOOK_NAMES, hook_reference
 from daemon.store import Store
 from tests.outbox import analysed, ev, make_config, manager
 
@@ -29,6 +29,7 @@ TEST_FILES = [
 def test_every_hook_is_found() -> None:
     assert set(HOOK_NAMES) == {
         "register_settings",
+        "register_commands",
         "startup",
         "shutdown",
         "accept_recording",

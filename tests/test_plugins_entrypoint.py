@@ -17,8 +17,8 @@ import pytest
 
 from daemon.cli import main
 from daemon.config import ConfigError
-from daemon.dispatch import Dispatcher
-from daemon.plugins import load_plugins
+from daemon.pluginhost.dispatch import Dispatcher
+from daemon.pluginhost.manager import load_plugins
 from daemon.store import Store
 from tests.outbox import analysed, ev, make_config
 

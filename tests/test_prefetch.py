@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import daemon.worker as worker_module
+from daemon.worker import window_of
+from daemon.analysis import analyze_recording
 from daemon.config import parse_config
 from daemon.engine.prefetch import Prefetcher
 from daemon.engine.sampler import sample_frames
@@ -87,19 +89,19 @@ def test_next_chunk_is_sampled_ahead_with_the_same_frames(tmp_path: Path, clip: 
     recorder = Recorder()
     w = make_worker(tmp_path, recorder)
     rec, _ = w.ingest(str(clip))
-    assert w.process(rec.id).status == "done"
+    assert analyze_recording(w, rec.id).status == "done"
     indices = [c.index for c in recorder.chunks]
-    assert indices == sorted(set(indices)) and len(indices) == len(w.store.chunks(rec.id))
+    assert indices == sorted(set(indices)) and len(indices) == len(w.store.chunks.of(rec.id))
     # The first chunk is sampled in line; every later one on the prefetch thread.
     assert threads[0] == threading.current_thread().name
     assert all(threads[i].startswith("prefetch") for i in indices[1:])
     for chunk in recorder.chunks:
-        row = next(r for r in w.store.chunks(rec.id) if r.index == chunk.index)
-        window = w._row_window(row)
+        row = next(r for r in w.store.chunks.of(rec.id) if r.index == chunk.index)
+        window = window_of(row)
         expected = sample_frames(clip, window.sample_times, window.width, window.height)
         assert [f.t_s for f in chunk.frames] == [f.t_s for f in expected]
         assert all(np.array_equal(a.image, b.image) for a, b in zip(chunk.frames, expected))
-    assert w._prefetch is None  # closed after the recording
+    assert w._prefetch.pending == 0  # nothing prepared is held after the recording
 
 
 def test_prefetched_chunk_claimed_elsewhere_is_dropped(tmp_path: Path, clip: Path) -> None:
@@ -109,17 +111,17 @@ def test_prefetched_chunk_claimed_elsewhere_is_dropped(tmp_path: Path, clip: Pat
         # While chunk 0 is on the model (and chunk 1 is being prefetched), another box claims
         # chunk 1. This worker must go on to chunk 2 and never analyse chunk 1.
         if chunk.index == 0:
-            other = w.store.claim(rec.id, "other-box", 600)
+            other = w.store.chunks.claim(rec.id, "other-box", 600)
             assert other is not None
             stolen.append(other.index)
 
     recorder = Recorder(steal)
     w = make_worker(tmp_path, recorder)
     rec, _ = w.ingest(str(clip))
-    w.process(rec.id)
+    analyze_recording(w, rec.id)
     assert stolen == [1]
     assert 1 not in [c.index for c in recorder.chunks]
     assert [c.index for c in recorder.chunks][:2] == [0, 2]
-    rows = {r.index: r for r in w.store.chunks(rec.id)}
+    rows = {r.index: r for r in w.store.chunks.of(rec.id)}
     assert rows[1].status == "running" and rows[1].owner == "other-box"
     assert all(r.status == "done" for i, r in rows.items() if i != 1)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from daemon.queue import Heartbeat, RedisQueue
+from daemon.work.streams import LeaseKeeper, RedisQueue
 from tests.services import REDIS_URL, drop_prefix, redis_available, redis_prefix
 
 
@@ -55,7 +55,7 @@ def test_dead_consumer_loses_its_job_after_the_lease_live_one_keeps_it(prefix: s
     dead = b.take(10)
     assert live is not None and dead is not None
     c = q(prefix, "c", lease_s=0.4)
-    with Heartbeat(a, live, interval_s=0.1) as hb:
+    with LeaseKeeper(a, live, interval_s=0.1) as hb:
         time.sleep(1.2)  # three leases
         got = c.take(10)
         assert got is not None and got.message_id == dead.message_id and got.deliveries == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from daemon import search
+from daemon.store import search
 from daemon.cli import main
 from daemon.store import Store
 from tests.eventdata import CAMERA, LECTURE, ev, populate, provenance, reanalyse, ts
@@ -66,7 +66,7 @@ def test_build_returns_none_without_terms() -> None:
 
 def test_all_words_must_occur_and_label_hits_rank_first(corpus: tuple[Store, int, int]) -> None:
     store, _, _ = corpus
-    hits = store.search("red alarm")
+    hits = store.events.search("red alarm")
     # "A red car" has red but no alarm; the slide has both words in its description only.
     assert sorted(labels(hits[:2])) == ["Red Alarm", "red alarm"]
     assert labels(hits)[2:] == ["slide"]
@@ -76,34 +76,34 @@ def test_all_words_must_occur_and_label_hits_rank_first(corpus: tuple[Store, int
 
 def test_phrase_exclusion_or_and_stemming(corpus: tuple[Store, int, int]) -> None:
     store, _, _ = corpus
-    assert sorted(labels(store.search('"red alarm"'))) == ["Red Alarm", "red alarm"]
-    assert labels(store.search("red -alarm")) == ["vehicle"]
-    assert sorted(labels(store.search("cat or vehicle"))) == ["cat", "vehicle"]
-    assert sorted(labels(store.search("alarms"))) == ["Red Alarm", "red alarm", "slide"]
-    assert labels(store.search("flashing")) == ["red alarm"]  # flashes ~ flashing
-    assert store.search("unicorn") == []
+    assert sorted(labels(store.events.search('"red alarm"'))) == ["Red Alarm", "red alarm"]
+    assert labels(store.events.search("red -alarm")) == ["vehicle"]
+    assert sorted(labels(store.events.search("cat or vehicle"))) == ["cat", "vehicle"]
+    assert sorted(labels(store.events.search("alarms"))) == ["Red Alarm", "red alarm", "slide"]
+    assert labels(store.events.search("flashing")) == ["red alarm"]  # flashes ~ flashing
+    assert store.events.search("unicorn") == []
 
 
 def test_filters_recording_label_since_and_paging(corpus: tuple[Store, int, int]) -> None:
     store, lecture, camera = corpus
-    assert labels(store.search("red alarm", recording_id=camera)) == ["Red Alarm"]
-    assert {h.event.recording_id for h in store.search("red", recording_id=lecture)} == {lecture}
-    by_label = store.search("alarm", labels=["RED ALARM"])
+    assert labels(store.events.search("red alarm", recording_id=camera)) == ["Red Alarm"]
+    assert {h.event.recording_id for h in store.events.search("red", recording_id=lecture)} == {lecture}
+    by_label = store.events.search("alarm", labels=["RED ALARM"])
     assert sorted(labels(by_label)) == ["Red Alarm", "red alarm"]
-    assert labels(store.search("alarm", labels=["slide", "nothing"])) == ["slide"]
-    assert {h.recording_path for h in store.search("red", since=ts("2024-02-01"))} == {
-        str(Path(store.recording(camera).path))
+    assert labels(store.events.search("alarm", labels=["slide", "nothing"])) == ["slide"]
+    assert {h.recording_path for h in store.events.search("red", since=ts("2024-02-01"))} == {
+        str(Path(store.recordings.get(camera).path))
     }
-    assert store.search("red", since=ts("2030-01-01")) == []
-    everything = store.search("red")
-    page = store.search("red", limit=2, offset=1)
+    assert store.events.search("red", since=ts("2030-01-01")) == []
+    everything = store.events.search("red")
+    page = store.events.search("red", limit=2, offset=1)
     assert [h.event.id for h in page] == [h.event.id for h in everything[1:3]]
     assert [h.rank for h in page] == [2, 3]
 
 
 def test_hit_has_time_link_and_provenance(corpus: tuple[Store, int, int], tmp_path: Path) -> None:
     store, lecture, _ = corpus
-    (hit,) = store.search("flashes")
+    (hit,) = store.events.search("flashes")
     assert hit.hms == "00:47:12"
     assert hit.link == (tmp_path / "lecture.mp4").as_uri() + "#t=2832"
     assert hit.recording_status == "done"
@@ -118,30 +118,30 @@ def test_hit_has_time_link_and_provenance(corpus: tuple[Store, int, int], tmp_pa
 @pytest.mark.parametrize("query", HOSTILE_QUERIES)
 def test_any_text_is_a_query_never_an_error(corpus: tuple[Store, int, int], query: str) -> None:
     store, _, _ = corpus
-    hits = store.search(query, labels=[query])
+    hits = store.events.search(query, labels=[query])
     assert isinstance(hits, list)
-    assert isinstance(store.search(query), list)
+    assert isinstance(store.events.search(query), list)
 
 
 def test_reanalysis_replaces_only_that_chunks_events(corpus: tuple[Store, int, int]) -> None:
     store, lecture, camera = corpus
-    before = {e.id: e for e in store.events(lecture) if e.chunk_index == 0}
-    camera_ids = [e.id for e in store.events(camera)]
+    before = {e.id: e for e in store.events.of(lecture) if e.chunk_index == 0}
+    camera_ids = [e.id for e in store.events.of(camera)]
     reanalyse(
         store, lecture, 1,
         [ev(2833, 2841, "fire alarm", "Smoke, then a fire alarm sounds")],
         provenance(prompt_hash="p2", model="Qwen/Qwen3-VL-8B-Instruct"),
     )
-    assert labels(store.search("red alarm")) == ["Red Alarm"]  # the lecture's old ones are gone
-    assert store.search("whiteboard")[0].event.id in before  # chunk 0 untouched, still indexed
-    assert {e.id: e for e in store.events(lecture) if e.chunk_index == 0} == before
-    assert [e.id for e in store.events(camera)] == camera_ids
-    (hit,) = store.search("smoke")
+    assert labels(store.events.search("red alarm")) == ["Red Alarm"]  # the lecture's old ones are gone
+    assert store.events.search("whiteboard")[0].event.id in before  # chunk 0 untouched, still indexed
+    assert {e.id: e for e in store.events.of(lecture) if e.chunk_index == 0} == before
+    assert [e.id for e in store.events.of(camera)] == camera_ids
+    (hit,) = store.events.search("smoke")
     assert hit.event.label == "fire alarm"
     assert hit.event.provenance["prompt_hash"] == "p2"
     assert hit.event.provenance["model"] == "Qwen/Qwen3-VL-8B-Instruct"
-    if store.engine.dialect.name == "sqlite":
-        with store.engine.begin() as c:  # raises if the index and the table disagree
+    if store.db.engine.dialect.name == "sqlite":
+        with store.db.engine.begin() as c:  # raises if the index and the table disagree
             c.exec_driver_sql(f"INSERT INTO {search.FTS_TABLE}({search.FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
 
 
@@ -152,7 +152,7 @@ def test_postgres_uses_the_expression_index(tmp_path: Path) -> None:
             populate(store, tmp_path / "camera.mp4", CAMERA)
             stmt = search.build("postgresql", search.SearchQuery("red alarm"))
             assert stmt is not None
-            with store.engine.begin() as c:
+            with store.db.engine.begin() as c:
                 c.execute(text("SET LOCAL enable_seqscan = off"))
                 plan = "\n".join(r[0] for r in c.execute(text("EXPLAIN " + stmt.sql), stmt.params))
         finally:
@@ -164,7 +164,7 @@ def test_sqlite_store_from_before_search_is_indexed_on_open(tmp_path: Path) -> N
     url = f"sqlite:///{tmp_path / 'old.db'}"
     store = Store(url)
     populate(store, tmp_path / "camera.mp4", CAMERA)
-    with store.engine.begin() as c:  # as a store written by a framewatch without search
+    with store.db.engine.begin() as c:  # as a store written by a framewatch without search
         for trigger in ("event_fts_ai", "event_fts_ad", "event_fts_au"):
             c.exec_driver_sql(f"DROP TRIGGER {trigger}")
         c.exec_driver_sql(f"DROP TABLE {search.FTS_TABLE}")
@@ -172,11 +172,11 @@ def test_sqlite_store_from_before_search_is_indexed_on_open(tmp_path: Path) -> N
     store.close()
     reopened = Store(url)
     try:
-        assert labels(reopened.search("red car")) == ["vehicle"]
+        assert labels(reopened.events.search("red car")) == ["vehicle"]
         again = Store(url)  # opening again does not index twice
-        assert labels(again.search("red car")) == ["vehicle"]
+        assert labels(again.events.search("red car")) == ["vehicle"]
         again.close()
-        assert len(reopened.search("yard")) == 2
+        assert len(reopened.events.search("yard")) == 2
     finally:
         reopened.close()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.engine.events import Candidate
+from daemon.models import Candidate
 from daemon.models import ChunkWindow
 from daemon.store import Store
 
@@ -19,81 +19,81 @@ def windows(n: int) -> list[ChunkWindow]:
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
-    with store.engine.connect() as c:
+    with store.db.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
 def test_same_bytes_second_name_is_same_recording(store: Store) -> None:
-    a, new_a = store.register("/v/a.mp4", "fp1", 10, 1.0)
-    b, new_b = store.register("/v/b.mp4", "fp1", 10, 2.0)
-    c, new_c = store.register("/v/a.mp4", "fp2", 11, 3.0)  # changed bytes at the same path
+    a, new_a = store.recordings.register("/v/a.mp4", "fp1", 10, 1.0)
+    b, new_b = store.recordings.register("/v/b.mp4", "fp1", 10, 2.0)
+    c, new_c = store.recordings.register("/v/a.mp4", "fp2", 11, 3.0)  # changed bytes at the same path
     assert new_a and not new_b and new_c
     assert a.id == b.id != c.id
-    assert store.find_recording("/v/b.mp4").id == a.id  # type: ignore[union-attr]
-    assert store.find_recording("/v/a.mp4").id == c.id  # type: ignore[union-attr]
+    assert store.recordings.find("/v/b.mp4").id == a.id  # type: ignore[union-attr]
+    assert store.recordings.find("/v/a.mp4").id == c.id  # type: ignore[union-attr]
 
 
 def test_plan_is_kept_on_resume(store: Store) -> None:
-    rec, _ = store.register("/v/a.mp4", "fp", 1, 0)
-    first = store.plan(rec.id, windows(3))
-    again = store.plan(rec.id, windows(5))
+    rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 0)
+    first = store.chunks.plan(rec.id, windows(3))
+    again = store.chunks.plan(rec.id, windows(5))
     assert len(first) == len(again) == 3
 
 
 def test_claim_commit_replace_and_skip(store: Store) -> None:
-    rec, _ = store.register("/v/a.mp4", "fp", 1, 0)
-    store.plan(rec.id, windows(2))
-    c0 = store.claim(rec.id, "me:1", 60)
+    rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 0)
+    store.chunks.plan(rec.id, windows(2))
+    c0 = store.chunks.claim(rec.id, "me:1", 60)
     assert c0 is not None and c0.index == 0
-    c1 = store.claim(rec.id, "me:1", 60)
+    c1 = store.chunks.claim(rec.id, "me:1", 60)
     assert c1 is not None and c1.index == 1
-    assert store.claim(rec.id, "me:1", 60) is None
+    assert store.chunks.claim(rec.id, "me:1", 60) is None
     ev = [Candidate(1.0, 2.0, "a", "b")]
-    stored = store.commit_chunk(rec.id, 0, "me:1", ev, {"model": "m", "prompt_hash": "h"}, notify=["p1", "p2"])
+    stored = store.chunks.commit(rec.id, 0, "me:1", ev, {"model": "m", "prompt_hash": "h"}, notify=["p1", "p2"])
     assert stored is not None and len(stored) == 1
     # A second commit of a done chunk stores nothing more (a redelivered chunk is idempotent).
-    assert store.commit_chunk(rec.id, 0, "me:1", ev, {"model": "m", "prompt_hash": "h"}) is None
+    assert store.chunks.commit(rec.id, 0, "me:1", ev, {"model": "m", "prompt_hash": "h"}) is None
     # Someone else's lease: not ours to commit.
-    assert store.commit_chunk(rec.id, 1, "other:2", ev, {}) is None
-    assert len(store.events(rec.id)) == 1
-    from daemon.store import Delivery
+    assert store.chunks.commit(rec.id, 1, "other:2", ev, {}) is None
+    assert len(store.events.of(rec.id)) == 1
+    from daemon.store.tables import Delivery
 
-    with store.session() as s:
+    with store.db.session() as s:
         rows = s.exec(__import__("sqlmodel").select(Delivery)).all()
         assert sorted(r.plugin for r in rows) == ["p1", "p2"]
 
 
 def test_failed_commit_rolls_back_everything(store: Store) -> None:
-    rec, _ = store.register("/v/a.mp4", "fp", 1, 0)
-    store.plan(rec.id, windows(1))
-    store.claim(rec.id, "me:1", 60)
+    rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 0)
+    store.chunks.plan(rec.id, windows(1))
+    store.chunks.claim(rec.id, "me:1", 60)
     bad = [Candidate(1.0, 2.0, "a", "b"), Candidate(1.0, 2.0, None, "b")]  # type: ignore[arg-type]
     with pytest.raises(Exception):
-        store.commit_chunk(rec.id, 0, "me:1", bad, {})
-    assert store.events(rec.id) == []
-    assert store.chunks(rec.id)[0].status == "running"
+        store.chunks.commit(rec.id, 0, "me:1", bad, {})
+    assert store.events.of(rec.id) == []
+    assert store.chunks.of(rec.id)[0].status == "running"
 
 
 def test_reap_dead_local_owner_and_expired_lease(store: Store) -> None:
-    rec, _ = store.register("/v/a.mp4", "fp", 1, 0)
-    store.plan(rec.id, windows(3))
+    rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 0)
+    store.chunks.plan(rec.id, windows(3))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
 
-    store.claim(rec.id, f"{socket.gethostname()}:{dead.stdout.strip()}", 3600)  # dead process
-    store.claim(rec.id, "elsewhere:1", -1)  # lease already over
-    store.claim(rec.id, "elsewhere:2", 3600)  # alive elsewhere, lease valid
-    assert store.reap() == 2
-    assert [c.status for c in store.chunks(rec.id)] == ["pending", "pending", "running"]
+    store.chunks.claim(rec.id, f"{socket.gethostname()}:{dead.stdout.strip()}", 3600)  # dead process
+    store.chunks.claim(rec.id, "elsewhere:1", -1)  # lease already over
+    store.chunks.claim(rec.id, "elsewhere:2", 3600)  # alive elsewhere, lease valid
+    assert store.chunks.reap() == 2
+    assert [c.status for c in store.chunks.of(rec.id)] == ["pending", "pending", "running"]
 
 
 def test_release_returns_chunk(store: Store) -> None:
-    rec, _ = store.register("/v/a.mp4", "fp", 1, 0)
-    store.plan(rec.id, windows(1))
-    store.claim(rec.id, "me:1", 60)
-    store.release_chunk(rec.id, 0, "me:1")
-    c = store.chunks(rec.id)[0]
+    rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 0)
+    store.chunks.plan(rec.id, windows(1))
+    store.chunks.claim(rec.id, "me:1", 60)
+    store.chunks.release(rec.id, 0, "me:1")
+    c = store.chunks.of(rec.id)[0]
     assert c.status == "pending" and c.attempts == 0
 
 
@@ -102,59 +102,59 @@ def test_many_boxes_register_one_file_one_creator(store: Store) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda i: store.register(f"/box{i}/a.mp4", "same", 1, 0.0), range(8)))
+        results = list(pool.map(lambda i: store.recordings.register(f"/box{i}/a.mp4", "same", 1, 0.0), range(8)))
     assert sum(created for _, created in results) == 1
     assert len({rec.id for rec, _ in results}) == 1
     rid = results[0][0].id
-    store.plan(rid, windows(2))
+    store.chunks.plan(rid, windows(2))
     with ThreadPoolExecutor(4) as pool:
-        moved = list(pool.map(lambda _: store.start_analysis(rid, 20.0, {"profile": "general"}), range(6)))
+        moved = list(pool.map(lambda _: store.recordings.start_analysis(rid, 20.0, {"profile": "general"}), range(6)))
     assert moved.count(True) == 1
 
 
 def test_queue_side_methods(store: Store) -> None:
-    rec, _ = store.register("/v/a.mp4", "fp", 1, 0)
-    store.plan(rec.id, windows(3))
-    store.start_analysis(rec.id, 27.0, {})
-    assert store.unfinished_chunks() == [(rec.id, 0), (rec.id, 1), (rec.id, 2)]
-    assert store.claim_chunk(rec.id, 0, "a:1", 60) is not None
+    rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 0)
+    store.chunks.plan(rec.id, windows(3))
+    store.recordings.start_analysis(rec.id, 27.0, {})
+    assert store.chunks.unfinished() == [(rec.id, 0), (rec.id, 1), (rec.id, 2)]
+    assert store.chunks.claim(rec.id, "a:1", 60, 0) is not None
     # The queue handed it to b (a's lease ran out): b takes it, a's late commit is refused.
-    assert store.claim_chunk(rec.id, 0, "b:2", 60) is not None
-    assert store.commit_chunk(rec.id, 0, "a:1", [Candidate(1.0, 2.0, "x", "y")], {}) is None
-    assert store.commit_chunk(rec.id, 0, "b:2", [Candidate(1.0, 2.0, "x", "y")], {}, notify=["p"]) is not None
-    assert store.claim_chunk(rec.id, 0, "c:3", 60) is None  # done: a redelivery is acknowledged
-    store.claim_chunk(rec.id, 1, "b:2", 60)
-    store.retry_chunk(rec.id, 1, "b:2", "flaky")
-    assert store.chunks(rec.id)[1].status == "pending"
-    assert store.settle(rec.id, ["p"], ["p"]).status == "analyzing"  # chunks left
-    store.fail_chunk_now(rec.id, 1, "gave up after 3 deliveries")
-    store.claim_chunk(rec.id, 2, "b:2", 60)
-    store.commit_chunk(rec.id, 2, "b:2", [], {})
-    settled = store.settle(rec.id, ["p"], ["p"])
+    assert store.chunks.claim(rec.id, "b:2", 60, 0) is not None
+    assert store.chunks.commit(rec.id, 0, "a:1", [Candidate(1.0, 2.0, "x", "y")], {}) is None
+    assert store.chunks.commit(rec.id, 0, "b:2", [Candidate(1.0, 2.0, "x", "y")], {}, notify=["p"]) is not None
+    assert store.chunks.claim(rec.id, "c:3", 60, 0) is None  # done: a redelivery is acknowledged
+    store.chunks.claim(rec.id, "b:2", 60, 1)
+    store.chunks.fail(rec.id, 1, "flaky", owner="b:2", requeue=True)
+    assert store.chunks.of(rec.id)[1].status == "pending"
+    assert store.recordings.settle(rec.id, ["p"], ["p"]).status == "analyzing"  # chunks left
+    store.chunks.fail(rec.id, 1, "gave up after 3 deliveries")
+    store.chunks.claim(rec.id, "b:2", 60, 2)
+    store.chunks.commit(rec.id, 2, "b:2", [], {})
+    settled = store.recordings.settle(rec.id, ["p"], ["p"])
     assert settled.status == "failed" and "chunk 1: gave up" in (settled.reason or "")
-    assert store.settle(rec.id, ["p"], ["p"]).status == "failed"  # settles once
-    counts = store.delivery_counts()
+    assert store.recordings.settle(rec.id, ["p"], ["p"]).status == "failed"  # settles once
+    counts = store.outbox.counts()
     assert counts["pending"] == 2 and counts["plugins"]["p"]["pending"] == 2  # chunk 0 + failed
 
 
 def test_outbox_calibration_and_housekeeping(store: Store) -> None:
-    rec, _ = store.register("/v/a.mp4", "fp", 1, 5.0)
-    assert store.path_index() == {"/v/a.mp4": (1, 5.0)}
-    store.add_deliveries([("p", "recording_finished", rec.id, None), ("q", "recording_finished", rec.id, None)])
-    claimed = store.claim_deliveries(["p", "q"], 10, 60)
-    assert len(claimed) == 2 and store.claim_deliveries(["p", "q"], 10, 60) == []
-    assert store.renew_delivery(claimed[0].id, claimed[0].lease, claimed[0].lease + 5)
-    store.delivery_done(claimed[0].id)
-    store.delivery_failed(claimed[1].id, "boom", None)
-    assert store.delivery_counts()["delivered"] == 1 and store.delivery_counts()["dead"] == 1
-    assert store.block_plugin("p", "h", "gone") == 0
-    assert store.plugin_block("p") == ("h", "gone") and store.unblock_plugin("p")
-    assert store.record_calibration("m", "gpu", 2.0, 1.0) == 2.0
-    assert store.calibration("m", "gpu") == 2.0
-    store.plan(rec.id, windows(1))
-    store.claim(rec.id, "me:1", 60)
-    assert [r[:3] for r in store.running_chunks()] == [(rec.id, 0, "me:1")]
-    store.fail_chunk(rec.id, 0, "me:1", "x")
-    assert store.retry_failed_chunks(3, 0.0) == [rec.id]
-    assert store.defer(rec.id, "err", 100).attempts == 1
-    assert store.due_recordings() == []
+    rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 5.0)
+    assert store.recordings.paths() == {"/v/a.mp4": (1, 5.0)}
+    store.outbox.add([("p", "recording_finished", rec.id, None), ("q", "recording_finished", rec.id, None)])
+    claimed = store.outbox.claim(["p", "q"], 10, 60)
+    assert len(claimed) == 2 and store.outbox.claim(["p", "q"], 10, 60) == []
+    assert store.outbox.renew(claimed[0].id, claimed[0].lease, claimed[0].lease + 5)
+    store.outbox.done(claimed[0].id)
+    store.outbox.failed(claimed[1].id, "boom", None)
+    assert store.outbox.counts()["delivered"] == 1 and store.outbox.counts()["dead"] == 1
+    assert store.outbox.block("p", "h", "gone") == 0
+    assert store.outbox.blocked("p") == ("h", "gone") and store.outbox.unblock("p")
+    assert store.calibration.record("m", "gpu", 2.0, 1.0) == 2.0
+    assert store.calibration.ratio("m", "gpu") == 2.0
+    store.chunks.plan(rec.id, windows(1))
+    store.chunks.claim(rec.id, "me:1", 60)
+    assert [r[:3] for r in store.chunks.running()] == [(rec.id, 0, "me:1")]
+    store.chunks.fail(rec.id, 0, "x", owner="me:1")
+    assert store.chunks.retry_failed(max_attempts=3, backoff_s=0.0) == [rec.id]
+    assert store.recordings.defer(rec.id, "err", 100).attempts == 1
+    assert store.recordings.due() == []

@@ -12,7 +12,7 @@ import pytest
 import srt
 import webvtt
 
-from daemon.dispatch import Dispatcher
+from daemon.pluginhost.dispatch import Dispatcher
 from daemon.store import Store
 from plugins._shared import one_line
 from plugins.subtitles import cues

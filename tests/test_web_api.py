@@ -53,7 +53,7 @@ def client(store: Store) -> TestClient:
 
 
 def camera_id(store: Store, video: Path) -> int:
-    rec = store.find_recording(str(video))
+    rec = store.recordings.find(str(video))
     assert rec is not None
     return rec.id
 
@@ -113,14 +113,14 @@ def test_video_only_from_a_stored_path_of_the_stored_size(
     url = f"/api/recordings/{rid}/video"
     alias = tmp_path / "renamed.mp4"
     shutil.copy(video, alias)
-    store.register(str(alias), f"fp:{video}", video.stat().st_size, 0.0)  # same bytes, new name
+    store.recordings.register(str(alias), f"fp:{video}", video.stat().st_size, 0.0)  # same bytes, new name
     video.unlink()
     assert client.get(url).content == alias.read_bytes()  # served from the other known name
     with alias.open("ab") as f:
         f.write(b"changed")  # not the recording's bytes any more
     assert client.get(url).status_code == 404
     # The lecture was never a file here: nothing to stream, and no parameter names a path.
-    lecture = store.find_recording(str(tmp_path / "lecture.mp4"))
+    lecture = store.recordings.find(str(tmp_path / "lecture.mp4"))
     assert lecture is not None
     assert client.get(f"/api/recordings/{lecture.id}/video").status_code == 404
 
@@ -209,7 +209,7 @@ def _get(url: str, timeout: float = 5) -> tuple[int, bytes]:
 
 def test_plugin_serves_between_startup_and_shutdown(tmp_path: Path, store: Store) -> None:
     pm = manager(make_config(tmp_path, {"web": {"port": 0}}))
-    assert "web" in pm.names() and pm.hooks_of("web") == ("register_settings", "shutdown", "startup")
+    assert "web" in pm.names() and pm.hooks_of("web") == ("register_commands", "register_settings", "shutdown", "startup")
     app = SimpleNamespace(config=pm.config, store=store)
     pm.startup(app)
     try:

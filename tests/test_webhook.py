@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from daemon.config import ConfigError
-from daemon.dispatch import Dispatcher
+from daemon.pluginhost.dispatch import Dispatcher
 from daemon.store import Store
 from plugins.webhook import WebhookSettings, signing_key
 from tests.outbox import HOSTILE, Clock, analysed, ev, make_config, manager
@@ -61,7 +61,7 @@ def test_down_for_the_whole_analysis_then_up_delivers_each_id_once(tmp_path: Pat
             [[ev(1, 2, "person", HOSTILE[0])], [ev(61, 62, "car")]],
         )
         assert d.deliver_due() == 0
-    counts = store.delivery_counts()
+    counts = store.outbox.counts()
     assert counts["failed"] == 9 and counts["delivered"] == 0  # 3 x (2 chunks + finished)
 
     receiver = Receiver(port)
@@ -71,10 +71,10 @@ def test_down_for_the_whole_analysis_then_up_delivers_each_id_once(tmp_path: Pat
             d.deliver_all()
         ids = [r["headers"]["webhook-id"] for r in receiver.requests]
         assert len(ids) == len(set(ids)) == 9
-        with store.session() as s:
+        with store.db.session() as s:
             from sqlmodel import select
 
-            from daemon.store import Delivery
+            from daemon.store.tables import Delivery
 
             expected = {f"msg_{r.id}_{r.hook}" for r in s.exec(select(Delivery)).all()}
         assert set(ids) == expected
@@ -84,7 +84,7 @@ def test_down_for_the_whole_analysis_then_up_delivers_each_id_once(tmp_path: Pat
             verified(r) for r in receiver.requests if verified(r)["type"] == "events.found"
         )
         assert found["data"]["events"][0]["description"] in (HOSTILE[0], "")
-        assert store.delivery_counts()["delivered"] == 9
+        assert store.outbox.counts()["delivered"] == 9
     finally:
         receiver.close()
 
@@ -104,7 +104,7 @@ def test_same_webhook_id_on_every_retry_and_fresh_signature(tmp_path: Path) -> N
         assert len({r["headers"]["webhook-id"] for r in receiver.requests}) == 1
         for r in receiver.requests:
             verified(r)  # each attempt signed over its own timestamp
-        assert store.delivery_counts()["delivered"] == 1
+        assert store.outbox.counts()["delivered"] == 1
     finally:
         receiver.close()
 
@@ -118,24 +118,24 @@ def test_410_disables_the_endpoint_until_replay(tmp_path: Path) -> None:
         analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2)], [ev(61, 62)]])
         d.deliver_due()
         assert len(receiver.requests) == 1
-        assert store.delivery_counts()["dead"] == 3
-        assert store.plugin_block("webhook") is not None
+        assert store.outbox.counts()["dead"] == 3
+        assert store.outbox.blocked("webhook") is not None
         # New work for a gone endpoint is not attempted, also after a restart.
         analysed(store, pm, tmp_path / "b.mp4", [[ev(1, 2)]])
         Dispatcher(Store(cfg.storage_url()), pm, cfg, clock=clock).deliver_all()
-        assert len(receiver.requests) == 1 and store.delivery_counts()["dead"] == 5
+        assert len(receiver.requests) == 1 and store.outbox.counts()["dead"] == 5
         # `framewatch replay --plugin webhook` lifts the block.
         receiver.respond = lambda req: (200, {})
         assert d.replay(None, "webhook") == 5
         d.deliver_all()
-        assert len(receiver.requests) == 6 and store.plugin_block("webhook") is None
+        assert len(receiver.requests) == 6 and store.outbox.blocked("webhook") is None
     finally:
         receiver.close()
 
 
 def test_changed_settings_lift_a_410_block(tmp_path: Path, receiver: Receiver) -> None:
     cfg, pm, store = setup(tmp_path, receiver.url + "/old")
-    store.block_plugin("webhook", "some-other-settings", "destination gone: 410")
+    store.outbox.block("webhook", "some-other-settings", "destination gone: 410")
     analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2)]], finish=None)
     assert Dispatcher(store, pm, cfg).deliver_due() == 1
 
@@ -174,9 +174,9 @@ def test_redirects_are_not_followed(tmp_path: Path) -> None:
         assert [r["path"] for r in receiver.requests] == ["/hook"]
         from sqlmodel import select
 
-        from daemon.store import Delivery
+        from daemon.store.tables import Delivery
 
-        with store.session() as s:
+        with store.db.session() as s:
             row = s.exec(select(Delivery)).one()
         assert (
             row.last_error is not None
@@ -195,7 +195,7 @@ def test_slow_receiver_times_out(tmp_path: Path) -> None:
         started = time.monotonic()
         assert Dispatcher(store, pm, cfg).deliver_due() == 0
         assert time.monotonic() - started < 1.4
-        assert store.delivery_counts()["failed"] == 1
+        assert store.outbox.counts()["failed"] == 1
     finally:
         receiver.close()
 
@@ -216,7 +216,7 @@ def test_label_and_profile_filters(tmp_path: Path, receiver: Receiver) -> None:
     assert [b["type"] for b in bodies] == ["events.found", "recording.finished"]
     assert [e["label"] for e in bodies[0]["data"]["events"]] == ["person"]
     assert bodies[0]["data"]["recording"]["path"].endswith("cam.mp4")
-    assert store.delivery_counts()["delivered"] == 5  # filtered ones count as delivered
+    assert store.outbox.counts()["delivered"] == 5  # filtered ones count as delivered
 
 
 def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,11 +64,6 @@ def change_score(a: np.ndarray, b: np.ndarray, delta: int = PIXEL_DELTA) -> floa
     return float(np.count_nonzero(np.abs(luma(a) - luma(b)) > delta)) / (a.shape[0] * a.shape[1])
 
 
-def change_scores(images: Sequence[np.ndarray], delta: int = PIXEL_DELTA) -> list[float]:
-    """change_score of each consecutive pair."""
-    return [change_score(a, b, delta) for a, b in pairwise(images)]
-
-
 def scan_times(start_s: float, end_s: float, fps: float) -> tuple[float, ...]:
     """Times of the pre-pass in [start_s, end_s]: both ends included, gaps of at most 1/fps."""
     span = max(end_s - start_s, 0.0)

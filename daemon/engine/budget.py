@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.engine.backends import ModelLoadError
+from daemon.engine.analyzer import ModelLoadError
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -242,9 +242,10 @@ def load_model_spec(name: str, revision: str | None = None, *, allow_download: b
 # -- tokens ---------------------------------------------------------------------------------------
 
 
-def round_side(x: int, factor: int = 32) -> int:
-    """The side the backend sends (nearest multiple of `factor`, at least one)."""
-    return max(factor, round(x / factor) * factor)
+def round_side(x: float, factor: int = 32) -> int:
+    """A frame side as the vision tower takes it (Qwen3-VL: patch 16 merged 2x2): the nearest
+    multiple of `factor`, at least one. The one copy of this rule (planner, backend, estimate)."""
+    return max(factor, int(round(x / factor)) * factor)
 
 
 def visual_tokens(frames: int, width: int, height: int, factor: int = 32, temporal_patch: int = 2) -> int:
@@ -390,20 +391,30 @@ class Estimator:
         return replace(self, ratio=ratio)
 
 
-def resolve_dtype(setting: str, device: str) -> str:
-    """model.dtype for the estimate: auto is bfloat16 on a GPU, float32 on the CPU (as the backend)."""
+def resolve_dtype(setting: str, device: str, bf16_supported: bool = True) -> str:
+    """model.dtype as the backend loads it and the planner budgets it: auto is bfloat16 on a GPU
+    that supports it, else float32 (CPUs and pre-Ampere GPUs run bfloat16 slowly or emulate it;
+    float32 is always right). The one copy of this rule."""
     if setting != "auto":
         return setting
-    return "bfloat16" if device.startswith("cuda") else "float32"
+    return "bfloat16" if device.startswith("cuda") and bf16_supported else "float32"
 
 
-def estimator_for(config: Config, spec: ModelSpec, device: str, *, ratio: float = 1.0, prompt: str = "") -> Estimator:
+def estimator_for(
+    config: Config,
+    spec: ModelSpec,
+    device: str,
+    *,
+    ratio: float = 1.0,
+    prompt: str = "",
+    bf16_supported: bool = True,
+) -> Estimator:
     """The Estimator for a config on `device` ("cpu" or "cuda[:N]")."""
     m = config.model
     on_gpu = device.startswith("cuda")
     return Estimator(
         spec=spec,
-        dtype=resolve_dtype(m.dtype, device),
+        dtype=resolve_dtype(m.dtype, device, bf16_supported),
         quantization=m.quantization,
         max_new_tokens=m.max_new_tokens,
         prefill_chunk_size=m.prefill_chunk_size,
@@ -415,10 +426,10 @@ def estimator_for(config: Config, spec: ModelSpec, device: str, *, ratio: float 
     )
 
 
-def calibration_key(config: Config, device: str) -> str:
+def calibration_key(config: Config, device: str, bf16_supported: bool = True) -> str:
     """What a calibration ratio belongs to, besides the GPU: the model, dtype and quantization."""
     m = config.model
-    dtype = resolve_dtype(m.dtype, device)
+    dtype = resolve_dtype(m.dtype, device, bf16_supported)
     return f"{config.model_name()}@{dtype}" + (f"+{m.quantization}" if m.quantization else "")
 
 

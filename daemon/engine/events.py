@@ -6,24 +6,13 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from daemon.models import Candidate
 
 MAX_LABEL = 200
 MAX_DESCRIPTION = 4000
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """An event checked and placed on the recording's clock, not yet stored."""
-
-    start_s: float
-    end_s: float
-    label: str
-    description: str
-    confidence: float | None = None
-    evidence_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from daemon.engine.sampler import sample_frames
 from daemon.models import ChunkInput, ChunkWindow, Frame
 
 if TYPE_CHECKING:
-    from daemon.engine.backends import Analyzer
+    from daemon.engine.analyzer import Analyzer
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,31 +90,6 @@ def analyze_prepared(prepared: Prepared, analyzer: Analyzer, task: str, max_even
         frames=frames,
     )
     return _finish(chunk, analyzer, prepared.decode_s, t1, prepared.static)
-
-
-def analyze_chunk(
-    path: str,
-    window: ChunkWindow,
-    rotation: int,
-    analyzer: Analyzer,
-    task: str,
-    max_events: int,
-) -> ChunkResult:
-    """Sample `window` from `path`, run `analyzer` on it and normalise what it returns.
-
-    Raises UnsupportedMedia when the window cannot be decoded; analyzer errors propagate."""
-    t0 = time.perf_counter()
-    frames = sample_frames(path, window.sample_times, window.width, window.height, rotation)
-    t1 = time.perf_counter()
-    chunk = ChunkInput(
-        recording_path=path,
-        index=window.index,
-        start_s=window.start_s,
-        end_s=window.end_s,
-        prompt=build_prompt(task, window.start_s, window.end_s, max_events),
-        frames=tuple(frames),
-    )
-    return _finish(chunk, analyzer, t1 - t0, t1, None)
 
 
 def _finish(

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon.engine.budget import visual_tokens
+from daemon.engine.budget import round_side, visual_tokens
 from daemon.models import ChunkWindow, MediaInfo
 
 if TYPE_CHECKING:
@@ -57,10 +57,6 @@ def evenly_spaced(start_s: float, end_s: float, n: int) -> tuple[float, ...]:
     return tuple(round(start_s + (i + 0.5) * slot, 6) for i in range(n))
 
 
-def _round_side(x: float) -> int:
-    return max(SIDE_MULTIPLE, int(round(x / SIDE_MULTIPLE)) * SIDE_MULTIPLE)
-
-
 def frame_size(
     width: int, height: int, max_side: int, max_pixels: int | None = None
 ) -> tuple[int, int]:
@@ -72,7 +68,7 @@ def frame_size(
     scale = min(1.0, max_side / max(width, height))
     if max_pixels is not None and width * height * scale * scale > max_pixels:
         scale = math.sqrt(max_pixels / (width * height))
-    w, h = _round_side(width * scale), _round_side(height * scale)
+    w, h = round_side(width * scale, SIDE_MULTIPLE), round_side(height * scale, SIDE_MULTIPLE)
     # Rounding may overshoot the limits; step down in multiples of 32 until both hold.
     while max(w, h) > max(max_side, SIDE_MULTIPLE) or (
         max_pixels is not None and w * h > max_pixels and max(w, h) > SIDE_MULTIPLE

@@ -60,6 +60,12 @@ class Prefetcher(Generic[T]):
         self.hits += 1
         return future.result()
 
+    @property
+    def pending(self) -> int:
+        """Preparations submitted and not yet taken (each holds a chunk's frames once done)."""
+        with self._lock:
+            return len(self._pending)
+
     def close(self) -> None:
         """Drop what is pending and join the thread."""
         with self._lock:

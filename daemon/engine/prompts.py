@@ -1,4 +1,5 @@
-"""Prompt profiles and the JSON schema the model's answer must follow."""
+"""The prompt of a chunk (a profile's task, or the user's, plus the answer format) and the JSON
+schema the model's answer must follow. The profiles' texts are configuration (daemon/config.py)."""
 
 from __future__ import annotations
 
@@ -6,29 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-# One fixed template per kind of recording: say exactly what to extract and in which form.
-PROFILES: dict[str, str] = {
-    "general": (
-        "List the distinct things that happen in this video: actions, scene changes, people or "
-        "objects appearing or leaving, and text that appears on screen."
-    ),
-    "lecture": (
-        "This is a lecture recording. List the topics as they are introduced, slide or board "
-        "changes, definitions, worked examples and questions from the audience."
-    ),
-    "meeting": (
-        "This is a meeting recording. List who starts presenting, screen-share changes, "
-        "decisions, action items and questions."
-    ),
-    "surveillance": (
-        "This is security camera footage. List every person or vehicle that enters or leaves, "
-        "doors opening or closing, objects left or taken, and anything unusual."
-    ),
-    "screen": (
-        "This is a screen recording. List the applications and windows shown, what the user does "
-        "in them, errors or dialogs that appear and text that matters."
-    ),
-}
+from daemon.config import PROFILES
 
 _FORMAT = (
     "Each frame group is preceded by its time as <T seconds>, counted from the start of the "

@@ -1,190 +1,26 @@
 """Built-in plugin web: a read-only HTTP API, timeline pages and Prometheus metrics.
 
-Off until a `[plugins.web]` table exists. `startup` serves it from a thread inside the daemon
-(uvicorn) and `shutdown` stops it; `framewatch serve` runs the same server in the foreground. The
-server only reads the store, and streams only files that are stored recordings (see app.py).
-FastAPI and uvicorn are imported when the server starts, not when the plugin loads, so a config
-check works without the `web` extra.
+Off until a `[plugins.web]` table exists. `startup` serves it from a thread inside the daemon and
+`shutdown` stops it; `framewatch serve` (a command this plugin adds) runs the same server in the
+foreground, for instance on a box that only reads the shared store. The server only reads the
+store, and streams only files that are stored recordings (app.py); server.py holds the settings,
+the token and the server.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-import socket
-import threading
-from typing import TYPE_CHECKING, Any
+import argparse
+import sys
+from typing import Any
 
-import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel
 
-from daemon.hookspecs import ConfigPath, hookimpl, read_secret
+from daemon.hookspecs import CommandContext, CommandFailed, Commands, hookimpl
+from plugins.web.server import CREDENTIAL, LOOPBACK_NAMES, WebServer, WebSettings, build, resolve_token
 
-if TYPE_CHECKING:
-    import uvicorn
-
-log = structlog.get_logger(__name__)
+__all__ = ["CREDENTIAL", "LOOPBACK_NAMES", "WebServer", "WebSettings", "build", "resolve_token"]
 
 NAME = "web"
-CREDENTIAL = "web-token"  # file name under $CREDENTIALS_DIRECTORY (systemd LoadCredential=)
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-class WebSettings(BaseModel):
-    """`[plugins.web]`"""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: every interface).")
-    port: int = Field(8765, ge=0, le=65535, description="TCP port (0: any free port).")
-    token: SecretStr | None = Field(
-        None, description="Bearer token every request must carry; better: token_file."
-    )
-    token_file: ConfigPath | None = Field(None, description="File holding the bearer token.")
-
-    @model_validator(mode="after")
-    def _one_token(self) -> WebSettings:
-        if self.token is not None and self.token_file is not None:
-            raise ValueError("set token or token_file, not both")
-        if self.token is not None and not self.token.get_secret_value().strip():
-            raise ValueError("token must not be empty")
-        return self
-
-
-def resolve_token(settings: WebSettings) -> str | None:
-    """The token from settings, its file, or systemd's credentials folder; None: no auth."""
-    found = read_secret(settings.token, settings.token_file, CREDENTIAL)
-    if found is None:
-        return None
-    token, where = found[0].strip(), found[1]
-    if not token:
-        raise ValueError(f"web token in {where} is empty")
-    return token
-
-
-def token_matches(expected: str, given: str) -> bool:
-    return hmac.compare_digest(expected.encode(), given.encode())
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class WebServer:
-    """uvicorn serving the web app from a thread: `start` binds (so a busy port fails at once,
-    with the address in the message) and returns once requests are answered; `stop` joins."""
-
-    def __init__(self, asgi: Any, host: str, port: int):
-        self.asgi, self.host, self.port = asgi, host, port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-
-    def bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            raise RuntimeError(f"web: cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
-        sock.listen(128)
-        sock.set_inheritable(True)
-        self.port = sock.getsockname()[1]
-        self._sock = sock
-        return sock
-
-    def _make_server(self) -> uvicorn.Server:
-        import uvicorn
-
-        # log_config=None: uvicorn's records go through framewatch's logging (structlog).
-        config = uvicorn.Config(
-            self.asgi, log_config=None, access_log=False, lifespan="off", server_header=False,
-            # A player streaming a long video must not hold up the daemon's shutdown.
-            timeout_graceful_shutdown=3,
-        )
-        return uvicorn.Server(config)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        sock = self.bind()
-        self._server = server = self._make_server()
-        # uvicorn installs signal handlers only in the main thread: the daemon keeps its own.
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="framewatch-web", daemon=True
-        )
-        self._thread.start()
-        stop = threading.Event()
-        while not server.started and self._thread.is_alive():
-            stop.wait(0.02)
-            timeout_s -= 0.02
-            if timeout_s <= 0:
-                break
-        if not server.started:
-            self.stop()
-            raise RuntimeError(f"web: server did not start on {self.url}")
-        log.info("web_started", url=self.url)
-
-    def run(self) -> None:
-        """Serve in the foreground until SIGINT/SIGTERM (`framewatch serve`)."""
-        import signal
-
-        sock = self.bind()
-        self._server = self._make_server()
-        log.info("web_started", url=self.url)
-        # uvicorn stops on SIGINT/SIGTERM and then re-raises the signal to the handler it found:
-        # a quiet one, so a requested stop exits 0 rather than dying by the signal.
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: None)
-        try:
-            self._server.run(sockets=[sock])
-        finally:
-            sock.close()
-        log.info("web_stopped", url=self.url)
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.warning("web_stop_timeout", url=self.url)
-        if self._sock is not None:
-            self._sock.close()
-        log.info("web_stopped", url=self.url)
-
-
-def build(config: Any, store: Any, settings: WebSettings) -> tuple[Any, WebServer]:
-    """The ASGI app for `store` and the server that will run it (not started)."""
-    try:
-        from plugins.web.app import create_app
-    except ImportError as exc:
-        raise RuntimeError(
-            f"the web plugin needs the 'web' extra: pip install 'framewatch[web]' ({exc})"
-        ) from None
-    try:
-        token = resolve_token(settings)
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"web: cannot read the token: {exc}") from None
-    loopback = is_loopback(settings.host)
-    if token is None and not loopback:
-        log.warning("web_without_token", host=settings.host,
-                    hint="anyone who can reach this address can read every event; set token_file")
-    # Bound to loopback, only loopback host names are answered: a web page elsewhere cannot use
-    # DNS rebinding to read the API through a browser on this machine.
-    asgi = create_app(store, config, token=token, trusted_hosts=LOOPBACK_NAMES if loopback else None)
-    return asgi, WebServer(asgi, settings.host, settings.port)
-
 
 _servers: dict[int, WebServer] = {}  # id(app) -> its server, between startup and shutdown
 
@@ -192,6 +28,30 @@ _servers: dict[int, WebServer] = {}  # id(app) -> its server, between startup an
 @hookimpl
 def register_settings() -> dict[str, type[BaseModel]]:
     return {NAME: WebSettings}
+
+
+@hookimpl
+def register_commands(commands: Commands) -> None:
+    serve = commands.add("serve", "the read-only web API, timeline pages and /metrics", _serve)
+    serve.add_argument("--host", help="listen address (default: [plugins.web] host, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default: [plugins.web] port, else 8765)")
+
+
+def _serve(args: argparse.Namespace, context: CommandContext) -> int:
+    """`framewatch serve`: the API, pages and /metrics in the foreground, over the configured store."""
+    settings = context.settings if isinstance(context.settings, WebSettings) else WebSettings()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = settings.model_copy(update=overrides)
+    store = context.open_store()
+    try:
+        _, server = build(context.config, store, settings)
+        print(f"framewatch: serving {server.url}", file=sys.stderr)
+        server.run()
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CommandFailed(str(exc), 2) from None
+    finally:
+        store.close()
+    return 0
 
 
 @hookimpl

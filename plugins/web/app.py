@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hmac
 import mimetypes
 import os
 import stat
@@ -29,29 +30,46 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from daemon.models import EventInfo, RecordingInfo, hms
-from plugins.web import token_matches
+from daemon.models import ChunkInfo, EventInfo, RecordingInfo, event_json, hms
 from plugins.web.metrics import metrics_registry, metrics_response
 
 log = structlog.get_logger(__name__)
 
 
-class ReadStore(Protocol):
-    """What the web app uses of the store (daemon.store.Store): reads only. Plugins see the
-    store through `app.store`; search hits are daemon.search.SearchHit objects."""
+class _Recordings(Protocol):
+    def get(self, recording_id: int) -> RecordingInfo: ...
+    def list(self) -> list[tuple[RecordingInfo, int, int]]: ...
+    def files(self, recording_id: int) -> list[tuple[str, int]]: ...
 
-    def recording(self, recording_id: int) -> RecordingInfo: ...
-    def recordings(self) -> list[tuple[RecordingInfo, int, int]]: ...
-    def chunks(self, recording_id: int) -> list[Any]: ...
-    def events(self, recording_id: int | None = None) -> list[EventInfo]: ...
-    def recording_files(self, recording_id: int) -> list[tuple[str, int]]: ...
-    def running_chunks(self) -> list[tuple[int, int, str | None, float | None]]: ...
-    def delivery_counts(self) -> dict[str, Any]: ...
-    def stats(self) -> dict[str, Any]: ...
+
+class _Chunks(Protocol):
+    def of(self, recording_id: int) -> list[ChunkInfo]: ...
+    def running(self) -> list[tuple[int, int, str | None, float | None]]: ...
+
+
+class _Events(Protocol):
+    def of(self, recording_id: int | None = None) -> list[EventInfo]: ...
     def search(
         self, query: str, *, recording_id: int | None = None, since: float | None = None,
         labels: Sequence[str] = (), limit: int = 20, offset: int = 0,
     ) -> list[Any]: ...
+
+
+class _Outbox(Protocol):
+    def counts(self) -> dict[str, Any]: ...
+
+
+class ReadStore(Protocol):
+    """What the web app uses of the store (daemon.store.Store, which plugins see as `app.store`):
+    reads only. Search hits carry `event`, `recording_path`, `recording_status`, `score`, `rank`
+    and `link`."""
+
+    recordings: _Recordings
+    chunks: _Chunks
+    events: _Events
+    outbox: _Outbox
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 API_TITLE = "framewatch"
@@ -164,11 +182,9 @@ def _recording(r: RecordingInfo, done: int, total: int) -> RecordingOut:
 
 
 def _event(e: EventInfo) -> EventOut:
-    return EventOut(
-        id=e.id, recording_id=e.recording_id, chunk=e.chunk_index, start_s=e.start_s,
-        end_s=e.end_s, time=hms(e.start_s), label=e.label, description=e.description,
-        confidence=e.confidence, evidence_s=e.evidence_s, provenance=dict(e.provenance),
-    )
+    # models.event_json leaves out unknown confidence and evidence; the API says null.
+    fields = {"confidence": None, "evidence_s": None, **event_json(e)}
+    return EventOut(**fields, recording_id=e.recording_id, time=hms(e.start_s))
 
 
 def _hit(h: Any) -> HitOut:
@@ -196,6 +212,10 @@ def _media_type(path: str) -> str:
 
 
 # -- middleware -----------------------------------------------------------------------------------
+
+
+def token_matches(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def _host_name(header: str) -> str:
@@ -292,12 +312,12 @@ def create_app(
     def page(name: str, **context: Any) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**context))
 
-    def recording_or_404(recording_id: int) -> tuple[RecordingInfo, list[Any]]:
+    def recording_or_404(recording_id: int) -> tuple[RecordingInfo, list[ChunkInfo]]:
         try:
-            rec = store.recording(recording_id)
+            rec = store.recordings.get(recording_id)
         except KeyError:
             raise HTTPException(404, "no such recording") from None
-        return rec, store.chunks(recording_id)
+        return rec, store.chunks.of(recording_id)
 
     def detail(recording_id: int) -> RecordingDetail:
         rec, chunks = recording_or_404(recording_id)
@@ -313,11 +333,11 @@ def create_app(
         )
 
     def status() -> StatusOut:
-        recs = store.recordings()
+        recs = store.recordings.list()
         counts = {state: 0 for state in ("queued", "analyzing", "done", "failed", "skipped")}
         for r, _, _ in recs:
             counts[r.status] = counts.get(r.status, 0) + 1
-        d = store.delivery_counts()
+        d = store.outbox.counts()
         return StatusOut(
             recordings=counts,
             queue_depth=counts["queued"] + counts["analyzing"],
@@ -325,14 +345,14 @@ def create_app(
             chunks_total=sum(total for _, _, total in recs),
             running=[
                 CurrentChunk(recording_id=r, chunk=i, owner=o, started_at=t)
-                for r, i, o, t in store.running_chunks()
+                for r, i, o, t in store.chunks.running()
             ],
             deliveries=DeliveryCounts(**{k: d[k] for k in ("pending", "failed", "dead", "delivered")}),
         )
 
     def search(q: str, recording_id: int | None, since: dt.datetime | None, labels: list[str],
                limit: int, offset: int) -> list[HitOut]:
-        hits = store.search(q, recording_id=recording_id, since=_timestamp(since),
+        hits = store.events.search(q, recording_id=recording_id, since=_timestamp(since),
                             labels=labels, limit=limit, offset=offset)
         return [_hit(h) for h in hits]
 
@@ -341,7 +361,7 @@ def create_app(
     @app.get("/api/recordings", tags=["recordings"])
     def list_recordings() -> list[RecordingOut]:
         """Every recording, newest first, with its state and progress (chunks done of total)."""
-        return [_recording(r, done, total) for r, done, total in store.recordings()]
+        return [_recording(r, done, total) for r, done, total in store.recordings.list()]
 
     @app.get("/api/recordings/{recording_id}", tags=["recordings"], responses=NOT_FOUND)
     def get_recording(recording_id: RecordingId) -> RecordingDetail:
@@ -352,7 +372,7 @@ def create_app(
     def recording_events(recording_id: RecordingId) -> list[EventOut]:
         """A recording's events, by start time."""
         recording_or_404(recording_id)
-        return [_event(e) for e in store.events(recording_id)]
+        return [_event(e) for e in store.events.of(recording_id)]
 
     @app.get(
         "/api/recordings/{recording_id}/video",
@@ -374,7 +394,7 @@ def create_app(
         Served from a path the store registered for this recording, and only while that path
         is still a regular file of the registered size (a replaced file is not this recording)."""
         try:
-            known = store.recording_files(recording_id)
+            known = store.recordings.files(recording_id)
         except KeyError:
             raise HTTPException(404, "no such recording") from None
         for path, size in known:
@@ -421,13 +441,13 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def index_page() -> HTMLResponse:
-        recs = [_recording(r, done, total) for r, done, total in store.recordings()]
+        recs = [_recording(r, done, total) for r, done, total in store.recordings.list()]
         return page("index.html.j2", recordings=recs, status=status(), query="")
 
     @app.get("/recordings/{recording_id}", include_in_schema=False)
     def recording_page(recording_id: RecordingId) -> HTMLResponse:
         rec = detail(recording_id)
-        events = [_event(e) for e in store.events(recording_id)]
+        events = [_event(e) for e in store.events.of(recording_id)]
         duration = rec.duration_s or max((e.end_s for e in events), default=0.0)
         return page("recording.html.j2", rec=rec, events=events, duration=duration, query="")
 

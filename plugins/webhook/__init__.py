@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from daemon.hookspecs import ConfigPath, Gone, RetryLater, hookimpl, read_secret
-from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan
+from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan, event_json
 
 log = structlog.get_logger(__name__)
 
@@ -169,20 +169,6 @@ def _recording_json(r: RecordingInfo) -> dict[str, Any]:
     }
 
 
-def _event_json(e: EventInfo) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": e.id,
-        "chunk": e.chunk_index,
-        "start_s": e.start_s,
-        "end_s": e.end_s,
-        "label": e.label,
-        "description": e.description,
-    }
-    if e.confidence is not None:
-        out["confidence"] = e.confidence
-    return out
-
-
 def _span_json(s: StaticSpan) -> dict[str, Any]:
     return {**dataclasses.asdict(s), "reason": s.reason}
 
@@ -242,7 +228,7 @@ def events_found(
             "end_s": chunk.end_s,
             "of": chunk.chunks_total,
         },
-        "events": [_event_json(e) for e in wanted],
+        "events": [event_json(e, provenance=False) for e in wanted],
     }
     _send(settings, delivery_id, "events.found", "events_found", data)
 
@@ -260,7 +246,7 @@ def recording_finished(
         return
     data = {
         "recording": _recording_json(recording),
-        "events": [_event_json(e) for e in wanted],
+        "events": [event_json(e, provenance=False) for e in wanted],
         # What the model did not see, and why: a receiver can tell "nothing happened" from
         # "nothing was looked at".
         "static_spans": [_span_json(s) for s in static_spans],

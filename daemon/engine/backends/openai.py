@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.engine import prompts
-from daemon.engine.backends import ModelLoadError
+from daemon.engine.analyzer import ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np

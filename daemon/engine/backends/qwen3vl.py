@@ -14,7 +14,8 @@ import structlog
 
 from daemon.config import DEFAULT_MODEL
 from daemon.engine import prompts
-from daemon.engine.backends import ModelLoadError
+from daemon.engine.analyzer import ModelLoadError
+from daemon.engine.budget import resolve_dtype, round_side
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -57,21 +58,12 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
-def resolve_dtype(setting: str, device: str) -> torch.dtype:
-    """model.dtype as a torch dtype: auto is bfloat16 on a GPU that supports it, else float32."""
+def torch_dtype(setting: str, device: str) -> torch.dtype:
+    """model.dtype as a torch dtype, by the planner's rule (budget.resolve_dtype)."""
     import torch
 
-    if setting == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        # CPUs and pre-Ampere GPUs run bfloat16 slowly or emulate it; float32 is always right.
-        return torch.float32
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[setting]
-
-
-def rounded_side(pixels: int, factor: int = 32) -> int:
-    """A frame side as the vision tower takes it: the nearest multiple of `factor`, at least one."""
-    return max(factor, round(pixels / factor) * factor)
+    bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return getattr(torch, resolve_dtype(setting, device, bf16))  # type: ignore[no-any-return]
 
 
 def video_payload(
@@ -113,7 +105,7 @@ def video_payload(
         options["do_resize"] = False
     else:
         # The processor's budget is for the whole video; a floor equal to the ceiling pins the size.
-        pixels = len(images) * rounded_side(height, factor) * rounded_side(width, factor)
+        pixels = len(images) * round_side(height, factor) * round_side(width, factor)
         options["do_resize"] = True
         options["size"] = {"shortest_edge": pixels, "longest_edge": pixels}
     return video, metadata, options
@@ -287,7 +279,7 @@ class QwenAnalyzer:
         m = config.model
         name = config.model_name()
         device = resolve_device(m.device)
-        dtype = resolve_dtype(m.dtype, device)
+        dtype = torch_dtype(m.dtype, device)
         if name.startswith("/") and not Path(name).is_dir():
             raise ModelLoadError(f"model directory {name} does not exist. {_ADVICE}")
 
@@ -370,8 +362,8 @@ class QwenAnalyzer:
         t, h, w = video.shape[:3]
         expected = (
             t // self._temporal,
-            rounded_side(h, self._factor) // patch,
-            rounded_side(w, self._factor) // patch,
+            round_side(h, self._factor) // patch,
+            round_side(w, self._factor) // patch,
         )
         return inputs, expected
 

@@ -1,10 +1,11 @@
-"""Full-text search over stored events: the index's DDL and the query text for each store.
+"""Full-text search over stored events: the query text for each store.
 
-SQLite gets an FTS5 table over the event table's label and description, kept in sync by triggers
+SQLite has an FTS5 table over the event table's label and description, kept in sync by triggers
 on the event table (so every writer, present or future, updates it in the same transaction as the
-events: commit_chunk's delete-and-reinsert of a re-analysed chunk included). PostgreSQL gets a GIN
-index on the same weighted tsvector expression the query uses, searched with
-websearch_to_tsquery. Everything here is pure: `Store.search` runs what this module builds.
+events: a re-analysed chunk's delete-and-reinsert included). PostgreSQL has a GIN index on the
+same weighted tsvector expression the query uses, searched with websearch_to_tsquery. Both were
+made by migration 0002. Everything here is pure: `Events.search` (events.py) runs what this
+module builds.
 
 One query syntax for both stores, the one search engines taught people (and PostgreSQL's
 websearch_to_tsquery reads): words must all occur, "quoted words" as a phrase, `-word` must not
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.models import EventInfo, hms
+from daemon.models import EventInfo, event_json, hms
 
 # Label hits weigh more than description hits: a label is the model's one-line summary.
 LABEL_WEIGHT, DESCRIPTION_WEIGHT = 4.0, 1.0
@@ -31,34 +32,6 @@ PG_DOCUMENT = (
     f"setweight(to_tsvector('{PG_CONFIG}'::regconfig, description), 'B'))"
 )
 MAX_LIMIT = 500
-
-
-def sqlite_index_ddl() -> list[str]:
-    """The FTS5 table (external content: the text lives once, in `event`) and its triggers."""
-    return [
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
-        "label, description, content='event', content_rowid='id', "
-        "tokenize='porter unicode61 remove_diacritics 2')",
-        f"CREATE TRIGGER IF NOT EXISTS event_fts_ai AFTER INSERT ON event BEGIN "
-        f"INSERT INTO {FTS_TABLE}(rowid, label, description) "
-        "VALUES (new.id, new.label, new.description); END",
-        f"CREATE TRIGGER IF NOT EXISTS event_fts_ad AFTER DELETE ON event BEGIN "
-        f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, label, description) "
-        "VALUES ('delete', old.id, old.label, old.description); END",
-        f"CREATE TRIGGER IF NOT EXISTS event_fts_au AFTER UPDATE OF label, description ON event "
-        f"BEGIN INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, label, description) "
-        "VALUES ('delete', old.id, old.label, old.description); "
-        f"INSERT INTO {FTS_TABLE}(rowid, label, description) "
-        "VALUES (new.id, new.label, new.description); END",
-    ]
-
-
-SQLITE_REBUILD = f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')"
-"""Index the events a store already held when its FTS table was created (an upgrade)."""
-
-
-def postgres_index_ddl() -> list[str]:
-    return [f"CREATE INDEX IF NOT EXISTS event_search_idx ON event USING GIN ({PG_DOCUMENT})"]
 
 
 # -- the query language ---------------------------------------------------------------------------
@@ -176,28 +149,20 @@ class SearchHit:
         return f"{Path(self.recording_path).as_uri()}#t={max(0, int(self.event.start_s))}"
 
     def as_dict(self) -> dict[str, Any]:
-        e = self.event
-        out: dict[str, Any] = {
+        """The hit as `framewatch search --json` prints it: the event (models.event_json, its id
+        as `event_id`) with its rank, score, recording and link."""
+        event = event_json(self.event)
+        return {
             "rank": self.rank,
             "score": self.score,
-            "recording_id": e.recording_id,
+            "recording_id": self.event.recording_id,
             "recording": self.recording_path,
             "recording_status": self.recording_status,
-            "event_id": e.id,
-            "chunk": e.chunk_index,
-            "start_s": e.start_s,
-            "end_s": e.end_s,
+            "event_id": event.pop("id"),
+            **event,
             "time": self.hms,
-            "label": e.label,
-            "description": e.description,
             "link": self.link,
-            "provenance": dict(e.provenance),
         }
-        if e.confidence is not None:
-            out["confidence"] = e.confidence
-        if e.evidence_s is not None:
-            out["evidence_s"] = e.evidence_s
-        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The store's engine: SQLite with WAL, a busy timeout and immediate write transactions, or
 PostgreSQL; opened at the newest schema revision. SQLAlchemy Core only, no ORM: a command that
-only reads (`framewatch events`) opens the store without importing sqlmodel and its ORM, about
-0.2 s of every start-up on a 2-core box (bench/run.py, store target)."""
+only reads (`framewatch events`) opens the store without importing sqlmodel and its ORM
+(bench/RESULTS.md, store: what that import costs)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def make_engine(url: str) -> Engine:
 
 def open_engine(url: str) -> Engine:
     """make_engine, with the database brought to the newest revision (one query when it is)."""
-    from daemon.migrations import upgrade
+    from daemon.store.migrations import upgrade
 
     engine = make_engine(url)
     upgrade(engine)  # includes the full-text index (revision 0002)

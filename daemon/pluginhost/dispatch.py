@@ -24,7 +24,7 @@ from daemon.hookspecs import NOTIFICATION_HOOKS, Gone, RetryLater
 
 if TYPE_CHECKING:
     from daemon.config import Config
-    from daemon.plugins import PluginManager
+    from daemon.pluginhost.manager import PluginManager
     from daemon.store import DeliveryInfo, Store
 
 log = structlog.get_logger(__name__)
@@ -86,7 +86,7 @@ class Dispatcher:
             self._busy = {p: t for p, t in self._busy.items() if t.is_alive()}
             wanted = {p for h in NOTIFICATION_HOOKS for p in self.plugins.subscribers(h)}
             free = sorted(wanted - set(self._busy))
-            claimed = self.store.claim_deliveries(free, limit, self.lease_s, now=self.clock())
+            claimed = self.store.outbox.claim(free, limit, self.lease_s, now=self.clock())
             lanes: dict[str, list[DeliveryInfo]] = {}
             for d in claimed:
                 lanes.setdefault(d.plugin, []).append(d)
@@ -139,33 +139,33 @@ class Dispatcher:
                 # The destination asked us to wait (or is gone): the rest of this lane waits too.
                 with self._lock:
                     until = self._stop_until.pop(plugin, self.clock())
-                self.store.release_deliveries([r.id for r in rows[i + 1 :]], until)
+                self.store.outbox.release([r.id for r in rows[i + 1 :]], until)
                 return
 
     def _deliver(self, d: DeliveryInfo) -> str:
         now = self.clock()
         settings = self.plugins.settings.get(d.plugin)
-        block = self.store.plugin_block(d.plugin)
+        block = self.store.outbox.blocked(d.plugin)
         if block is not None:
             if block[0] == settings_hash(settings):
-                self.store.delivery_failed(d.id, f"not attempted: {block[1]}", None)
+                self.store.outbox.failed(d.id, f"not attempted: {block[1]}", None)
                 return "dead"
-            self.store.unblock_plugin(d.plugin)  # settings changed: try the new destination
+            self.store.outbox.unblock(d.plugin)  # settings changed: try the new destination
             log.info("plugin_unblocked", reason="settings changed")
-        if not self.store.renew_delivery(d.id, d.lease, now + self.lease_s):
+        if not self.store.outbox.renew(d.id, d.lease, now + self.lease_s):
             return "skipped"  # someone else has it now
         try:
             kwargs = self._payload(d)
         except KeyError as exc:
-            self.store.delivery_failed(d.id, f"no longer in the store: {exc}", None)
+            self.store.outbox.failed(d.id, f"no longer in the store: {exc}", None)
             log.warning("delivery_dead", reason="subject deleted")
             return "dead"
         try:
             self.plugins.call_one(d.plugin, d.hook, delivery_id=str(d.id), **kwargs)
         except Gone as exc:
             reason = f"destination gone: {exc}"
-            n = self.store.block_plugin(d.plugin, settings_hash(settings), reason)
-            self.store.delivery_failed(d.id, reason, None)
+            n = self.store.outbox.block(d.plugin, settings_hash(settings), reason)
+            self.store.outbox.failed(d.id, reason, None)
             log.error("plugin_blocked", reason=reason, undelivered_dead=n)
             self._stop(d.plugin, now)
             return "stop"
@@ -185,7 +185,7 @@ class Dispatcher:
             return self._failed(
                 d, f"{type(exc).__name__}: {exc}", now, self._backoff(d.attempts + 1)
             )
-        self.store.delivery_done(d.id, self.clock())
+        self.store.outbox.done(d.id, self.clock())
         log.debug("delivered")
         return "delivered"
 
@@ -194,10 +194,10 @@ class Dispatcher:
     ) -> str:
         at = now + max(0.0, delay)
         if at - d.created_at > self.max_age_s:
-            self.store.delivery_failed(d.id, error, None)
+            self.store.outbox.failed(d.id, error, None)
             log.error("delivery_dead", error=error, attempts=d.attempts + 1)
             return "dead"
-        self.store.delivery_failed(d.id, error, at)
+        self.store.outbox.failed(d.id, error, at)
         if stop:
             log.info("delivery_deferred", error=error, retry_in_s=round(at - now, 1))
             self._stop(d.plugin, at)
@@ -214,17 +214,17 @@ class Dispatcher:
 
     def _payload(self, d: DeliveryInfo) -> dict[str, Any]:
         # Loaded now, not when the row was written: the frozen objects show the stored truth.
-        recording = self.store.recording(d.recording_id)
+        recording = self.store.recordings.get(d.recording_id)
         if d.hook == "events_found":
             assert d.chunk_index is not None
             return {
                 "recording": recording,
-                "chunk": self.store.chunk_info(d.recording_id, d.chunk_index),
-                "events": self.store.events(d.recording_id, d.chunk_index),
+                "chunk": self.store.chunks.get(d.recording_id, d.chunk_index),
+                "events": self.store.events.of(d.recording_id, d.chunk_index),
             }
         if d.hook == "recording_finished":
-            return {"recording": recording, "events": self.store.events(d.recording_id),
-                    "static_spans": self.store.static_spans(d.recording_id)}
+            return {"recording": recording, "events": self.store.events.of(d.recording_id),
+                    "static_spans": self.store.chunks.static_spans(d.recording_id)}
         if d.hook == "recording_failed":
             return {"recording": recording, "error": recording.reason or ""}
         raise KeyError(f"hook {d.hook}")
@@ -238,22 +238,22 @@ class Dispatcher:
         if plugin is not None:
             if plugin not in self.plugins.names():
                 raise LookupError(f"no active plugin named {plugin!r}")
-            if self.store.unblock_plugin(plugin):
+            if self.store.outbox.unblock(plugin):
                 log.info("plugin_unblocked", plugin=plugin, reason="replay")
         subs = {
             h: [p for p in self.plugins.subscribers(h) if plugin in (None, p)]
             for h in NOTIFICATION_HOOKS
         }
         if recording_ids is None:
-            recording_ids = [r.id for r, _, _ in reversed(self.store.recordings())]
+            recording_ids = [r.id for r, _, _ in reversed(self.store.recordings.list())]
         rows: list[tuple[str, str, int, int | None]] = []
         for rid in recording_ids:
-            rec = self.store.recording(rid)
-            for c in self.store.chunks(rid):
+            rec = self.store.recordings.get(rid)
+            for c in self.store.chunks.of(rid):
                 if c.status == "done":
                     rows += [(p, "events_found", rid, c.index) for p in subs["events_found"]]
             if rec.status == "done":
                 rows += [(p, "recording_finished", rid, None) for p in subs["recording_finished"]]
             elif rec.status == "failed":
                 rows += [(p, "recording_failed", rid, None) for p in subs["recording_failed"]]
-        return self.store.add_deliveries(rows)
+        return self.store.outbox.add(rows)

@@ -1,5 +1,5 @@
 """Alembic's environment for framewatch: the store's SQLModel tables on the connection that
-daemon.migrations.upgrade hands over (or on the URL given to the `alembic` command)."""
+daemon.store.migrations.upgrade hands over (or on the URL given to the `alembic` command)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-import daemon.store  # noqa: F401  (registers every table on SQLModel.metadata)
-from daemon.migrations import include_object
+import daemon.store.tables  # noqa: F401  (registers every table on SQLModel.metadata)
+from daemon.store.migrations import include_object
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -32,8 +32,8 @@ HEAD = "0003"
 
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
-    """What autogenerate compares: the SQLModel tables. The search index (revision 0002, DDL
-    from daemon/search.py: an FTS5 table and its shadow tables, a GIN expression index) is not
+    """What autogenerate compares: the SQLModel tables. The search index (revision 0002: an FTS5
+    table and its shadow tables, a GIN expression index) is not
     in the metadata and must not be proposed for removal."""
     return not (reflected and compare_to is None and name is not None
                 and (name.startswith("event_fts") or name == "event_search_idx"))

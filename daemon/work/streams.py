@@ -1,11 +1,12 @@
-"""The work queue of several boxes: chunk jobs on a Redis stream, read through one consumer group.
+"""Redis Streams for several boxes: chunk messages on one stream, read through one consumer group.
 
-A job is (recording id, chunk index); the store stays the source of truth and the queue only says
-who works on what. A worker reads a job with XREADGROUP and keeps its lease by heartbeat (XCLAIM
-JUSTID on its own message resets the idle time without counting a delivery), so a long chunk on a
-live worker is never taken; a dead worker's message goes idle and XAUTOCLAIM hands it to another
-worker after `lease_s`. XACK (and XDEL) only after the chunk's events committed. The delivery count
-(XPENDING) bounds retries: past `max_deliveries` the job goes to the dead-letter stream.
+A message is (recording id, chunk index); the store stays the source of truth and the stream only
+says who works on what. A consumer (one per process) reads a message with XREADGROUP and keeps
+its lease with a LeaseKeeper (XCLAIM JUSTID on its own message resets the idle time without
+counting a delivery), so a long chunk on a live box is never taken; a dead box's message goes idle
+and XAUTOCLAIM hands it to another consumer after `lease_s`. XACK (and XDEL) only after the
+chunk's events committed. The delivery count (XPENDING) bounds retries: past `max_deliveries` the
+message goes to the dead-letter stream.
 
 A hash maps each queued chunk to its message id, written in the same Lua script as the XADD, so a
 chunk is in the stream once however often it is enqueued (several watchers, a rebuild after Redis
@@ -14,14 +15,14 @@ lost its data, a restart).
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
 import structlog
+
+from daemon.identity import owner_id
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +57,7 @@ return 1
 """
 
 # KEYS: stream. ARGV: group, consumer, message id, idle ms to set. Keeps (or ends) the lease only
-# while the message is still this consumer's: a heartbeat must never take a message back from the
+# while the message is still this consumer's: a lease keeper must never take a message back from the
 # worker it was handed to after our lease ran out.
 _TOUCH = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
@@ -71,7 +72,7 @@ class QueueUnavailable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class Message:
     """One chunk handed to this consumer; `deliveries` counts this one."""
 
     message_id: str
@@ -86,11 +87,6 @@ class Job:
 
 def member(recording_id: int, index: int) -> str:
     return f"{recording_id}:{index}"
-
-
-def consumer_name() -> str:
-    """This process in the consumer group: host and pid (a restarted process is a new consumer)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class RedisQueue:
@@ -114,7 +110,8 @@ class RedisQueue:
         self.queued = f"{prefix}queued"
         self.lease_s = lease_s
         self.max_deliveries = max_deliveries
-        self.consumer = consumer or consumer_name()
+        # This process in the consumer group (a restarted process is a new consumer).
+        self.consumer = consumer or owner_id()
         # Reads block for at most a second, so the socket timeout only catches a dead server.
         self.r = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=10, socket_connect_timeout=3, health_check_interval=15
@@ -165,8 +162,8 @@ class RedisQueue:
 
     # -- consumer -------------------------------------------------------------------------------
 
-    def take(self, block_ms: int = 1000) -> Job | None:
-        """The next job for this consumer: first a job whose holder stopped heartbeating for
+    def take(self, block_ms: int = 1000) -> Message | None:
+        """The next message for this consumer: first one whose holder stopped keeping its lease for
         `lease_s` (dead worker), else a new one (waiting up to `block_ms`). None when idle.
 
         Raises QueueUnavailable while Redis is down; a missing group (Redis restarted empty)
@@ -179,10 +176,10 @@ class RedisQueue:
         )
         for _stream, messages in got or []:
             for mid, fields in messages:
-                return Job(mid, int(fields["recording"]), int(fields["chunk"]), 1)
+                return Message(mid, int(fields["recording"]), int(fields["chunk"]), 1)
         return None
 
-    def _autoclaim(self) -> Job | None:
+    def _autoclaim(self) -> Message | None:
         lease_ms = int(self.lease_s * 1000)
         res = self._call(
             self.r.xautoclaim, self.stream, GROUP, self.consumer, lease_ms, start_id=self._cursor, count=1
@@ -196,24 +193,24 @@ class RedisQueue:
             deliveries = int(pending[0]["times_delivered"]) if pending else 1
             log.info("queue_job_taken_over", message=mid, deliveries=deliveries,
                      recording_id=int(fields["recording"]), chunk=int(fields["chunk"]))
-            return Job(mid, int(fields["recording"]), int(fields["chunk"]), deliveries)
+            return Message(mid, int(fields["recording"]), int(fields["chunk"]), deliveries)
         return None
 
-    def touch(self, job: Job) -> bool:
-        """Heartbeat: reset the job's idle time so no one takes it; False if it is no longer ours."""
+    def touch(self, job: Message) -> bool:
+        """Keep the lease: reset the message's idle time so no one takes it; False if it is no longer ours."""
         return bool(self._call(self._touch, keys=[self.stream], args=[GROUP, self.consumer, job.message_id, 0]))
 
-    def retry_soon(self, job: Job) -> bool:
+    def retry_soon(self, job: Message) -> bool:
         """Give the job up for a prompt redelivery (a failure a retry may cure): its idle time is
         set to the lease, so the next XAUTOCLAIM by any worker takes it and counts a delivery."""
         idle = int(self.lease_s * 1000) + 1
         return bool(self._call(self._touch, keys=[self.stream], args=[GROUP, self.consumer, job.message_id, idle]))
 
-    def ack(self, job: Job) -> None:
+    def ack(self, job: Message) -> None:
         """The chunk's outcome is in the store: the job is finished."""
         self._call(self._ack, keys=[self.stream, self.queued], args=[GROUP, job.message_id, job.member])
 
-    def dead_letter(self, job: Job, reason: str) -> None:
+    def dead_letter(self, job: Message, reason: str) -> None:
         """Move the job to the dead-letter stream (with why) and finish it here."""
         self._call(
             self._dead,
@@ -236,16 +233,18 @@ class RedisQueue:
         return int(self._call(self.r.xlen, self.stream))
 
 
-class Heartbeat:
-    """Keeps a job's lease from its own thread while the chunk runs (the GPU call does not return
-    until it is done), every lease/4 seconds. Redis being away is logged and retried; once the
-    job is found to be someone else's, `lost` is set and the beating stops."""
+class LeaseKeeper:
+    """Keeps a message's lease from its own thread while the chunk runs (the GPU call does not
+    return until it is done), every lease/4 seconds. Redis being away is logged and retried; once
+    the message is found to be someone else's, `lost` is set and the keeping stops."""
 
-    def __init__(self, queue: RedisQueue, job: Job, interval_s: float | None = None):
+    def __init__(
+        self, queue: RedisQueue, job: Message, interval_s: float | None = None, lost: threading.Event | None = None
+    ):
         self.queue = queue
         self.job = job
         self.interval_s = interval_s if interval_s is not None else max(0.2, queue.lease_s / 4)
-        self.lost = threading.Event()
+        self.lost = lost if lost is not None else threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="framewatch-lease", daemon=True)
 
@@ -267,7 +266,7 @@ class Heartbeat:
                     self.lost.set()
                     return
             except (QueueUnavailable, redis.RedisError) as exc:
-                log.warning("queue_heartbeat_failed", error=str(exc))
+                log.warning("queue_lease_renewal_failed", error=str(exc))
 
 
 def backoff(attempt: int, base_s: float = 0.5, cap_s: float = 5.0) -> float:

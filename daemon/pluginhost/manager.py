@@ -1,15 +1,20 @@
-"""The plugin manager: built-in and entry-point plugins, their settings, and calls to one plugin.
+"""The plugin manager: every plugin from the `framewatch` entry-point group, their settings, and
+calls to one plugin at a time.
 
-pluggy stops a whole hook call at the first exception, so notifications are never called through
-`pm.hook.<name>(...)`: the dispatcher calls one plugin's implementation at a time (`call_one`), and
-the firstresult hooks walk the implementations here so each receives its own `settings`.
+Plugins of framewatch's own distribution (the built-ins in `plugins/`) are active only when their
+`[plugins.<name>]` table exists, so a bare config writes no file and calls no URL; installed
+third-party plugins are active once installed. The host's own default analyzer (analyzer.py) is
+always there, tried last. pluggy stops a whole hook call at the first exception, so notifications
+are never called through `pm.hook.<name>(...)`: the dispatcher calls one plugin's implementation
+at a time (`call_one`), and the firstresult hooks walk the implementations here so each receives
+its own `settings`.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,26 +24,20 @@ from pydantic import BaseModel, ValidationError
 
 from daemon import __version__, hookspecs
 from daemon.config import ConfigError
+from daemon.pluginhost import analyzer as default_analyzer
+from daemon.engine.analyzer import AnalyzerRefused
+from daemon.pluginhost.analyzer import PluginAnalyzer, check_analyzer
 
 if TYPE_CHECKING:
     from daemon.config import Config
-    from daemon.engine.backends import Analyzer
 
 log = structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP = "framewatch"
-
-# (plugin name, module). Built-ins from the `plugins` package write files or call out, so each is
-# active only when its `[plugins.<name>]` table exists: a bare config writes nothing unexpected.
-# The default analyzer is always there (trylast), so any plugin's make_analyzer wins over it.
-DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("qwen3vl", "daemon.qwen_plugin"),
-    ("markdown_export", "plugins.markdown_export"),
-    ("webhook", "plugins.webhook"),
-    ("subtitles", "plugins.subtitles"),
-    ("web", "plugins.web"),
-)
-OPT_IN_PREFIX = "plugins."
+# Entry points of this distribution are the built-in plugins: opt-in by their table.
+OWN_DISTRIBUTION = "framewatch"
+# The host's own plugin: the default analyzer (trylast, so any plugin's make_analyzer wins).
+DEFAULT_ANALYZER = "qwen3vl"
 
 # In the order hookspecs.py defines them (the README's hook reference follows it).
 HOOK_NAMES: tuple[str, ...] = tuple(
@@ -80,64 +79,50 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.settings: dict[str, BaseModel | None] = {}
         self._meta: dict[str, tuple[str | None, str]] = {}  # name -> (version, source)
-        self._inactive: dict[
-            str, tuple[str | None, str, str]
-        ] = {}  # name -> (version, source, why)
+        # name -> (version, source, why, its entry point when it has one)
+        self._inactive: dict[str, tuple[str | None, str, str, importlib.metadata.EntryPoint | None]] = {}
 
     # -- loading ------------------------------------------------------------------------------
 
-    def load(
-        self,
-        *,
-        builtins: Iterable[tuple[str, str]] = DEFAULT_PLUGINS,
-        entry_points: bool = True,
-        extra: Iterable[tuple[object, str]] = (),
-    ) -> None:
-        """Register the built-ins, installed plugins and `extra` (plugin, name) pairs (tests,
-        embedding), then validate every plugin's settings. Raises ConfigError (key paths
-        `plugins.<name>...`) for anything a person must fix."""
+    def load(self, *, third_party: bool = True, extra: Iterable[tuple[object, str]] = ()) -> None:
+        """Register the default analyzer, the plugins of the `framewatch` entry-point group
+        (framewatch's own built-ins always, installed ones unless not `third_party`) and `extra`
+        (plugin, name) pairs (tests, embedding), then validate every plugin's settings. Raises
+        ConfigError (key paths `plugins.<name>...`) for anything a person must fix."""
         tables = self.config.plugins.tables()
         disabled = set(self.config.plugins.disabled)
         errors: list[tuple[str, Any, str]] = []
-        for name, module in builtins:
-            if name in disabled:
-                self._inactive[name] = (__version__, "built-in", "disabled in [plugins]")
+        if DEFAULT_ANALYZER in disabled:
+            self._inactive[DEFAULT_ANALYZER] = (__version__, "built-in", "disabled in [plugins]", None)
+        else:
+            self._register(default_analyzer, DEFAULT_ANALYZER, __version__, "built-in", errors)
+        for ep in entry_points():
+            dist = ep.dist.name if ep.dist is not None else None
+            own = dist == OWN_DISTRIBUTION
+            if not own and not third_party:
                 continue
-            if module.startswith(OPT_IN_PREFIX) and name not in tables:
-                self._inactive[name] = (__version__, "built-in", f"no [plugins.{name}] table")
+            version = __version__ if own else (ep.dist.version if ep.dist is not None else None)
+            source = "built-in" if own else f"entry point {dist or ep.value}"
+            if ep.name in disabled:
+                self._inactive[ep.name] = (version, source, "disabled in [plugins]", ep)
                 continue
-            self._register(importlib.import_module(module), name, __version__, "built-in", errors)
-        if entry_points:
-            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-                dist = ep.dist
-                version = dist.version if dist is not None else None
-                source = f"entry point {dist.name if dist is not None else ep.value}"
-                if ep.name in disabled:
-                    self._inactive[ep.name] = (version, source, "disabled in [plugins]")
-                    continue
-                if self.pm.has_plugin(ep.name):
-                    continue  # the same distribution seen twice on sys.path
-                try:
-                    plugin = ep.load()
-                except Exception as exc:  # any import error of someone else's code
-                    errors.append(
-                        (
-                            f"plugins.{ep.name}",
-                            ep.value,
-                            f"cannot load plugin: {type(exc).__name__}: {exc}",
-                        )
-                    )
-                    continue
-                self._register(plugin, ep.name, version, source, errors)
+            if own and ep.name not in tables:
+                self._inactive[ep.name] = (version, source, f"no [plugins.{ep.name}] table", ep)
+                continue
+            if self.pm.has_plugin(ep.name):
+                continue  # the same distribution seen twice on sys.path
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any import error of someone else's code
+                errors.append((f"plugins.{ep.name}", ep.value, f"cannot load plugin: {type(exc).__name__}: {exc}"))
+                continue
+            self._register(plugin, ep.name, version, source, errors)
         for plugin, name in extra:
+            version = getattr(plugin, "__version__", None)
             if name in disabled:
-                self._inactive[name] = (
-                    getattr(plugin, "__version__", None),
-                    "registered",
-                    "disabled in [plugins]",
-                )
+                self._inactive[name] = (version, "registered", "disabled in [plugins]", None)
                 continue
-            self._register(plugin, name, getattr(plugin, "__version__", None), "registered", errors)
+            self._register(plugin, name, version, "registered", errors)
         self._check_pending(errors)
         errors += self._validate_settings([n for n, _ in self.pm.list_name_plugin()])
         for name in tables:
@@ -236,14 +221,9 @@ class PluginManager:
             PluginEntry(name, version, source, self.hooks_of(name), True)
             for name, (version, source) in self._meta.items()
         ]
-        for name, (version, source, why) in self._inactive.items():
-            module = dict(DEFAULT_PLUGINS).get(name)
-            hooks: tuple[str, ...] = ()
-            if module is not None:
-                mod = importlib.import_module(module)
-                hooks = tuple(
-                    h for h in HOOK_NAMES if hasattr(getattr(mod, h, None), "framewatch_impl")
-                )
+        for name, (version, source, why, ep) in self._inactive.items():
+            module = default_analyzer if name == DEFAULT_ANALYZER else ep.load() if ep is not None else None
+            hooks = tuple(h for h in HOOK_NAMES if hasattr(getattr(module, h, None), "framewatch_impl"))
             out.append(PluginEntry(name, version, source, hooks, False, why))
         return sorted(out, key=lambda e: (not e.active, e.name))
 
@@ -283,14 +263,21 @@ class PluginManager:
         args = {**kwargs, "settings": self.settings.get(impl.plugin_name)}
         return impl.function(*(args[a] for a in impl.argnames))
 
-    def make_analyzer(self) -> Analyzer:
-        """The Analyzer from the first plugin that makes one (the default Qwen3-VL one last)."""
-        analyzer = self.call_first("make_analyzer", config=self.config)
-        if analyzer is None:
-            raise RuntimeError(
-                "no plugin made an analyzer (is the built-in qwen3vl plugin disabled?)"
-            )
-        return analyzer  # type: ignore[no-any-return]
+    def make_analyzer(self) -> PluginAnalyzer:
+        """The Analyzer from the first plugin that makes one (the default Qwen3-VL one last),
+        checked against the analyzer contract (analyzer.py): AnalyzerRefused names the plugin
+        and what is missing."""
+        for impl in self._impls("make_analyzer"):
+            name = impl.plugin_name
+            try:
+                made = self._invoke(impl, {"config": self.config})
+            except Exception as exc:
+                if name == DEFAULT_ANALYZER:
+                    raise  # ModelLoadError says which setting to change
+                raise AnalyzerRefused(f"plugin {name!r}: make_analyzer raised {type(exc).__name__}: {exc}") from exc
+            if made is not None:
+                return check_analyzer(made, name, self._meta.get(name, (None, ""))[0])
+        raise RuntimeError(f"no plugin made an analyzer (is the built-in {DEFAULT_ANALYZER} plugin disabled?)")
 
     def accept_recording(self, path: str) -> bool | None:
         return self.call_first("accept_recording", path=path, config=self.config)  # type: ignore[no-any-return]
@@ -308,13 +295,32 @@ class PluginManager:
                 log.exception("plugin_shutdown_failed", plugin=impl.plugin_name)
 
 
+def entry_points() -> Sequence[importlib.metadata.EntryPoint]:
+    """The `framewatch` entry-point group: built-in plugins (this distribution's) and installed ones."""
+    return tuple(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def add_plugin_commands(subparsers: Any, bind: Callable[[str, Callable[..., int]], Callable[[Any], int]]) -> None:
+    """Let every plugin of the entry-point group (active or not: a command needs no table) add its
+    subcommands (register_commands); `bind(plugin, run)` makes the parser's callable for one."""
+    for ep in entry_points():
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # someone else's code: its commands are missing, the rest works
+            log.warning("plugin_commands_unavailable", plugin=ep.name, error=f"{type(exc).__name__}: {exc}")
+            continue
+        hook = getattr(plugin, "register_commands", None)
+        if hook is not None and hasattr(hook, "framewatch_impl"):
+            hook(hookspecs.Commands(subparsers, lambda run, name=ep.name: bind(name, run)))
+
+
 def load_plugins(
-    config: Config, *, entry_points: bool = True, extra: Iterable[tuple[object, str]] = ()
+    config: Config, *, third_party: bool = True, extra: Iterable[tuple[object, str]] = ()
 ) -> PluginManager:
-    """A plugin manager with the built-ins, installed plugins and `extra` registered and their
-    settings validated (ConfigError otherwise)."""
+    """A plugin manager with the default analyzer, the built-ins, installed plugins (unless not
+    `third_party`) and `extra` registered and their settings validated (ConfigError otherwise)."""
     manager = PluginManager(config)
-    manager.load(entry_points=entry_points, extra=extra)
+    manager.load(third_party=third_party, extra=extra)
     return manager
 
 

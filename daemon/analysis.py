@@ -1,0 +1,128 @@
+"""One recording, analysed now in the foreground: what `framewatch analyze` (and `selftest`) run.
+
+The file is registered like one the watcher found, then prepared and run chunk by chunk in this
+thread with the local work source's policy for failed chunks (daemon/work/local.py), and its notifications are delivered before
+returning, so the result is the stored truth: the same JSON whichever way a recording was analysed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from daemon.models import event_json
+from daemon.work import Hold, Job
+from daemon.work.local import LocalSource
+from daemon.worker import ChunkDone, Worker
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+    from daemon.models import RecordingInfo
+    from daemon.pluginhost.manager import PluginManager
+    from daemon.store import Store
+
+
+def analyze_recording(
+    worker: Worker,
+    recording_id: int,
+    *,
+    on_chunk: Callable[[ChunkDone], None] | None = None,
+    retry_failed: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RecordingInfo:
+    """Run every unfinished chunk of a recording in this thread, then settle it. Resumes at the
+    first unfinished chunk; a done recording is left as it is. `retry_failed`: a failed recording
+    (or its failed chunks) is analysed again."""
+    store = worker.store
+    rec = store.recordings.get(recording_id)
+    if rec.status in ("done", "skipped"):
+        return rec
+    if retry_failed:
+        store.chunks.retry_failed(recording_id)
+        if store.recordings.get(recording_id).status == "failed":
+            store.recordings.set_status(recording_id, "queued")  # failed before a chunk ran
+    # Problems of the setup (a budget the model does not fit) propagate: they are the operator's.
+    if not worker.prepare(recording_id):
+        return store.recordings.get(recording_id)
+    source = LocalSource(worker.config, store, worker)
+    while not should_stop():
+        done = worker.run(recording_id, should_stop=should_stop)
+        if done is None:
+            break
+        source.finish(Job(recording_id), done, Hold())
+        if on_chunk is not None:
+            on_chunk(done)
+        if done.status == "released":
+            break
+    return worker.settle(recording_id)
+
+
+def result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
+    """A recording as `framewatch analyze --json` prints it: recording, chunks, events."""
+    return {
+        "recording": {
+            "id": rec.id,
+            "path": rec.path,
+            "status": rec.status,
+            "reason": rec.reason,
+            "duration_s": rec.duration_s,
+        },
+        "chunks": [
+            {
+                "index": c.index,
+                "start_s": c.start_s,
+                "end_s": c.end_s,
+                "frames": c.frames,
+                "status": c.status,
+                **({"error": c.error} if c.error else {}),
+            }
+            for c in store.chunks.of(rec.id)
+        ],
+        "events": [event_json(e) for e in store.events.of(rec.id)],
+    }
+
+
+def deliver(store: Store, plugins: PluginManager, cfg: Config) -> str:
+    """Deliver what is due now (a one-shot run delivers too); says what is left for later."""
+    from daemon.pluginhost.dispatch import Dispatcher
+
+    Dispatcher(store, plugins, cfg).deliver_all()
+    counts = store.outbox.counts()
+    waiting = counts["pending"] + counts["failed"]
+    return f"; {waiting} notifications to retry later (framewatch status)" if waiting else ""
+
+
+def analyze_path(
+    cfg: Config,
+    path: str,
+    *,
+    profile: str | None = None,
+    on_chunk: Callable[[ChunkDone], None] | None = None,
+    store: Store | None = None,
+    plugins: PluginManager | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Analyse one file into the store and deliver its notifications to plugins; returns the
+    JSON result and a one-line summary."""
+    from daemon.pluginhost.manager import load_plugins
+    from daemon.store import Store
+
+    plugins = plugins or load_plugins(cfg)
+    store = store or Store(cfg.storage_url())
+    worker = Worker(store, cfg, plugins.make_analyzer, subscribers=plugins.subscribers)
+    try:
+        store.chunks.reap()
+        rec, _ = worker.ingest(path, profile)
+        if rec.status == "done":
+            result = result_json(store, rec)
+            left = deliver(store, plugins, cfg)
+            return result, f"{path}: already analysed as recording {rec.id} (same content); nothing to do{left}"
+        rec = analyze_recording(worker, rec.id, on_chunk=on_chunk, retry_failed=True)
+    finally:
+        worker.close()
+    result = result_json(store, rec)
+    left = deliver(store, plugins, cfg)
+    if rec.status == "failed":
+        return result, f"{path}: failed: {rec.reason}{left}"
+    n = len(result["events"])
+    return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events{left}"
+
