@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 def one_round(n_workers: int, model: Path, n_recordings: int, tmp: Path) -> dict[str, float]:
     from daemon.config import load_config
-    from daemon.work.redis import make_queue
-    from daemon.store import Store
     from daemon.selftest.clips import make_video
+    from daemon.store import Store
+    from daemon.work.redis import make_queue
     from daemon.worker import Worker
     from tests.daemon_proc import unique_copies
     from tests.services import REDIS_URL, drop_prefix, postgres_database, redis_prefix
@@ -46,8 +46,14 @@ def one_round(n_workers: int, model: Path, n_recordings: int, tmp: Path) -> dict
         )
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         procs = [
-            subprocess.Popen([sys.executable, "-m", "daemon.cli", "worker", "-c", str(cfg_path)], cwd=ROOT,
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "worker", "-c", str(cfg_path)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(n_workers)
         ]
         ready = threading.Semaphore(0)
@@ -97,13 +103,19 @@ def one_round(n_workers: int, model: Path, n_recordings: int, tmp: Path) -> dict
         store.close()
         queue.close()
         drop_prefix(REDIS_URL, prefix)
-        return {"workers": n_workers, "chunks": n_chunks, "seconds": round(took, 2),
-                "chunks_per_s": round(n_chunks / took, 2)}
+        return {
+            "workers": n_workers,
+            "chunks": n_chunks,
+            "seconds": round(took, 2),
+            "chunks_per_s": round(n_chunks / took, 2),
+        }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, required=True, help="tiny checkpoint (framewatch make-test-model DIR)")
+    ap.add_argument(
+        "--model", type=Path, required=True, help="tiny checkpoint (framewatch make-test-model DIR)"
+    )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--recordings", type=int, default=8)
     args = ap.parse_args()

@@ -65,7 +65,12 @@ def _spawn(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, floa
 def child(kind: str, **args: Any) -> Run:
     """Run one measurement in a fresh interpreter: `python bench/run.py --child kind json`."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(args)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     code, wall, out, err = _spawn(cmd, env)
     name = args.get("label", kind)
     if code == -9:
@@ -119,11 +124,15 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         import resource
 
         t0 = time.perf_counter()
-        done = subprocess.run(args["cmd"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+        done = subprocess.run(
+            args["cmd"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+        )
         if done.returncode:
             raise SystemExit(f"{args['cmd'][0]} failed: {done.stderr.strip()[-200:]}")
-        return {"seconds": time.perf_counter() - t0,
-                "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+        return {
+            "seconds": time.perf_counter() - t0,
+            "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        }
     if kind in ("ours", "ours_plain"):
         from daemon.engine.probe import probe
         from daemon.engine.sampler import sample_frames
@@ -132,7 +141,11 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         n = 0
         for times in _times(media.duration_s, fps):
-            n += len(sample_frames(path, times, OUT_W, OUT_H, fast=kind == "ours", hwaccel=args.get("hwaccel")))
+            n += len(
+                sample_frames(
+                    path, times, OUT_W, OUT_H, fast=kind == "ours", hwaccel=args.get("hwaccel")
+                )
+            )
         return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": _peak_rss_mb()}
     if kind == "decord":
         try:
@@ -154,7 +167,12 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         except (ImportError, RuntimeError, OSError):
             return {"not_installed": True}
         t0 = time.perf_counter()
-        dec = VideoDecoder(path, num_ffmpeg_threads=0, dimension_order="NHWC", transforms=[Resize(size=(OUT_H, OUT_W))])
+        dec = VideoDecoder(
+            path,
+            num_ffmpeg_threads=0,
+            dimension_order="NHWC",
+            transforms=[Resize(size=(OUT_H, OUT_W))],
+        )
         duration = float(dec.metadata.duration_seconds or 0)
         n = 0
         for times in _times(duration, fps):
@@ -164,8 +182,22 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     if kind == "ffmpeg_cli":
         import numpy as np
 
-        cmd = ["ffmpeg", "-v", "error", "-threads", "0", "-i", path, "-vf", f"fps={fps},scale={OUT_W}:{OUT_H}",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        cmd = [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-threads",
+            "0",
+            "-i",
+            path,
+            "-vf",
+            f"fps={fps},scale={OUT_W}:{OUT_H}",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
         size, n = OUT_W * OUT_H * 3, 0
@@ -193,11 +225,20 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         vision_process.FORCE_QWENVL_VIDEO_READER = args["backend"]
         t0 = time.perf_counter()
         video = vision_process.fetch_video(
-            {"type": "video", "video": path, "fps": fps, "resized_height": args.get("height", OUT_H),
-             "resized_width": args.get("width", OUT_W)},
+            {
+                "type": "video",
+                "video": path,
+                "fps": fps,
+                "resized_height": args.get("height", OUT_H),
+                "resized_width": args.get("width", OUT_W),
+            },
             image_patch_size=16,
         )
-        return {"seconds": time.perf_counter() - t0, "frames": int(video.shape[0]), "rss_mb": _peak_rss_mb()}
+        return {
+            "seconds": time.perf_counter() - t0,
+            "frames": int(video.shape[0]),
+            "rss_mb": _peak_rss_mb(),
+        }
     if kind == "worker":
         return _child_worker(args)
     if kind == "store":
@@ -235,8 +276,15 @@ def _child_worker(args: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
         "storage": {"url": f"sqlite:///{tmp / 'fw.db'}"},
         "model": {"device": "cpu", "max_new_tokens": 24},
-        "chunking": {"seconds": args.get("chunk_s", 300.0), "overlap_seconds": args.get("overlap_s", 5.0)},
-        "sampling": {"fps": args.get("fps", 2.0), "max_side": args.get("max_side", 640), **args.get("sampling", {})},
+        "chunking": {
+            "seconds": args.get("chunk_s", 300.0),
+            "overlap_seconds": args.get("overlap_s", 5.0),
+        },
+        "sampling": {
+            "fps": args.get("fps", 2.0),
+            "max_side": args.get("max_side", 640),
+            **args.get("sampling", {}),
+        },
         "analysis": {"max_events": 2, "label_chars": 16, "description_chars": 40},
     }
     analyzer: Any
@@ -262,16 +310,25 @@ def _child_worker(args: dict[str, Any]) -> dict[str, Any]:
     decodes = [r.provenance.get("decode_s", 0.0) for r in rows]
     infers = [r.provenance.get("analyze_s", 0.0) for r in rows]
     decode, infer = sum(decodes), sum(infers)
-    sent = sum(r.provenance.get("sampling", {}).get("frames", 0) for r in rows
-               if not r.provenance.get("skipped_static"))
+    sent = sum(
+        r.provenance.get("sampling", {}).get("frames", 0)
+        for r in rows
+        if not r.provenance.get("skipped_static")
+    )
     analysed = [(r.start_s, r.end_s) for r in rows if not r.provenance.get("skipped_static")]
     shutil.rmtree(tmp, ignore_errors=True)
     return {
-        "seconds": wall, "decode_s": decode, "analyze_s": infer, "chunks": len(rows),
+        "seconds": wall,
+        "decode_s": decode,
+        "analyze_s": infer,
+        "chunks": len(rows),
         "ideal_s": pipelined(decodes, infers),
-        "planned_frames": sum(r.frames for r in rows), "sent_frames": sent, "analysed": analysed,
+        "planned_frames": sum(r.frames for r in rows),
+        "sent_frames": sent,
+        "analysed": analysed,
         "skipped": sum(1 for r in rows if r.provenance.get("skipped_static")),
-        "rss_mb": _peak_rss_mb(), "rss_before_mb": rss0,
+        "rss_mb": _peak_rss_mb(),
+        "rss_before_mb": rss0,
     }
 
 
@@ -307,8 +364,14 @@ def _child_store(args: dict[str, Any]) -> dict[str, Any]:
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
-            done = subprocess.run(events_cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                  cwd=ROOT, check=False)
+            done = subprocess.run(
+                events_cli,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                check=False,
+            )
             times.append(time.perf_counter() - t0)
             if done.returncode != 0:
                 raise RuntimeError(f"framewatch events failed: {done.stderr.strip()[-300:]}")
@@ -316,20 +379,35 @@ def _child_store(args: dict[str, Any]) -> dict[str, Any]:
 
     # The same command on an empty store: interpreter start and imports, not the events.
     empty = cli_runs()
-    windows = [ChunkWindow(i, i * 10.0, i * 10.0 + 10.0, (i * 10.0 + 5.0,), 64, 64) for i in range(n_chunks)]
+    windows = [
+        ChunkWindow(i, i * 10.0, i * 10.0 + 10.0, (i * 10.0 + 5.0,), 64, 64)
+        for i in range(n_chunks)
+    ]
     store.chunks.plan(rec.id, windows)
     commit_s: list[float] = []
     for i in range(n_chunks):
         chunk = store.chunks.claim(rec.id, "bench", 600)
         assert chunk is not None
         events = [
-            Candidate(start_s=i * 10.0 + j * 0.1, end_s=i * 10.0 + j * 0.1 + 0.05, label=f"label {j % 7}",
-                      description=f"something happened {j}", confidence=0.5, evidence_s=i * 10.0 + j * 0.1)
+            Candidate(
+                start_s=i * 10.0 + j * 0.1,
+                end_s=i * 10.0 + j * 0.1 + 0.05,
+                label=f"label {j % 7}",
+                description=f"something happened {j}",
+                confidence=0.5,
+                evidence_s=i * 10.0 + j * 0.1,
+            )
             for j in range(per_chunk)
         ]
         t0 = time.perf_counter()
-        store.chunks.commit(rec.id, chunk.index, "bench", events, {"model": "bench", "prompt_hash": "x"},
-                           notify=["markdown_export", "webhook"])
+        store.chunks.commit(
+            rec.id,
+            chunk.index,
+            "bench",
+            events,
+            {"model": "bench", "prompt_hash": "x"},
+            notify=["markdown_export", "webhook"],
+        )
         commit_s.append(time.perf_counter() - t0)
     total = n_chunks * per_chunk
     t0 = time.perf_counter()
@@ -344,30 +422,65 @@ def _child_store(args: dict[str, Any]) -> dict[str, Any]:
     first, last = sum(commit_s[:k]) / k, sum(commit_s[-k:]) / k
     shutil.rmtree(tmp, ignore_errors=True)
     return {
-        "seconds": sum(commit_s), "events": total, "listed": len(rows), "events_per_s": total / sum(commit_s),
-        "commit_first_ms": first * 1000, "commit_last_ms": last * 1000, "query_s": query_s,
-        "events_with_provenance_s": full_s, "cli_events_s": cli_s, "cli_events_empty_store_s": empty_s,
-        "cli_events_minus_empty_s": cli_s - empty_s, "cli_events_runs_s": [round(t, 3) for t in full],
-        "cli_events_empty_store_runs_s": [round(t, 3) for t in empty], "rss_mb": _peak_rss_mb(),
+        "seconds": sum(commit_s),
+        "events": total,
+        "listed": len(rows),
+        "events_per_s": total / sum(commit_s),
+        "commit_first_ms": first * 1000,
+        "commit_last_ms": last * 1000,
+        "query_s": query_s,
+        "events_with_provenance_s": full_s,
+        "cli_events_s": cli_s,
+        "cli_events_empty_store_s": empty_s,
+        "cli_events_minus_empty_s": cli_s - empty_s,
+        "cli_events_runs_s": [round(t, 3) for t in full],
+        "cli_events_empty_store_runs_s": [round(t, 3) for t in empty],
+        "rss_mb": _peak_rss_mb(),
     }
 
 
 # -- media ---------------------------------------------------------------------------------------
 
 
-def _ffmpeg_make(path: Path, seconds: float, size: str, codec: str, gop: int, rate: int = 30) -> Path:
+def _ffmpeg_make(
+    path: Path, seconds: float, size: str, codec: str, gop: int, rate: int = 30
+) -> Path:
     """A busy synthetic recording (moving test pattern plus sensor-like noise) by the ffmpeg CLI."""
     if path.exists():
         return path
     if shutil.which("ffmpeg") is None:
         raise SystemExit("bench media needs the ffmpeg CLI (apt install ffmpeg)")
-    enc = ["-c:v", "libx264", "-preset", "veryfast"] if codec == "h264" else ["-c:v", "libx265", "-preset", "ultrafast",
-                                                                              "-x265-params", "log-level=error"]
+    enc = (
+        ["-c:v", "libx264", "-preset", "veryfast"]
+        if codec == "h264"
+        else ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"]
+    )
     tmp = path.with_suffix(".part" + path.suffix)
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate},noise=alls=3:allf=t",
-         "-t", str(seconds), *enc, "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-         "-pix_fmt", "yuv420p", "-threads", "2", str(tmp)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=s={size}:r={rate},noise=alls=3:allf=t",
+            "-t",
+            str(seconds),
+            *enc,
+            "-g",
+            str(gop),
+            "-keyint_min",
+            str(gop),
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-threads",
+            "2",
+            str(tmp),
+        ],
         check=True,
     )
     tmp.rename(path)
@@ -381,8 +494,14 @@ def planted_events(seconds: float, n: int = 20, seed: int = 8) -> list[tuple[flo
     rng = random.Random(seed)
     kinds = ["object", "flash", "object", "scene", "flash"]
     slot = seconds / n
-    return [(round(i * slot + rng.uniform(0.1, 0.8) * slot, 2), round(rng.uniform(1.0, 3.0), 2), kinds[i % len(kinds)])
-            for i in range(n)]
+    return [
+        (
+            round(i * slot + rng.uniform(0.1, 0.8) * slot, 2),
+            round(rng.uniform(1.0, 3.0), 2),
+            kinds[i % len(kinds)],
+        )
+        for i in range(n)
+    ]
 
 
 def _concat_make(path: Path, part: Path, times: int) -> Path:
@@ -392,15 +511,37 @@ def _concat_make(path: Path, part: Path, times: int) -> Path:
     listing = path.with_suffix(".txt")
     listing.write_text("".join(f"file '{part.resolve()}'\n" for _ in range(times)))
     tmp = path.with_suffix(".part" + path.suffix)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
-                    str(tmp)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-c",
+            "copy",
+            str(tmp),
+        ],
+        check=True,
+    )
     listing.unlink()
     tmp.rename(path)
     return path
 
 
-def _static_make(path: Path, seconds: float, size: tuple[int, int], fps: int, gop: int,
-                 events: list[tuple[float, float, str]]) -> Path:
+def _static_make(
+    path: Path,
+    seconds: float,
+    size: tuple[int, int],
+    fps: int,
+    gop: int,
+    events: list[tuple[float, float, str]],
+) -> Path:
     from daemon.selftest.clips import make_static_scene
 
     if not path.exists():
@@ -426,17 +567,24 @@ def machine() -> dict[str, Any]:
         pass
     cli = "not installed"
     if shutil.which("ffmpeg"):
-        cli = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+        cli = subprocess.run(
+            ["ffmpeg", "-version"], capture_output=True, text=True, check=False
+        ).stdout.split("\n")[0]
     versions = {}
     for mod in ("decord", "torchcodec", "qwen_vl_utils", "torch"):
         try:
             m = __import__(mod)
             versions[mod] = getattr(m, "__version__", "installed")
-        except Exception:  # noqa: BLE001 - a peer that fails to import is reported as missing
+        except Exception:
             versions[mod] = "not installed"
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
-        "pyav": av.__version__, "ffmpeg_libs": av.library_versions.get("libavcodec"), "ffmpeg_cli": cli,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "pyav": av.__version__,
+        "ffmpeg_libs": av.library_versions.get("libavcodec"),
+        "ffmpeg_cli": cli,
         **versions,
     }
 
@@ -462,40 +610,86 @@ def bench_decode(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     secs = 60 if quick else 600
     hevc_s = 30 if quick else 120
     files = {
-        "h264 1080p30 gop 2 s": _ffmpeg_make(MEDIA / f"h264_g2_{secs}.mp4", secs, "1920x1080", "h264", 60),
-        "h264 1080p30 gop 8 s": _ffmpeg_make(MEDIA / f"h264_g8_{secs}.mp4", secs, "1920x1080", "h264", 240),
-        "hevc 1080p30 gop 2 s": _ffmpeg_make(MEDIA / f"hevc_g2_{hevc_s}.mkv", hevc_s, "1920x1080", "hevc", 60),
+        "h264 1080p30 gop 2 s": _ffmpeg_make(
+            MEDIA / f"h264_g2_{secs}.mp4", secs, "1920x1080", "h264", 60
+        ),
+        "h264 1080p30 gop 8 s": _ffmpeg_make(
+            MEDIA / f"h264_g8_{secs}.mp4", secs, "1920x1080", "h264", 240
+        ),
+        "hevc 1080p30 gop 2 s": _ffmpeg_make(
+            MEDIA / f"hevc_g2_{hevc_s}.mkv", hevc_s, "1920x1080", "hevc", 60
+        ),
     }
     rows: list[dict[str, Any]] = []
     ratios: dict[str, Any] = {}
     for label, path in files.items():
         p = str(path)
-        subprocess.run(["cat", p], stdout=subprocess.DEVNULL, check=False)  # page cache warm for every peer alike
+        subprocess.run(
+            ["cat", p], stdout=subprocess.DEVNULL, check=False
+        )  # page cache warm for every peer alike
         main_file = label.startswith("h264 1080p30 gop 2")
         no_hw = hw_decoder(p)
-        for fps in ([2.0, 0.25] if main_file else [2.0]):
+        for fps in [2.0, 0.25] if main_file else [2.0]:
             # qwen-vl-utils decodes every sampled frame at full size before resizing (about 15 GB
             # for 1200 1080p frames: the numpy batch and its tensor copy), so the full run asks it
             # for the main file only.
             qwen = quick or main_file
             runs = [
-                tool("ffmpeg full decode -threads 0 -f null (limit)", ["ffmpeg", "-v", "error", "-threads", "0", "-i", p, "-f", "null", "-"]),
+                tool(
+                    "ffmpeg full decode -threads 0 -f null (limit)",
+                    ["ffmpeg", "-v", "error", "-threads", "0", "-i", p, "-f", "null", "-"],
+                ),
                 child("ffmpeg_cli", label="ffmpeg CLI fps+scale rgb24 pipe", path=p, fps=fps),
                 child("ours_plain", label="framewatch (PyAV, plain)", path=p, fps=fps),
                 child("ours", label="framewatch (PyAV, fast path)", path=p, fps=fps),
-                (Run("framewatch (PyAV, fast path, NVDEC)", error=no_hw) if no_hw else
-                 child("ours", label="framewatch (PyAV, fast path, NVDEC)", path=p, fps=fps, hwaccel="cuda")),
+                (
+                    Run("framewatch (PyAV, fast path, NVDEC)", error=no_hw)
+                    if no_hw
+                    else child(
+                        "ours",
+                        label="framewatch (PyAV, fast path, NVDEC)",
+                        path=p,
+                        fps=fps,
+                        hwaccel="cuda",
+                    )
+                ),
                 child("decord", label="decord get_batch", path=p, fps=fps),
                 child("torchcodec", label="torchcodec played_at + Resize", path=p, fps=fps),
-                *([child("qwen", label="qwen-vl-utils fetch_video (decord)", path=p, fps=fps, backend="decord"),
-                   child("qwen", label="qwen-vl-utils fetch_video (torchcodec)", path=p, fps=fps,
-                         backend="torchcodec")] if qwen else []),
+                *(
+                    [
+                        child(
+                            "qwen",
+                            label="qwen-vl-utils fetch_video (decord)",
+                            path=p,
+                            fps=fps,
+                            backend="decord",
+                        ),
+                        child(
+                            "qwen",
+                            label="qwen-vl-utils fetch_video (torchcodec)",
+                            path=p,
+                            fps=fps,
+                            backend="torchcodec",
+                        ),
+                    ]
+                    if qwen
+                    else []
+                ),
             ]
             by = {r.name: r for r in runs}
             ours = by["framewatch (PyAV, fast path)"].seconds
             for r in runs:
-                rows.append({"file": label, "fps": fps, "reader": r.name, "seconds": r.seconds, "rss_mb": r.rss_mb,
-                             "frames": r.info.get("frames"), "error": r.error})
+                rows.append(
+                    {
+                        "file": label,
+                        "fps": fps,
+                        "reader": r.name,
+                        "seconds": r.seconds,
+                        "rss_mb": r.rss_mb,
+                        "frames": r.info.get("frames"),
+                        "error": r.error,
+                    }
+                )
 
             def ratio(name: str, by: dict[str, Run] = by, ours: float | None = ours) -> float | str:
                 other = by[name]
@@ -521,7 +715,10 @@ def bench_overlap(quick: bool) -> list[dict[str, Any]]:
     chunk = 4.0 if quick else 60.0
     out = []
     for label, extra in (
-        ("slow analyzer (sleep, GPU stand-in)", {"analyzer": "sleep", "sleep_s": 1.5 if quick else 10.0}),
+        (
+            "slow analyzer (sleep, GPU stand-in)",
+            {"analyzer": "sleep", "sleep_s": 1.5 if quick else 10.0},
+        ),
         ("tiny Qwen3-VL (CPU, shares the cores)", {"analyzer": "tiny"}),
     ):
         r = child("worker", label=label, path=path, chunk_s=chunk, overlap_s=1.0, fps=2.0, **extra)
@@ -533,20 +730,38 @@ def bench_overlap(quick: bool) -> list[dict[str, Any]]:
         # Share of the time a perfect one-ahead pipeline would save that was saved (the first
         # chunk's decoding can never overlap anything).
         achieved = (d + a - wall) / max(d + a - ideal, 1e-9)
-        out.append({"case": label, "decode_s": d, "analyze_s": a, "sum_s": d + a, "max_s": max(d, a),
-                    "ideal_s": ideal, "wall_s": wall, "chunks": r.info["chunks"],
-                    # wall / (decode + inference): 1.0 means no overlap at all, max/sum the best case
-                    "wall_over_sum": round(wall / max(d + a, 1e-9), 3),
-                    "overlap": round(max(0.0, min(1.0, achieved)), 3)})
+        out.append(
+            {
+                "case": label,
+                "decode_s": d,
+                "analyze_s": a,
+                "sum_s": d + a,
+                "max_s": max(d, a),
+                "ideal_s": ideal,
+                "wall_s": wall,
+                "chunks": r.info["chunks"],
+                # wall / (decode + inference): 1.0 means no overlap at all, max/sum the best case
+                "wall_over_sum": round(wall / max(d + a, 1e-9), 3),
+                "overlap": round(max(0.0, min(1.0, achieved)), 3),
+            }
+        )
         print(f"  overlap {label}: {out[-1]}", flush=True)
     return out
 
 
 def bench_memory(quick: bool) -> dict[str, Any]:
     if quick:
-        size, fps, note = (424, 240), 10, "quick: 424x240 10 fps synthetic scene with planted events"
-        short = _static_make(MEDIA / "mem_240p_10min.mp4", 600, size, fps, 250, planted_events(600, 5))
-        long = _static_make(MEDIA / "mem_240p_2h.mp4", 7200, size, fps, 250, planted_events(7200, 20))
+        size, fps, note = (
+            (424, 240),
+            10,
+            "quick: 424x240 10 fps synthetic scene with planted events",
+        )
+        short = _static_make(
+            MEDIA / "mem_240p_10min.mp4", 600, size, fps, 250, planted_events(600, 5)
+        )
+        long = _static_make(
+            MEDIA / "mem_240p_2h.mp4", 7200, size, fps, 250, planted_events(7200, 20)
+        )
         qw, qh = 416, 224
     else:
         # Encoding 2 h of the busy 1080p pattern would take about an hour on 2 cores; the long
@@ -558,20 +773,47 @@ def bench_memory(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"media": note, "runs": []}
     for label, path in (("10 min", short), ("2 h", long)):
         r = child("worker", label=f"framewatch worker, trivial analyzer, {label}", path=str(path))
-        out["runs"].append({"what": r.name, "seconds": r.seconds, "rss_mb": r.rss_mb, "error": r.error,
-                            "frames": r.info.get("sent_frames")})
+        out["runs"].append(
+            {
+                "what": r.name,
+                "seconds": r.seconds,
+                "rss_mb": r.rss_mb,
+                "error": r.error,
+                "frames": r.info.get("sent_frames"),
+            }
+        )
         if not quick and label == "2 h":
             # Not run: fetch_video would hold 14,400 full-size frames twice over before resizing.
             need_gb = 2 * 7200 * 2 * 1920 * 1080 * 3 / 1e9
-            out["runs"].append({"what": "qwen-vl-utils fetch_video, 2 h", "seconds": None, "rss_mb": None,
-                                "error": f"not run: would hold about {need_gb:.0f} GB of 1080p frames",
-                                "frames": None})
+            out["runs"].append(
+                {
+                    "what": "qwen-vl-utils fetch_video, 2 h",
+                    "seconds": None,
+                    "rss_mb": None,
+                    "error": f"not run: would hold about {need_gb:.0f} GB of 1080p frames",
+                    "frames": None,
+                }
+            )
             continue
         for backend in ("decord", "torchcodec"):
-            q = child("qwen", label=f"qwen-vl-utils fetch_video ({backend}), {label}", path=str(path), fps=2.0,
-                      backend=backend, width=qw, height=qh)
-            out["runs"].append({"what": q.name, "seconds": q.seconds, "rss_mb": q.rss_mb, "error": q.error,
-                                "frames": q.info.get("frames")})
+            q = child(
+                "qwen",
+                label=f"qwen-vl-utils fetch_video ({backend}), {label}",
+                path=str(path),
+                fps=2.0,
+                backend=backend,
+                width=qw,
+                height=qh,
+            )
+            out["runs"].append(
+                {
+                    "what": q.name,
+                    "seconds": q.seconds,
+                    "rss_mb": q.rss_mb,
+                    "error": q.error,
+                    "frames": q.info.get("frames"),
+                }
+            )
         print(f"  memory {label}: {out['runs'][-3:]}", flush=True)
     ours = [r for r in out["runs"] if r["what"].startswith("framewatch")]
     if all(r["rss_mb"] for r in ours):
@@ -584,18 +826,34 @@ def bench_static() -> dict[str, Any]:
     events = planted_events(seconds, 20)
     path = _static_make(MEDIA / "static_2h_160x90.mp4", seconds, (160, 90), 5, 600, events)
     cfg = {"skip_static": True, "static_threshold": 0.002, "static_fps": 0.0, "activity_fps": 1.0}
-    r = child("worker", label="static skip", path=str(path), chunk_s=20.0, overlap_s=2.0, fps=2.0, max_side=160,
-              sampling=cfg)
+    r = child(
+        "worker",
+        label="static skip",
+        path=str(path),
+        chunk_s=20.0,
+        overlap_s=2.0,
+        fps=2.0,
+        max_side=160,
+        sampling=cfg,
+    )
     if r.error:
         return {"error": r.error}
     analysed = r.info["analysed"]
     covered = sum(1 for t, d, _ in events if any(a <= t and t + d <= b for a, b in analysed))
     out = {
-        "media": "2 h, 160x90, 5 fps, keyframe every 120 s, 20 planted events", "chunking": "20 s chunks, 2 s overlap, 2 fps",
-        "chunks": r.info["chunks"], "skipped_chunks": r.info["skipped"], "planned_frames": r.info["planned_frames"],
-        "sent_frames": r.info["sent_frames"], "seconds": r.seconds,
-        "static_frames_fraction": round(r.info["sent_frames"] / max(1, r.info["planned_frames"]), 4),
-        "static_events_covered": f"{covered}/{len(events)}", "covered": covered, "events": len(events),
+        "media": "2 h, 160x90, 5 fps, keyframe every 120 s, 20 planted events",
+        "chunking": "20 s chunks, 2 s overlap, 2 fps",
+        "chunks": r.info["chunks"],
+        "skipped_chunks": r.info["skipped"],
+        "planned_frames": r.info["planned_frames"],
+        "sent_frames": r.info["sent_frames"],
+        "seconds": r.seconds,
+        "static_frames_fraction": round(
+            r.info["sent_frames"] / max(1, r.info["planned_frames"]), 4
+        ),
+        "static_events_covered": f"{covered}/{len(events)}",
+        "covered": covered,
+        "events": len(events),
     }
     print(f"  static: {out}", flush=True)
     return out
@@ -611,28 +869,65 @@ def bench_rtf(quick: bool) -> list[dict[str, Any]]:
     secs = 60 if quick else 600
     path = _ffmpeg_make(MEDIA / f"h264_g2_{secs}.mp4", secs, "1920x1080", "h264", 60)
     tmp = Path(tempfile.mkdtemp(prefix="fwbench-rtf-"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     # An installed plugin's make_analyzer replaces the model: the fake plugin is on the path of
     # its own case only.
-    with_fake = {**env, "PYTHONPATH": os.pathsep.join([str(install_fake_plugin(tmp / "site")), str(ROOT)])}
+    with_fake = {
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(install_fake_plugin(tmp / "site")), str(ROOT)]),
+    }
     tiny = tmp / "tiny"
-    subprocess.run([sys.executable, "-m", "daemon.cli", "make-test-model", str(tiny)], env=env, cwd=ROOT,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "make-test-model", str(tiny)],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # The same chunks and frames for both, so the difference between them is the model's cost.
-    same = {"chunking": {"seconds": 60, "overlap_seconds": 2}, "sampling": {"fps": 2, "max_side": 320}}
+    same = {
+        "chunking": {"seconds": 60, "overlap_seconds": 2},
+        "sampling": {"fps": 2, "max_side": 320},
+    }
     cases = (
         ("trivial analyzer plugin", with_fake, {**same, "plugins.fake": {}}),
-        ("tiny Qwen3-VL on the CPU", env, {**same, "model": {"name": str(tiny), "device": "cpu", "max_new_tokens": 24}}),
+        (
+            "tiny Qwen3-VL on the CPU",
+            env,
+            {**same, "model": {"name": str(tiny), "device": "cpu", "max_new_tokens": 24}},
+        ),
     )
     out = []
     for i, (label, case_env, tables) in enumerate(cases):
         db = tmp / f"fw{i}.db"
-        cfg = write_config(tmp / f"config{i}.toml", {"storage": {"url": f"sqlite:///{db}"}, **tables}, [])
+        cfg = write_config(
+            tmp / f"config{i}.toml", {"storage": {"url": f"sqlite:///{db}"}, **tables}, []
+        )
         # Output to files, not pipes: the process is reaped by wait4, which gives its own peak RSS.
         with open(tmp / "out.json", "w+b") as so, open(tmp / "err.log", "w+b") as se:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "analyze", "--json", "--config", str(cfg),
-                                     str(path)], env=case_env, cwd=ROOT, stdout=so, stderr=se)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon.cli",
+                    "analyze",
+                    "--json",
+                    "--config",
+                    str(cfg),
+                    str(path),
+                ],
+                env=case_env,
+                cwd=ROOT,
+                stdout=so,
+                stderr=se,
+            )
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -641,15 +936,35 @@ def bench_rtf(quick: bool) -> list[dict[str, Any]]:
             stdout, stderr = so.read(), se.read()
         rss = usage.ru_maxrss / 1024
         if proc.returncode != 0:
-            out.append({"case": label, "error": f"exit {proc.returncode}: {stderr.decode()[-200:]}"})
+            out.append(
+                {"case": label, "error": f"exit {proc.returncode}: {stderr.decode()[-200:]}"}
+            )
             continue
         result = json.loads(stdout)
         # Which analyzer ran, as every chunk's provenance records it.
         with contextlib.closing(sqlite3.connect(db)) as conn:
-            backends = sorted({b for (b,) in conn.execute("SELECT json_extract(provenance, '$.backend') FROM chunk")})
-        out.append({"case": label, "backend": ", ".join(map(str, backends)), "seconds": wall, "video_s": secs, "rtf": round(wall / secs, 4),
-                    "x_real_time": round(secs / wall, 1), "rss_mb": rss, "chunks": len(result["chunks"]),
-                    "events": len(result["events"]), "status": result["recording"]["status"]})
+            backends = sorted(
+                {
+                    b
+                    for (b,) in conn.execute(
+                        "SELECT json_extract(provenance, '$.backend') FROM chunk"
+                    )
+                }
+            )
+        out.append(
+            {
+                "case": label,
+                "backend": ", ".join(map(str, backends)),
+                "seconds": wall,
+                "video_s": secs,
+                "rtf": round(wall / secs, 4),
+                "x_real_time": round(secs / wall, 1),
+                "rss_mb": rss,
+                "chunks": len(result["chunks"]),
+                "events": len(result["events"]),
+                "status": result["recording"]["status"],
+            }
+        )
         print(f"  rtf {label}: {out[-1]}", flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -674,7 +989,9 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return str(x)
 
 
-def _table(columns: list[str], rows: list[dict[str, Any]], cells: Callable[[dict[str, Any]], list[Any]]) -> list[str]:
+def _table(
+    columns: list[str], rows: list[dict[str, Any]], cells: Callable[[dict[str, Any]], list[Any]]
+) -> list[str]:
     """A Markdown table of rows named by their "case"; a row that failed shows its error instead."""
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
@@ -683,49 +1000,143 @@ def _table(columns: list[str], rows: list[dict[str, Any]], cells: Callable[[dict
     return out
 
 
-def report(command: str, mach: dict[str, Any], decode_rows: list[dict[str, Any]], ratios: dict[str, Any],
-           overlap: list[dict[str, Any]], memory: dict[str, Any], static: dict[str, Any], store: dict[str, Any],
-           rtf: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-    lines = [f"# framewatch bench ({'--quick' if '--quick' in command else 'full'})", "",
-             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}`.", "",
-             "Each peer runs once, in its own process (peak RSS is that process's VmHWM), on a machine that may be shared with other jobs: timings of about a second move by 10-30% from run to run; compare ratios within one run.", "", "## Machine", ""]
+def report(
+    command: str,
+    mach: dict[str, Any],
+    decode_rows: list[dict[str, Any]],
+    ratios: dict[str, Any],
+    overlap: list[dict[str, Any]],
+    memory: dict[str, Any],
+    static: dict[str, Any],
+    store: dict[str, Any],
+    rtf: list[dict[str, Any]],
+    summary: dict[str, Any],
+) -> str:
+    lines = [
+        f"# framewatch bench ({'--quick' if '--quick' in command else 'full'})",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}`.",
+        "",
+        "Each peer runs once, in its own process (peak RSS is that process's VmHWM), on a machine that may be shared with other jobs: timings of about a second move by 10-30% from run to run; compare ratios within one run.",
+        "",
+        "## Machine",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in mach.items()]
-    lines += ["", "## 1. Decode and sample (frames at sampling fps, 640x352 RGB)", "",
-              "| file | fps | reader | seconds | peak RSS MiB | frames |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## 1. Decode and sample (frames at sampling fps, 640x352 RGB)",
+        "",
+        "| file | fps | reader | seconds | peak RSS MiB | frames |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in decode_rows:
         sec = r["error"] if r["error"] else _fmt(r["seconds"])
-        lines.append(f"| {r['file']} | {r['fps']} | {r['reader']} | {sec} | {_fmt(r['rss_mb'], 0)} | {_fmt(r['frames'])} |")
-    lines += ["", "Speed ratios (peer time / framewatch fast path time; above 1 means framewatch is faster):", "",
-              "| case | vs ffmpeg CLI | vs full decode (limit) | vs torchcodec | vs decord | vs our plain path |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['file']} | {r['fps']} | {r['reader']} | {sec} | {_fmt(r['rss_mb'], 0)} | {_fmt(r['frames'])} |"
+        )
+    lines += [
+        "",
+        "Speed ratios (peer time / framewatch fast path time; above 1 means framewatch is faster):",
+        "",
+        "| case | vs ffmpeg CLI | vs full decode (limit) | vs torchcodec | vs decord | vs our plain path |",
+        "|---|---|---|---|---|---|",
+    ]
     for case, r in ratios.items():
-        lines.append(f"| {case} | {r['vs_ffmpeg']} | {r['vs_limit']} | {r['vs_torchcodec']} | {r['vs_decord']} | {r['vs_plain']} |")
+        lines.append(
+            f"| {case} | {r['vs_ffmpeg']} | {r['vs_limit']} | {r['vs_torchcodec']} | {r['vs_decord']} | {r['vs_plain']} |"
+        )
     lines += ["", "## 2. Decode/inference overlap (Worker.process, prefetch one chunk ahead)", ""]
-    lines += _table(["case", "chunks", "decode sum s", "inference sum s", "sum s", "max s", "ideal pipeline s", "wall s",
-                     "wall / sum", "overlap achieved"], overlap,
-                    lambda o: [o["chunks"], *(_fmt(o[k]) for k in ("decode_s", "analyze_s", "sum_s", "max_s", "ideal_s",
-                                                                   "wall_s")), o["wall_over_sum"], o["overlap"]])
-    lines += ["", ("overlap achieved = (sum - wall) / (sum - ideal): the share of what a perfect one-ahead pipeline "
-                   "saves over running decode and inference in turn (ideal = first chunk's decode, then the slower "
-                   "stage; computed from the measured per-chunk times). Wall without prefetch would be the sum."),
-              "", f"## 3. Memory ({memory.get('media')})", "", "| run | seconds | peak RSS MiB | frames |", "|---|---|---|---|"]
+    lines += _table(
+        [
+            "case",
+            "chunks",
+            "decode sum s",
+            "inference sum s",
+            "sum s",
+            "max s",
+            "ideal pipeline s",
+            "wall s",
+            "wall / sum",
+            "overlap achieved",
+        ],
+        overlap,
+        lambda o: [
+            o["chunks"],
+            *(_fmt(o[k]) for k in ("decode_s", "analyze_s", "sum_s", "max_s", "ideal_s", "wall_s")),
+            o["wall_over_sum"],
+            o["overlap"],
+        ],
+    )
+    lines += [
+        "",
+        (
+            "overlap achieved = (sum - wall) / (sum - ideal): the share of what a perfect one-ahead pipeline "
+            "saves over running decode and inference in turn (ideal = first chunk's decode, then the slower "
+            "stage; computed from the measured per-chunk times). Wall without prefetch would be the sum."
+        ),
+        "",
+        f"## 3. Memory ({memory.get('media')})",
+        "",
+        "| run | seconds | peak RSS MiB | frames |",
+        "|---|---|---|---|",
+    ]
     for r in memory.get("runs", []):
-        lines.append(f"| {r['what']} | {r['error'] or _fmt(r['seconds'])} | {_fmt(r['rss_mb'], 0)} | {_fmt(r['frames'])} |")
-    lines += ["", f"rss_long_over_short (framewatch): {memory.get('rss_long_over_short')}", "",
-              "## 4. Static-span skipping", ""]
+        lines.append(
+            f"| {r['what']} | {r['error'] or _fmt(r['seconds'])} | {_fmt(r['rss_mb'], 0)} | {_fmt(r['frames'])} |"
+        )
+    lines += [
+        "",
+        f"rss_long_over_short (framewatch): {memory.get('rss_long_over_short')}",
+        "",
+        "## 4. Static-span skipping",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in static.items() if k not in ("covered", "events")]
-    lines += ["", "## 5. Store throughput (SQLite, 1000 chunks x 100 events, 2 deliveries per chunk)", ""]
+    lines += [
+        "",
+        "## 5. Store throughput (SQLite, 1000 chunks x 100 events, 2 deliveries per chunk)",
+        "",
+    ]
     lines += [f"- {k}: {_fmt(v, 3)}" for k, v in store.items()]
     if "cli_events_s" in store:
-        lines += ["", "cli_events_s: the median of 5 runs of `framewatch events` (a new process each) over the "
-                  "100,000 events, printing every line; cli_events_empty_store_s: the same command before "
-                  "any event was written (interpreter start-up and imports)."]
-    lines += ["", "## 6. End to end: `framewatch analyze` on the main file (a new process, timed from outside)", "",
-              "Both with 60 s chunks (2 s overlap) of frames at 2 fps, 320 px on the long side.", ""]
-    lines += _table(["analyzer", "backend (provenance)", "video s", "wall s", "real-time factor", "x real time",
-                     "peak RSS MiB", "chunks", "events"],
-                    rtf, lambda r: [r["backend"], r["video_s"], _fmt(r["seconds"]), r["rtf"], r["x_real_time"], _fmt(r["rss_mb"], 0),
-                                    r["chunks"], r["events"]])
+        lines += [
+            "",
+            "cli_events_s: the median of 5 runs of `framewatch events` (a new process each) over the "
+            "100,000 events, printing every line; cli_events_empty_store_s: the same command before "
+            "any event was written (interpreter start-up and imports).",
+        ]
+    lines += [
+        "",
+        "## 6. End to end: `framewatch analyze` on the main file (a new process, timed from outside)",
+        "",
+        "Both with 60 s chunks (2 s overlap) of frames at 2 fps, 320 px on the long side.",
+        "",
+    ]
+    lines += _table(
+        [
+            "analyzer",
+            "backend (provenance)",
+            "video s",
+            "wall s",
+            "real-time factor",
+            "x real time",
+            "peak RSS MiB",
+            "chunks",
+            "events",
+        ],
+        rtf,
+        lambda r: [
+            r["backend"],
+            r["video_s"],
+            _fmt(r["seconds"]),
+            r["rtf"],
+            r["x_real_time"],
+            _fmt(r["rss_mb"], 0),
+            r["chunks"],
+            r["events"],
+        ],
+    )
     lines += ["", "## Summary", "", "```json", json.dumps(summary, indent=2), "```", ""]
     return "\n".join(lines)
 
@@ -746,7 +1157,10 @@ def main(argv: list[str] | None = None) -> int:
     MEDIA.mkdir(parents=True, exist_ok=True)
     only = set(args.only or PARTS)
     mach = machine()
-    print(f"framewatch bench {'--quick' if args.quick else '(full)'} on {mach['cpu']} x{mach['cores']}", flush=True)
+    print(
+        f"framewatch bench {'--quick' if args.quick else '(full)'} on {mach['cpu']} x{mach['cores']}",
+        flush=True,
+    )
     decode_rows, ratios = bench_decode(args.quick) if "decode" in only else ([], {})
     overlap = bench_overlap(args.quick) if "overlap" in only else []
     memory = bench_memory(args.quick) if "memory" in only else {}
@@ -768,21 +1182,34 @@ def main(argv: list[str] | None = None) -> int:
         "static_events_covered": static.get("static_events_covered"),
         # wall time over the sum of decode and inference (the issue's definition; lower is better)
         "pipeline_overlap": overlap[0].get("wall_over_sum") if overlap else None,
-        "pipeline_overlap_tiny_model": overlap[1].get("wall_over_sum") if len(overlap) > 1 else None,
+        "pipeline_overlap_tiny_model": overlap[1].get("wall_over_sum")
+        if len(overlap) > 1
+        else None,
         # share of the saving a perfect one-ahead pipeline would make that was made
         "pipeline_saving_achieved": overlap[0].get("overlap") if overlap else None,
         "store_events_per_s": round(store["events_per_s"]) if "events_per_s" in store else None,
-        "store_commit_ms_first_last": [round(store["commit_first_ms"], 2), round(store["commit_last_ms"], 2)]
-        if "commit_first_ms" in store else None,
+        "store_commit_ms_first_last": [
+            round(store["commit_first_ms"], 2),
+            round(store["commit_last_ms"], 2),
+        ]
+        if "commit_first_ms" in store
+        else None,
         "events_query_s": round(store["query_s"], 3) if "query_s" in store else None,
         "events_cli_s": round(store["cli_events_s"], 3) if "cli_events_s" in store else None,
-        "events_cli_minus_startup_s": round(store["cli_events_minus_empty_s"], 3) if "cli_events_s" in store else None,
+        "events_cli_minus_startup_s": round(store["cli_events_minus_empty_s"], 3)
+        if "cli_events_s" in store
+        else None,
         # `framewatch analyze` end to end: seconds per second of video (below 1: faster than real time)
         "analyze_rtf_trivial": rtf[0].get("rtf") if rtf else None,
         "analyze_rtf_tiny_model": rtf[1].get("rtf") if len(rtf) > 1 else None,
     }
-    command = " ".join(["python bench/run.py", *(["--quick"] if args.quick else []),
-                        *(f"--only {o}" for o in args.only or [])])
+    command = " ".join(
+        [
+            "python bench/run.py",
+            *(["--quick"] if args.quick else []),
+            *(f"--only {o}" for o in args.only or []),
+        ]
+    )
     text = report(command, mach, decode_rows, ratios, overlap, memory, static, store, rtf, summary)
     # A partial run goes beside the full one: bench/RESULTS-memory.md for --only memory.
     out = RESULTS.with_name(f"RESULTS-{'-'.join(sorted(only))}.md") if args.only else RESULTS

@@ -115,7 +115,10 @@ def analyze_path(
         if rec.status == "done":
             result = result_json(store, rec)
             left = deliver(store, plugins, cfg)
-            return result, f"{path}: already analysed as recording {rec.id} (same content); nothing to do{left}"
+            return (
+                result,
+                f"{path}: already analysed as recording {rec.id} (same content); nothing to do{left}",
+            )
         rec = analyze_recording(worker, rec.id, on_chunk=on_chunk, retry_failed=True)
     finally:
         worker.close()
@@ -125,4 +128,3 @@ def analyze_path(
         return result, f"{path}: failed: {rec.reason}{left}"
     n = len(result["events"])
     return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events{left}"
-

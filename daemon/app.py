@@ -79,7 +79,13 @@ class Daemon:
         if self.watch and not cfg.watch:
             raise ConfigError(
                 str(cfg.source) if cfg.source else None,
-                [("watch", [], "no [[watch]] folder configured: framewatch run would have nothing to do")],
+                [
+                    (
+                        "watch",
+                        [],
+                        "no [[watch]] folder configured: framewatch run would have nothing to do",
+                    )
+                ],
             )
         self.plugins = self.plugins or load_plugins(cfg)
         self.store = Store(cfg.storage_url())
@@ -97,7 +103,11 @@ class Daemon:
         # contract stops the start here, with the plugin's name (AnalyzerRefused).
         if not self.worker.ready(self.stop_event.is_set):
             return  # stopped while another process held the GPU
-        log.info("model_ready", analyzer=self.worker.analyzer.name, seconds=round(time.monotonic() - t0, 2))
+        log.info(
+            "model_ready",
+            analyzer=self.worker.analyzer.name,
+            seconds=round(time.monotonic() - t0, 2),
+        )
         if self.stop_event.is_set():
             return  # signalled while the model loaded
         self.plugins.startup(self)
@@ -106,7 +116,12 @@ class Daemon:
             self.watcher = Watcher(cfg, self._intake, self.store.recordings.paths, self.stop_event)
             self.watcher.start()
         self.scheduler = Scheduler(
-            cfg, self.store, self.worker, self.watcher, Dispatcher(self.store, self.plugins, cfg), self.stop_event,
+            cfg,
+            self.store,
+            self.worker,
+            self.watcher,
+            Dispatcher(self.store, self.plugins, cfg),
+            self.stop_event,
             produce=self.watch,
         )
         self.scheduler.start()

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
-from daemon.models import event_json, hms
 from daemon.exits import EXIT_CUDA, EXIT_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE
+from daemon.models import event_json, hms
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -26,10 +26,22 @@ if TYPE_CHECKING:
 
 # The commands framewatch itself defines; any other first word may be a plugin's command
 # (register_commands), which is only then looked up, so these start without loading plugins.
-CORE_COMMANDS = frozenset({
-    "analyze", "events", "run", "worker", "search", "status", "plugins", "replay", "plan", "config",
-    "make-test-model", "selftest",
-})
+CORE_COMMANDS = frozenset(
+    {
+        "analyze",
+        "events",
+        "run",
+        "worker",
+        "search",
+        "status",
+        "plugins",
+        "replay",
+        "plan",
+        "config",
+        "make-test-model",
+        "selftest",
+    }
+)
 
 
 class CliError(Exception):
@@ -75,7 +87,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.total = done.chunk.chunks_total
             bar.update(1)
-            bar.set_postfix_str(f"chunk {done.chunk.index + 1}/{done.chunk.chunks_total} {done.status}")
+            bar.set_postfix_str(
+                f"chunk {done.chunk.index + 1}/{done.chunk.chunks_total} {done.status}"
+            )
 
     try:
         result, summary = analyze_path(cfg, path, profile=args.profile, on_chunk=on_chunk)
@@ -125,7 +139,9 @@ def cmd_events(args: argparse.Namespace) -> int:
     # Events share their whole seconds (many per second, or a start with the previous end):
     # each second is formatted once.
     clock = functools.cache(hms)
-    lines = [f"{p} [{clock(int(a))}-{clock(int(b))}] {label}: {desc}" for p, a, b, label, desc in rows]
+    lines = [
+        f"{p} [{clock(int(a))}-{clock(int(b))}] {label}: {desc}" for p, a, b, label, desc in rows
+    ]
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
     return 0
@@ -153,7 +169,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise CliError(f"{args.recording}: no such recording in the store")
         recording_id = rec.id
     hits = store.events.search(
-        args.query, recording_id=recording_id, since=args.since, labels=args.label or (),
+        args.query,
+        recording_id=recording_id,
+        since=args.since,
+        labels=args.label or (),
         limit=args.limit,
     )
     if args.json:
@@ -166,7 +185,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         prov = e.provenance
         source = ", ".join(
             f"{k} {str(prov[k])[:12] if k == 'prompt_hash' else prov[k]}"
-            for k in ("model", "prompt_hash") if prov.get(k)
+            for k in ("model", "prompt_hash")
+            if prov.get(k)
         )
         print(f"{h.recording_path} {h.hms} {e.label}: {e.description}")
         print(f"    {h.link}" + (f"  ({source})" if source else ""))
@@ -179,7 +199,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     recs = store.recordings.list()
     current = None
     # The chunk on the GPU now (the oldest running one when several processes share the store).
-    running = {rid: (index, owner, started) for rid, index, owner, started in reversed(store.chunks.running())}
+    running = {
+        rid: (index, owner, started)
+        for rid, index, owner, started in reversed(store.chunks.running())
+    }
     for rec, done, total in sorted(recs, key=lambda r: (r[0].id not in running, r[0].id)):
         if rec.id in running or rec.status == "analyzing":
             index, owner, started = running.get(rec.id, (None, None, None))
@@ -227,7 +250,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{r.id:>5} {r.status:<9} {done}/{total} {r.path}{reason}")
     d = data["deliveries"]
     if d["pending"] or d["failed"] or d["dead"]:
-        print(f"deliveries: {d['pending']} pending, {d['failed']} failed (retrying), {d['dead']} dead")
+        print(
+            f"deliveries: {d['pending']} pending, {d['failed']} failed (retrying), {d['dead']} dead"
+        )
         for name, c in sorted(d["plugins"].items()):
             if c["pending"] or c["failed"] or c["dead"]:
                 print(f"  {name}: {c['pending']} pending, {c['failed']} failed, {c['dead']} dead")
@@ -359,13 +384,21 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     """The parser of framewatch's own commands, and its subparsers (plugins add theirs there)."""
-    p = argparse.ArgumentParser(prog="framewatch", description="Watch folders of recordings and analyse them with Qwen3-VL.")
+    p = argparse.ArgumentParser(
+        prog="framewatch", description="Watch folders of recordings and analyse them with Qwen3-VL."
+    )
     p.add_argument("--version", action="version", version=f"framewatch {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--config", "-c", help="config.toml (default: $FRAMEWATCH_CONFIG, else built-in defaults)")
+        sp.add_argument(
+            "--config",
+            "-c",
+            help="config.toml (default: $FRAMEWATCH_CONFIG, else built-in defaults)",
+        )
         return sp
 
     a = with_config(sub.add_parser("analyze", help="analyse one recording now"))
@@ -379,17 +412,34 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_events, log_level="WARNING")
 
-    rn = with_config(sub.add_parser("run", help="the service: watch folders, analyse finished files (systemd runs this)"))
+    rn = with_config(
+        sub.add_parser(
+            "run", help="the service: watch folders, analyse finished files (systemd runs this)"
+        )
+    )
     rn.set_defaults(func=cmd_run, log_level="INFO")
 
-    wk = with_config(sub.add_parser("worker", help="analyse only: take chunks from the shared queue (several GPU boxes)"))
+    wk = with_config(
+        sub.add_parser(
+            "worker", help="analyse only: take chunks from the shared queue (several GPU boxes)"
+        )
+    )
     wk.set_defaults(func=cmd_worker, log_level="INFO")
 
-    se = with_config(sub.add_parser("search", help="find events in every recording (full-text, ranked)"))
+    se = with_config(
+        sub.add_parser("search", help="find events in every recording (full-text, ranked)")
+    )
     se.add_argument("query", help='words (all must occur), "a phrase", -excluded, a or b')
     se.add_argument("--recording", metavar="PATH", help="only this file's events")
-    se.add_argument("--since", type=_since, metavar="DATE", help="only recordings whose file was modified since DATE")
-    se.add_argument("--label", action="append", metavar="L", help="only events with this label (repeatable)")
+    se.add_argument(
+        "--since",
+        type=_since,
+        metavar="DATE",
+        help="only recordings whose file was modified since DATE",
+    )
+    se.add_argument(
+        "--label", action="append", metavar="L", help="only events with this label (repeatable)"
+    )
     se.add_argument("--limit", type=int, default=20, help="at most this many hits (default 20)")
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=cmd_search, log_level="WARNING")
@@ -402,20 +452,28 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plugins, log_level="WARNING")
 
-    r = with_config(sub.add_parser("replay", help="deliver a recording's notifications to plugins again"))
+    r = with_config(
+        sub.add_parser("replay", help="deliver a recording's notifications to plugins again")
+    )
     r.add_argument("recording", nargs="?", help="the recording's file (or its id)")
     r.add_argument("--plugin", help="only this plugin")
-    r.add_argument("--all", action="store_true", help="every recording (back-fill a newly enabled plugin)")
+    r.add_argument(
+        "--all", action="store_true", help="every recording (back-fill a newly enabled plugin)"
+    )
     r.set_defaults(func=cmd_replay, log_level="WARNING")
 
-    pn = with_config(sub.add_parser("plan", help="show a file's chunks and their estimated GPU memory"))
+    pn = with_config(
+        sub.add_parser("plan", help="show a file's chunks and their estimated GPU memory")
+    )
     pn.add_argument("file")
     pn.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     pn.set_defaults(func=cmd_plan, log_level="WARNING")
 
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    cc = with_config(csub.add_parser("check", help="validate a config file: exit 0, or print each error"))
+    cc = with_config(
+        csub.add_parser("check", help="validate a config file: exit 0, or print each error")
+    )
     cc.set_defaults(func=cmd_config_check, log_level="WARNING")
 
     m = sub.add_parser("make-test-model", help="write a tiny random Qwen3-VL checkpoint (offline)")
@@ -464,7 +522,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         for key, value, msg in exc.errors:
-            print(f"framewatch: config error: {exc.path or ''}: {key}: {msg} (got {value!r})", file=sys.stderr)
+            print(
+                f"framewatch: config error: {exc.path or ''}: {key}: {msg} (got {value!r})",
+                file=sys.stderr,
+            )
         return EXIT_USAGE
     except (CliError, CommandFailed) as exc:
         print(f"framewatch: error: {exc}", file=sys.stderr)
@@ -473,7 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"framewatch: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except CudaFault as exc:
-        print(f"framewatch: CUDA error, exiting so the chunk runs again in a fresh process: {exc}", file=sys.stderr)
+        print(
+            f"framewatch: CUDA error, exiting so the chunk runs again in a fresh process: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_CUDA
     except KeyboardInterrupt:
         print("framewatch: interrupted", file=sys.stderr)

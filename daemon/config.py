@@ -7,7 +7,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
 
@@ -35,7 +43,6 @@ PROFILES: dict[str, str] = {
         "in them, errors or dialogs that appear and text that matters."
     ),
 }
-
 
 
 class _Section(BaseModel):
@@ -69,14 +76,17 @@ class ModelConfig(_Section):
         None, description="backend openai: the server's base URL, e.g. http://127.0.0.1:8000/v1."
     )
     api_key_env: str = Field(
-        "FRAMEWATCH_API_KEY", description="backend openai: environment variable holding the API key (if any)."
+        "FRAMEWATCH_API_KEY",
+        description="backend openai: environment variable holding the API key (if any).",
     )
     api_key_file: Path | None = Field(
         None,
         description="backend openai: file holding the API key; a bare name is looked up in "
         "$CREDENTIALS_DIRECTORY (systemd LoadCredential=).",
     )
-    request_timeout_s: float = Field(600.0, gt=0, description="backend openai: seconds to wait for one answer.")
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="backend openai: seconds to wait for one answer."
+    )
     name: str = Field(
         DEFAULT_MODEL,
         description="Hugging Face model id or a local directory with a Qwen3-VL checkpoint.",
@@ -87,9 +97,12 @@ class ModelConfig(_Section):
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     attn_implementation: str | None = Field(
-        None, description="sdpa, eager or flash_attention_2 (when installed); None: transformers' choice."
+        None,
+        description="sdpa, eager or flash_attention_2 (when installed); None: transformers' choice.",
     )
-    max_new_tokens: int = Field(1024, ge=8, le=32768, description="Upper bound on generated tokens per chunk.")
+    max_new_tokens: int = Field(
+        1024, ge=8, le=32768, description="Upper bound on generated tokens per chunk."
+    )
     prefill_chunk_size: int | None = Field(
         None, ge=64, description="Chunked prefill (bounds activation memory on a GPU); None: off."
     )
@@ -102,7 +115,7 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _server_needs_url(self) -> ModelConfig:
         if self.backend == "openai" and not self.base_url:
-            raise ValueError("model.backend = \"openai\" needs model.base_url")
+            raise ValueError('model.backend = "openai" needs model.base_url')
         return self
 
     @field_validator("device")
@@ -146,34 +159,62 @@ class SamplingConfig(_Section):
         "chunk is stored done with a `static` note in its provenance.",
     )
     static_threshold: float = Field(
-        0.002, ge=0, le=1,
+        0.002,
+        ge=0,
+        le=1,
         description="A chunk is static when no two consecutive pre-pass frames differ in more than "
         "this share of their pixels (luma change above 24/255 on a 128x72 picture).",
     )
     static_fps: float = Field(
-        0.0, ge=0, le=60, description="Sampling rate for static chunks; 0: do not analyse them at all."
+        0.0,
+        ge=0,
+        le=60,
+        description="Sampling rate for static chunks; 0: do not analyse them at all.",
     )
     activity_fps: float = Field(
-        1.0, gt=0, le=30,
+        1.0,
+        gt=0,
+        le=30,
         description="Rate of the pre-pass: a change shorter than 1/activity_fps seconds may be missed.",
     )
 
 
 class AnalysisConfig(_Section):
-    profile: str = Field("general", description="Prompt profile: general, lecture, meeting, surveillance, screen.")
+    profile: str = Field(
+        "general", description="Prompt profile: general, lecture, meeting, surveillance, screen."
+    )
     prompt: str | None = Field(None, description="Your own instructions; replaces the profile's.")
-    max_events: int = Field(12, ge=1, le=100, description="Most events the model may report per chunk.")
+    max_events: int = Field(
+        12, ge=1, le=100, description="Most events the model may report per chunk."
+    )
     label_chars: int = Field(48, ge=4, le=200, description="Longest label the schema allows.")
-    description_chars: int = Field(240, ge=8, le=4000, description="Longest description the schema allows.")
+    description_chars: int = Field(
+        240, ge=8, le=4000, description="Longest description the schema allows."
+    )
     merge_tolerance_s: float = Field(
-        2.0, ge=0, description="Events with the same label this close in overlapping chunks are one event."
+        2.0,
+        ge=0,
+        description="Events with the same label this close in overlapping chunks are one event.",
     )
 
 
 # Container suffixes a watched folder takes by default (matched case-insensitively).
 DEFAULT_INCLUDE = (
-    "*.mp4", "*.m4v", "*.mov", "*.mkv", "*.webm", "*.avi", "*.ts", "*.mts", "*.m2ts",
-    "*.mpg", "*.mpeg", "*.wmv", "*.flv", "*.3gp", "*.ogv",
+    "*.mp4",
+    "*.m4v",
+    "*.mov",
+    "*.mkv",
+    "*.webm",
+    "*.avi",
+    "*.ts",
+    "*.mts",
+    "*.m2ts",
+    "*.mpg",
+    "*.mpeg",
+    "*.wmv",
+    "*.flv",
+    "*.3gp",
+    "*.ogv",
 )
 
 
@@ -192,24 +233,36 @@ class WatchConfig(_Section):
         description="Globs of files to leave alone. Partial downloads (*.part, *.crdownload, *.tmp, "
         ".~*) and hidden files are always ignored until renamed.",
     )
-    profile: str | None = Field(None, description="Prompt profile for this folder (default: analysis.profile).")
+    profile: str | None = Field(
+        None, description="Prompt profile for this folder (default: analysis.profile)."
+    )
     settle_seconds: float = Field(
-        10.0, ge=0, le=86400, description="A finished file must keep its size and mtime this long before it is taken."
+        10.0,
+        ge=0,
+        le=86400,
+        description="A finished file must keep its size and mtime this long before it is taken.",
     )
     follow_symlinks: bool = Field(
-        False, description="Take symlinks whose target lies outside the folder (and descend into linked folders)."
+        False,
+        description="Take symlinks whose target lies outside the folder (and descend into linked folders).",
     )
     poll: Literal["auto"] | StrictBool = Field(
         "auto",
         description="auto: poll on network file systems (NFS, SMB/CIFS, sshfs), inotify elsewhere; "
         "true/false force it.",
     )
-    poll_interval_s: float = Field(5.0, gt=0, le=3600, description="How often a polled folder is compared.")
-    skip_static: bool | None = Field(None, description="sampling.skip_static for this folder (None: inherit).")
+    poll_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="How often a polled folder is compared."
+    )
+    skip_static: bool | None = Field(
+        None, description="sampling.skip_static for this folder (None: inherit)."
+    )
     static_threshold: float | None = Field(
         None, ge=0, le=1, description="sampling.static_threshold for this folder (None: inherit)."
     )
-    static_fps: float | None = Field(None, ge=0, le=60, description="sampling.static_fps for this folder (None: inherit).")
+    static_fps: float | None = Field(
+        None, ge=0, le=60, description="sampling.static_fps for this folder (None: inherit)."
+    )
 
     @field_validator("profile")
     @classmethod
@@ -223,19 +276,30 @@ class DaemonConfig(_Section):
     """`[daemon]`: how `framewatch run` schedules, retries and shuts down."""
 
     max_attempts: int = Field(
-        3, ge=1, le=100, description="Tries per chunk (failures and crashes in the middle of it) before it stays failed."
+        3,
+        ge=1,
+        le=100,
+        description="Tries per chunk (failures and crashes in the middle of it) before it stays failed.",
     )
     retry_backoff_s: float = Field(
-        60.0, ge=0, description="Wait before retrying a failed chunk; doubles with each further attempt."
+        60.0,
+        ge=0,
+        description="Wait before retrying a failed chunk; doubles with each further attempt.",
     )
     rescan_interval_s: float = Field(
-        300.0, gt=0, description="How often every watched folder is rescanned for files the watcher missed."
+        300.0,
+        gt=0,
+        description="How often every watched folder is rescanned for files the watcher missed.",
     )
     queue_poll_s: float = Field(
         30.0, gt=0, description="How often an idle worker looks at the queue without being woken."
     )
-    reap_interval_s: float = Field(60.0, gt=0, description="How often chunks with an expired lease are reaped.")
-    deliver_interval_s: float = Field(5.0, gt=0, description="How often due plugin notifications are delivered.")
+    reap_interval_s: float = Field(
+        60.0, gt=0, description="How often chunks with an expired lease are reaped."
+    )
+    deliver_interval_s: float = Field(
+        5.0, gt=0, description="How often due plugin notifications are delivered."
+    )
     deliver_batch: int = Field(100, ge=1, description="Most notifications delivered per round.")
     chunk_timeout_s: float = Field(
         1800.0,
@@ -278,15 +342,25 @@ class GpuConfig(_Section):
     """`[gpu]`: the memory budget one chunk must fit, and how far the planner may step down."""
 
     memory_budget_gib: float | None = Field(
-        None, gt=0, description="GiB of GPU memory framewatch may use; None: memory_fraction of the device."
+        None,
+        gt=0,
+        description="GiB of GPU memory framewatch may use; None: memory_fraction of the device.",
     )
     memory_fraction: float = Field(
-        0.9, gt=0, le=1, description="Share of the device's memory used when memory_budget_gib is not set."
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of the device's memory used when memory_budget_gib is not set.",
     )
     min_side: int = Field(
-        224, ge=32, le=4096, description="Floor for the frames' longest side when stepping down, in pixels."
+        224,
+        ge=32,
+        le=4096,
+        description="Floor for the frames' longest side when stepping down, in pixels.",
     )
-    min_fps: float = Field(0.25, gt=0, le=60, description="Floor for frames per second when stepping down.")
+    min_fps: float = Field(
+        0.25, gt=0, le=60, description="Floor for frames per second when stepping down."
+    )
     min_chunk_seconds: float = Field(
         30.0, gt=0, description="Floor for the chunk length when stepping down, in seconds."
     )
@@ -295,9 +369,14 @@ class GpuConfig(_Section):
         description="Another process holds GPU memory so a chunk no longer fits: wait for it, "
         "or run the chunk stepped down.",
     )
-    busy_poll_seconds: float = Field(10.0, gt=0, description="How often a waiting worker looks again.")
+    busy_poll_seconds: float = Field(
+        10.0, gt=0, description="How often a waiting worker looks again."
+    )
     slack_fraction: float = Field(
-        0.15, ge=0, le=2, description="Allocator slack on top of the estimated activations and KV cache."
+        0.15,
+        ge=0,
+        le=2,
+        description="Allocator slack on top of the estimated activations and KV cache.",
     )
     when_locked: Literal["error", "wait"] = Field(
         "error",
@@ -309,21 +388,31 @@ class QueueConfig(_Section):
     """`[queue]`: where chunk jobs wait. local: the store is the queue (one box). redis: a Redis
     stream shared by every box running `framewatch run` or `framewatch worker`."""
 
-    backend: Literal["local", "redis"] = Field("local", description="local (one box) or redis (several boxes).")
-    url: str | None = Field(None, description="backend redis: redis://host:6379/0 (rediss:// for TLS).")
+    backend: Literal["local", "redis"] = Field(
+        "local", description="local (one box) or redis (several boxes)."
+    )
+    url: str | None = Field(
+        None, description="backend redis: redis://host:6379/0 (rediss:// for TLS)."
+    )
     lease_seconds: float = Field(
-        600.0, gt=0,
+        600.0,
+        gt=0,
         description="A worker that stops heartbeating (died) loses its chunk to another after this long.",
     )
     max_deliveries: int = Field(
-        3, ge=1, le=100, description="Deliveries of one chunk before it goes to the dead-letter stream, failed."
+        3,
+        ge=1,
+        le=100,
+        description="Deliveries of one chunk before it goes to the dead-letter stream, failed.",
     )
-    prefix: str = Field("framewatch:", min_length=1, description="Prefix of every Redis key framewatch uses.")
+    prefix: str = Field(
+        "framewatch:", min_length=1, description="Prefix of every Redis key framewatch uses."
+    )
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> QueueConfig:
         if self.backend == "redis" and not self.url:
-            raise ValueError("queue.backend = \"redis\" needs queue.url")
+            raise ValueError('queue.backend = "redis" needs queue.url')
         return self
 
 
@@ -347,8 +436,12 @@ class Config(_Section):
             path = default_state_dir() / "framewatch.db"
             return f"sqlite:///{path}"
         prefix = "sqlite:///"
-        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
-            rel = url[len(prefix):]
+        if (
+            url.startswith(prefix)
+            and not url.startswith(prefix + "/")
+            and url != "sqlite:///:memory:"
+        ):
+            rel = url[len(prefix) :]
             base = self.source.parent if self.source else Path.cwd()
             return prefix + str((base / rel).resolve())
         return url

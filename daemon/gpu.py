@@ -95,8 +95,16 @@ def query_nvidia_smi(index: int = 0) -> GpuRuntime | None:
         return None
     try:
         out = subprocess.run(
-            [exe, f"--id={index}", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            [
+                exe,
+                f"--id={index}",
+                "--query-gpu=name,memory.total,compute_cap",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         name, mib, cap = out.splitlines()[0].rsplit(",", 2)
         # bfloat16 arithmetic arrived with compute capability 8.0 (Ampere).
@@ -117,7 +125,7 @@ def lease_dir(config: Config) -> Path:
 
     url = config.storage_url()
     if url.startswith("sqlite:///") and not url.endswith(":memory:"):
-        return Path(url[len("sqlite:///"):]).parent
+        return Path(url[len("sqlite:///") :]).parent
     return default_state_dir()
 
 
@@ -134,7 +142,9 @@ class GpuLease:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, *, wait: bool, should_stop: Callable[[], bool] = lambda: False, poll_s: float = 2.0) -> bool:
+    def acquire(
+        self, *, wait: bool, should_stop: Callable[[], bool] = lambda: False, poll_s: float = 2.0
+    ) -> bool:
         """Take the lease. Raises GpuLeaseBusy when another process has it and not `wait`;
         waiting, returns False if `should_stop` turns true first."""
         if self._fd is not None:
@@ -152,10 +162,12 @@ class GpuLease:
                     os.close(fd)
                     raise GpuLeaseBusy(
                         f"{self.device} is in use by another framewatch process ({holder}; lock "
-                        f"{self.path}); stop it, or set gpu.when_locked = \"wait\""
+                        f'{self.path}); stop it, or set gpu.when_locked = "wait"'
                     ) from None
                 if not logged:
-                    log.warning("gpu_lease_waiting", device=self.device, holder=holder, lock=str(self.path))
+                    log.warning(
+                        "gpu_lease_waiting", device=self.device, holder=holder, lock=str(self.path)
+                    )
                     logged = True
                 if should_stop():
                     os.close(fd)

@@ -82,7 +82,11 @@ class Commands:
         """Add `framewatch <name>` (with `--config`); returns its argparse parser for the
         command's own arguments. `run(args, context)` returns the exit code."""
         sub = self._subparsers.add_parser(name, help=help)
-        sub.add_argument("--config", "-c", help="config.toml (default: $FRAMEWATCH_CONFIG, else built-in defaults)")
+        sub.add_argument(
+            "--config",
+            "-c",
+            help="config.toml (default: $FRAMEWATCH_CONFIG, else built-in defaults)",
+        )
         sub.set_defaults(func=self._bind(run), log_level="INFO")
         return sub  # type: ignore[no-any-return]
 
@@ -102,7 +106,9 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path setting: `~` expanded, relative paths resolved against the config file's folder."""
 
 
-def read_secret(inline: SecretStr | None, file: Path | None, credential: str) -> tuple[str, str] | None:
+def read_secret(
+    inline: SecretStr | None, file: Path | None, credential: str
+) -> tuple[str, str] | None:
     """A plugin's secret and where it came from: the setting itself, else its file, else
     systemd's credentials folder (`$CREDENTIALS_DIRECTORY/<credential>`, from LoadCredential=).
     None when none is set. Secrets never need to sit inline in config.toml."""

@@ -8,7 +8,9 @@ import os
 import socket
 from dataclasses import dataclass
 
-BLOCK = 1 << 20  # head and tail blocks hashed; enough to tell recordings apart, cheap on hours of video
+BLOCK = (
+    1 << 20
+)  # head and tail blocks hashed; enough to tell recordings apart, cheap on hours of video
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,9 @@ def fingerprint(path: str | os.PathLike[str]) -> FileId:
         if st.st_size > BLOCK:
             f.seek(max(BLOCK, st.st_size - BLOCK))
             h.update(f.read(BLOCK))
-    return FileId(fingerprint=f"{st.st_size:x}-{h.hexdigest()[:32]}", size=st.st_size, mtime=st.st_mtime)
+    return FileId(
+        fingerprint=f"{st.st_size:x}-{h.hexdigest()[:32]}", size=st.st_size, mtime=st.st_mtime
+    )
 
 
 def owner_id() -> str:

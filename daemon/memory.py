@@ -88,7 +88,9 @@ class GpuMemory:
             ratio = self.store.calibration.ratio(*self._key()) or 1.0
             task = instructions(c.analysis.profile, c.analysis.prompt)
             prompt = build_prompt(task, 0.0, 0.0, c.analysis.max_events)
-            est = estimator_for(c, spec, self.gpu.device, ratio=ratio, prompt=prompt, bf16_supported=self.gpu.bf16)
+            est = estimator_for(
+                c, spec, self.gpu.device, ratio=ratio, prompt=prompt, bf16_supported=self.gpu.bf16
+            )
             self._model = (est, budget)
         return self._model
 
@@ -105,7 +107,9 @@ class GpuMemory:
             advice = what_would_fit(est, budget, fitted.floor, c.model_name())
             raise BudgetError(f"{c.model_name()}: {fitted.reason}. What would fit: {advice}")
         if fitted.stepped_down:
-            log.info("plan_stepped_down", stepped_down=fitted.describe(), budget_gib=round(budget, 2))
+            log.info(
+                "plan_stepped_down", stepped_down=fitted.describe(), budget_gib=round(budget, 2)
+            )
         return list(fitted.windows), {k: list(v) for k, v in fitted.stepped_down.items()}
 
     # -- the device lease -----------------------------------------------------------------------
@@ -118,7 +122,9 @@ class GpuMemory:
         if self._lease is None:
             self._lease = GpuLease(lease_dir(self.config), self.gpu.device)
         g = self.config.gpu
-        return self._lease.acquire(wait=g.when_locked == "wait", should_stop=should_stop, poll_s=g.busy_poll_seconds)
+        return self._lease.acquire(
+            wait=g.when_locked == "wait", should_stop=should_stop, poll_s=g.busy_poll_seconds
+        )
 
     def close(self) -> None:
         """Give the GPU lease back (process exit does too)."""
@@ -128,7 +134,11 @@ class GpuMemory:
     # -- one chunk ------------------------------------------------------------------------------
 
     def room_for(
-        self, window: ChunkWindow, media: MediaInfo, steps: list[dict[str, Any]], should_stop: Callable[[], bool]
+        self,
+        window: ChunkWindow,
+        media: MediaInfo,
+        steps: list[dict[str, Any]],
+        should_stop: Callable[[], bool],
     ) -> ChunkWindow | None:
         """The chunk as it can run now: as planned, or, when another process holds GPU memory,
         after waiting or stepped down (gpu.when_busy). None if stopped while waiting."""
@@ -143,7 +153,7 @@ class GpuMemory:
             # The room excludes our CUDA context, which the estimate includes.
             limit = min(budget, (room if room is not None else budget) + est.context_gib)
 
-            def fits(w: ChunkWindow) -> bool:
+            def fits(w: ChunkWindow, limit: float = limit) -> bool:
                 return est.peak_gib(len(w.sample_times), w.width, w.height) <= limit
 
             if fits(window):
@@ -152,12 +162,19 @@ class GpuMemory:
                 return window
             if g.when_busy == "step_down":
                 smaller = step_down_window(
-                    window, media, Floors.from_config(self.config), self.config.sampling.max_pixels, fits
+                    window,
+                    media,
+                    Floors.from_config(self.config),
+                    self.config.sampling.max_pixels,
+                    fits,
                 )
                 if smaller is not None and fits(smaller):
                     steps.append({"why": "gpu_busy", **window_steps(window, smaller)})
-                    log.warning("gpu_busy_stepped_down", room_gib=round(limit, 2),
-                                stepped_down=describe_steps(window_steps(window, smaller)))
+                    log.warning(
+                        "gpu_busy_stepped_down",
+                        room_gib=round(limit, 2),
+                        stepped_down=describe_steps(window_steps(window, smaller)),
+                    )
                     return smaller
             if waiting_since is None:
                 waiting_since = time.monotonic()
@@ -179,8 +196,12 @@ class GpuMemory:
         estimated = est.calibrated(1.0).chunk(len(window.sample_times), window.width, window.height)
         ratio = self.store.calibration.record(*self._key(), float(peak), estimated.allocated_gib)
         self._model = (est.calibrated(ratio), budget)
-        log.debug("memory_calibrated", measured_gib=peak, estimated_gib=round(estimated.allocated_gib, 3),
-                  ratio=round(ratio, 3))
+        log.debug(
+            "memory_calibrated",
+            measured_gib=peak,
+            estimated_gib=round(estimated.allocated_gib, 3),
+            ratio=round(ratio, 3),
+        )
 
     def provenance(
         self,
@@ -192,13 +213,21 @@ class GpuMemory:
         """What the chunk was planned as, what ran, each step down on the way (and why), and
         what the recording's plan was stepped down from (`plan_stepped_down`)."""
         out: dict[str, Any] = {
-            "planned": {"frames": len(planned.sample_times), "width": planned.width, "height": planned.height},
-            "stepped_down": [{k: list(v) if isinstance(v, tuple) else v for k, v in s.items()} for s in steps],
+            "planned": {
+                "frames": len(planned.sample_times),
+                "width": planned.width,
+                "height": planned.height,
+            },
+            "stepped_down": [
+                {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()} for s in steps
+            ],
         }
         if plan_stepped_down:
             out["plan_stepped_down"] = dict(plan_stepped_down)
         if self._model is not None:
             est, budget = self._model
             out["budget_gib"] = round(budget, 3)
-            out["est_peak_gib"] = round(est.peak_gib(len(used.sample_times), used.width, used.height), 3)
+            out["est_peak_gib"] = round(
+                est.peak_gib(len(used.sample_times), used.width, used.height), 3
+            )
         return out

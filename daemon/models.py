@@ -156,7 +156,11 @@ class StaticSpan:
     @property
     def reason(self) -> str:
         """Why, as a person reads it in a report."""
-        done = "not sent to the model" if self.action == "skipped" else "sampled at the static floor rate"
+        done = (
+            "not sent to the model"
+            if self.action == "skipped"
+            else "sampled at the static floor rate"
+        )
         return f"no change above {self.threshold:g} (largest {self.peak_change:.4f}): {done}"
 
 
@@ -173,4 +177,6 @@ class RecordingInfo:
     profile: str | None = None
     model: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0  # unexpected errors while processing it so far (the daemon retries, then fails it)
+    attempts: int = (
+        0  # unexpected errors while processing it so far (the daemon retries, then fails it)
+    )

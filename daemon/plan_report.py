@@ -43,10 +43,18 @@ def _target(cfg: Config) -> tuple[str, GpuRuntime | None, str | None]:
     if found is not None:
         return device, found, None
     if budget_set:
-        return device, None, f"no GPU on this machine: planned for {device} with gpu.memory_budget_gib"
+        return (
+            device,
+            None,
+            f"no GPU on this machine: planned for {device} with gpu.memory_budget_gib",
+        )
     if setting == "auto":
         return "cpu", None, None
-    return device, None, f"no GPU on this machine and gpu.memory_budget_gib not set: estimate only for {device}"
+    return (
+        device,
+        None,
+        f"no GPU on this machine and gpu.memory_budget_gib not set: estimate only for {device}",
+    )
 
 
 def _calibration(cfg: Config, device: str, gpu: GpuRuntime | None) -> float:
@@ -54,7 +62,7 @@ def _calibration(cfg: Config, device: str, gpu: GpuRuntime | None) -> float:
     if gpu is None or gpu.name is None:
         return 1.0
     url = cfg.storage_url()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         return 1.0
     from daemon.store import Store
 
@@ -78,7 +86,9 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
     bf16 = gpu.bf16 if gpu is not None else True
     est = estimator_for(cfg, spec, device, ratio=ratio, prompt=prompt, bf16_supported=bf16)
     on_gpu = device.startswith("cuda")
-    budget, source = budget_from(cfg, gpu.total_gib if gpu is not None else None) if on_gpu else (None, "")
+    budget, source = (
+        budget_from(cfg, gpu.total_gib if gpu is not None else None) if on_gpu else (None, "")
+    )
     stepped: dict[str, Any] = {}
     if on_gpu and budget is not None:
         fitted = fit_plan(media, cfg, est, budget)
@@ -135,11 +145,15 @@ def format_report(r: dict[str, Any]) -> str:
         f"fixed   {r['weights_gib']:.2f} GiB weights, {r['fixed_gib']:.2f} GiB with the CUDA context"
         if r["device"].startswith("cuda")
         else f"fixed   {r['weights_gib']:.2f} GiB weights",
-        f"budget  {budget:.2f} GiB ({r['budget_source']})" if budget is not None else f"budget  {r['budget_source']}",
+        f"budget  {budget:.2f} GiB ({r['budget_source']})"
+        if budget is not None
+        else f"budget  {r['budget_source']}",
     ]
     if r["stepped_down"]:
         lines.append(f"stepped down to fit: {describe_steps(r['stepped_down'])}")
-    lines.append(f"{'chunk':>5}  {'window':<17}  {'frames':>6}  {'size':>9}  {'visual':>7}  {'prompt':>7}  est. peak")
+    lines.append(
+        f"{'chunk':>5}  {'window':<17}  {'frames':>6}  {'size':>9}  {'visual':>7}  {'prompt':>7}  est. peak"
+    )
     for c in r["chunks"]:
         peak = f"{c['est_peak_gib']:.2f} GiB"
         if budget is not None:

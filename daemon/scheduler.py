@@ -118,7 +118,9 @@ class ChunkLoop:
             log.error("gpu_busy", error=str(exc))
             self.exit_code = EXIT_FAILED
             self.stop.set()
-        except Exception:  # the loop must never die silently: end the process so systemd restarts it
+        except (
+            Exception
+        ):  # the loop must never die silently: end the process so systemd restarts it
             log.exception("worker_loop_crashed")
             self.release_current()
             self.exit_code = EXIT_FAILED
@@ -132,7 +134,10 @@ class ChunkLoop:
             try:
                 with self.source.hold(job) as hold:
                     done = self.worker.run(
-                        job.recording_id, job.index, should_stop=self.stop.is_set, on_start=self._chunk_started
+                        job.recording_id,
+                        job.index,
+                        should_stop=self.stop.is_set,
+                        on_start=self._chunk_started,
                     )
             except (CudaFault, GpuLeaseBusy):
                 raise
@@ -232,9 +237,13 @@ class Scheduler:
     def start(self) -> None:
         d = self.config.daemon
         if self.watcher is not None:
-            self.aps.add_job(self._job(self.watcher.rescan), "interval", seconds=d.rescan_interval_s, id="rescan")
+            self.aps.add_job(
+                self._job(self.watcher.rescan), "interval", seconds=d.rescan_interval_s, id="rescan"
+            )
         for upkeep in self.source.maintenance():
-            self.aps.add_job(self._job(upkeep.run), "interval", seconds=upkeep.interval_s, id=upkeep.name)
+            self.aps.add_job(
+                self._job(upkeep.run), "interval", seconds=upkeep.interval_s, id=upkeep.name
+            )
         if self.dispatcher is not None:
             dispatcher = self.dispatcher
             self.aps.add_job(
@@ -256,7 +265,9 @@ class Scheduler:
         if self.aps.running:
             # APScheduler waits for running jobs without a timeout (a delivery round can take a
             # minute), so it is waited for from a helper thread, up to the deadline.
-            shutdown = threading.Thread(target=self.aps.shutdown, kwargs={"wait": True}, name="framewatch-aps-stop")
+            shutdown = threading.Thread(
+                target=self.aps.shutdown, kwargs={"wait": True}, name="framewatch-aps-stop"
+            )
             shutdown.start()
         clean = self.loop.join(max(0.0, deadline - time.monotonic()))
         if not clean:

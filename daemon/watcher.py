@@ -46,8 +46,23 @@ PARTIAL_GLOBS = ("*.part", "*.crdownload", "*.tmp", ".~*")
 # File systems whose changes made on another machine never reach inotify.
 NETWORK_FS = frozenset(
     {
-        "nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs", "ceph",
-        "glusterfs", "fuse.glusterfs", "fuse.rclone", "fuse.s3fs", "davfs", "fuse.davfs2", "lustre",
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "fuse.sshfs",
+        "sshfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "fuse.rclone",
+        "fuse.s3fs",
+        "davfs",
+        "fuse.davfs2",
+        "lustre",
     }
 )
 
@@ -144,7 +159,9 @@ def open_for_writing(paths: set[str]) -> tuple[set[str], bool]:
                 continue
             try:
                 with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as f:
-                    flags = next((int(line.split()[1], 8) for line in f if line.startswith("flags:")), 0)
+                    flags = next(
+                        (int(line.split()[1], 8) for line in f if line.startswith("flags:")), 0
+                    )
             except (OSError, ValueError):
                 complete = False
                 continue
@@ -204,7 +221,9 @@ class _Handler(FileSystemEventHandler):
         try:
             self.watcher._on_event(self.folder, event)
         except Exception:  # an observer thread that raises stops watching for good
-            log.exception("watch_event_failed", event=type(event).__name__, path=str(event.src_path))
+            log.exception(
+                "watch_event_failed", event=type(event).__name__, path=str(event.src_path)
+            )
 
 
 class Watcher:
@@ -235,7 +254,9 @@ class Watcher:
     def start(self) -> None:
         for folder in self.folders:
             self._observe(folder)
-        self._thread = threading.Thread(target=self._settle_loop, name="framewatch-settle", daemon=True)
+        self._thread = threading.Thread(
+            target=self._settle_loop, name="framewatch-settle", daemon=True
+        )
         self._thread.start()
         # After the observers are up, so nothing written between scan and watch is missed.
         self.rescan()
@@ -283,7 +304,12 @@ class Watcher:
             self._schedule(observer, folder)
             observer.start()
         folder.observer, folder.polling = observer, poll
-        log.info("watching", folder=folder.root, mode="poll" if poll else "inotify", recursive=folder.watch.recursive)
+        log.info(
+            "watching",
+            folder=folder.root,
+            mode="poll" if poll else "inotify",
+            recursive=folder.watch.recursive,
+        )
 
     def _schedule(self, observer: BaseObserver, folder: Folder) -> None:
         observer.schedule(
@@ -307,7 +333,9 @@ class Watcher:
                 continue
             if obs.is_alive() and all(e.is_alive() for e in obs.emitters):
                 continue
-            log.warning("observer_died", folder=folder.root, mode="poll" if folder.polling else "inotify")
+            log.warning(
+                "observer_died", folder=folder.root, mode="poll" if folder.polling else "inotify"
+            )
             obs.stop()
             folder.observer = None
             if folder.polling or not os.path.isdir(folder.root):
@@ -435,7 +463,9 @@ class Watcher:
                     continue  # changed under us; the next tick decides
                 del self._pending[path]
                 self._taken[path] = (entry.size, entry.mtime_ns)
-            log.info("file_ready", path=path, quiet_s=round(now - entry.changed, 3), size=entry.size)
+            log.info(
+                "file_ready", path=path, quiet_s=round(now - entry.changed, 3), size=entry.size
+            )
             try:
                 self.on_ready(path, entry.folder.watch)
                 taken.append(path)
@@ -503,7 +533,10 @@ class Watcher:
                             self._report(path, kind, exc.strerror or str(exc))
                         continue
                     with self._lock:
-                        if path in self._pending or self._taken.get(path) == (st.st_size, st.st_mtime_ns):
+                        if path in self._pending or self._taken.get(path) == (
+                            st.st_size,
+                            st.st_mtime_ns,
+                        ):
                             continue
                     if known.get(path) == (st.st_size, st.st_mtime):
                         continue
@@ -530,7 +563,9 @@ class Watcher:
                 dirnames[:] = []
                 continue
             visited.add(real)
-            dirnames[:] = [d for d in dirnames if not is_partial(d)] if folder.watch.recursive else []
+            dirnames[:] = (
+                [d for d in dirnames if not is_partial(d)] if folder.watch.recursive else []
+            )
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 if folder.wants(path):

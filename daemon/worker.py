@@ -20,7 +20,13 @@ from daemon.engine.activity import StaticSettings
 from daemon.engine.analyzer import AnalyzerFailed
 from daemon.engine.events import merge_overlaps
 from daemon.engine.pipeline import ChunkResult, Prepared, analyze_prepared, prepare_chunk
-from daemon.engine.planner import Floors, describe_steps, evenly_spaced, step_down_window, window_steps
+from daemon.engine.planner import (
+    Floors,
+    describe_steps,
+    evenly_spaced,
+    step_down_window,
+    window_steps,
+)
 from daemon.engine.prefetch import Prefetcher
 from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine.prompts import instructions, prompt_hash
@@ -131,7 +137,9 @@ class Worker:
             fid = fingerprint(path)
         except OSError as exc:
             reason = f"cannot read file: {exc.strerror or exc}"
-            rec, created = self.store.recordings.register(path, f"unreadable:{path}", 0, 0.0, profile)
+            rec, created = self.store.recordings.register(
+                path, f"unreadable:{path}", 0, 0.0, profile
+            )
             return self.fail(rec, reason), created
         return self.store.recordings.register(path, fid.fingerprint, fid.size, fid.mtime, profile)
 
@@ -164,7 +172,11 @@ class Worker:
 
         if not pick("skip_static"):
             return None
-        return StaticSettings(threshold=pick("static_threshold"), static_fps=pick("static_fps"), scan_fps=s.activity_fps)
+        return StaticSettings(
+            threshold=pick("static_threshold"),
+            static_fps=pick("static_fps"),
+            scan_fps=s.activity_fps,
+        )
 
     def prepare(self, recording_id: int) -> list[ChunkInfo]:
         """Probe a queued (or resumed) recording and plan its chunks (fitted to the GPU budget; no
@@ -191,10 +203,14 @@ class Worker:
             if stepped:
                 settings["fitted"] = stepped
             chunks = self.store.chunks.plan(rec.id, windows)
-            if rec.status == "queued" and not self.store.recordings.start_analysis(rec.id, media.duration_s, settings):
+            if rec.status == "queued" and not self.store.recordings.start_analysis(
+                rec.id, media.duration_s, settings
+            ):
                 return []
             if rec.status == "analyzing":
-                self.store.recordings.set_status(rec.id, "analyzing", duration_s=media.duration_s, settings=settings)
+                self.store.recordings.set_status(
+                    rec.id, "analyzing", duration_s=media.duration_s, settings=settings
+                )
             log.info("recording_planned", chunks=len(chunks), duration_s=round(media.duration_s, 3))
             return chunks
 
@@ -221,7 +237,12 @@ class Worker:
         rec = self.store.recordings.defer(recording_id, error, delay)
         if rec.attempts >= d.max_attempts:
             return self.fail(rec, f"gave up after {rec.attempts} attempts: {error}")
-        log.warning("recording_deferred", recording_id=recording_id, attempt=rec.attempts, retry_in_s=round(delay, 1))
+        log.warning(
+            "recording_deferred",
+            recording_id=recording_id,
+            attempt=rec.attempts,
+            retry_in_s=round(delay, 1),
+        )
         return rec
 
     def settle(self, recording_id: int) -> RecordingInfo:
@@ -229,13 +250,22 @@ class Worker:
         tell plugins; a no-op while chunks are left."""
         before = self.store.recordings.get(recording_id)
         settled = self.store.recordings.settle(
-            recording_id, self.subscribers("recording_finished"), self.subscribers("recording_failed")
+            recording_id,
+            self.subscribers("recording_finished"),
+            self.subscribers("recording_failed"),
         )
         if settled.status == "done" and before.status != "done":
             chunks = len(self.store.chunks.of(recording_id))
-            log.info("recording_finished", recording_id=recording_id, path=settled.path, chunks=chunks)
+            log.info(
+                "recording_finished", recording_id=recording_id, path=settled.path, chunks=chunks
+            )
         elif settled.status == "failed" and before.status != "failed":
-            log.info("recording_failed", recording_id=recording_id, path=settled.path, reason=settled.reason)
+            log.info(
+                "recording_failed",
+                recording_id=recording_id,
+                path=settled.path,
+                reason=settled.reason,
+            )
         return settled
 
     # -- one chunk ----------------------------------------------------------------------------
@@ -273,7 +303,10 @@ class Worker:
                 except UnsupportedMedia as exc:
                     return self._failed(rec, chunk, exc.reason, permanent=True)
                 settings = rec.settings or self.settings(rec.profile)
-                task = instructions(str(settings.get("profile") or self.config.analysis.profile), self.config.analysis.prompt)
+                task = instructions(
+                    str(settings.get("profile") or self.config.analysis.profile),
+                    self.config.analysis.prompt,
+                )
                 return self._run_chunk(rec, media, chunk, task, settings, should_stop)
 
     def _prepare(self, rec: RecordingInfo, media: MediaInfo, window: ChunkWindow) -> Prepared:
@@ -288,14 +321,18 @@ class Worker:
         """Start sampling the first pending chunk after `index` on the prefetch thread. Only
         sampling runs ahead: what was prepared for a chunk this worker does not claim next (taken
         by another box, a retry) is dropped at the next take."""
-        nxt = next((c for c in self.store.chunks.of(rec.id) if c.status == "pending" and c.index > index), None)
+        nxt = next(
+            (c for c in self.store.chunks.of(rec.id) if c.status == "pending" and c.index > index),
+            None,
+        )
         if nxt is None:
             return
         window = window_of(nxt)
         static = self.static_settings(rec.path)
         path, rotation, hwaccel = rec.path, media.rotation, self.config.sampling.hwaccel
         self._prefetch.submit(
-            (rec.id, window, rotation, static), lambda: prepare_chunk(path, window, rotation, static, hwaccel)
+            (rec.id, window, rotation, static),
+            lambda: prepare_chunk(path, window, rotation, static, hwaccel),
         )
 
     def _attempt(
@@ -315,8 +352,12 @@ class Worker:
             return self._failed(rec, chunk, str(exc), permanent=exc.permanent)
         except Exception as exc:  # an analyzer may fail in any way; the chunk records why
             if is_oom(exc):
-                log.warning("chunk_out_of_memory", frames=len(window.sample_times),
-                            width=window.width, height=window.height)
+                log.warning(
+                    "chunk_out_of_memory",
+                    frames=len(window.sample_times),
+                    width=window.width,
+                    height=window.height,
+                )
                 return None
             if is_cuda_fault(exc):
                 # The CUDA context is gone: hand the chunk back and end the process (EXIT_CUDA).
@@ -355,9 +396,12 @@ class Worker:
             release_memory()
             smaller = step_down_window(window, media, floors, self.config.sampling.max_pixels)
             if smaller is None:
-                tried = "; ".join(describe_steps({k: v for k, v in s.items() if k != "why"}) for s in steps)
+                tried = "; ".join(
+                    describe_steps({k: v for k, v in s.items() if k != "why"}) for s in steps
+                )
                 return self._failed(
-                    rec, chunk,
+                    rec,
+                    chunk,
                     f"out of GPU memory at the floor ({len(window.sample_times)} frames of "
                     f"{window.width}x{window.height}; stepped down: {tried or 'nothing'})",
                     permanent=True,
@@ -397,11 +441,20 @@ class Worker:
             provenance["static"] = result.static
             provenance["skipped_static"] = result.static["action"] == "skipped"
         stored = self.store.chunks.commit(
-            rec.id, chunk.index, self.owner, events, provenance, notify=self.subscribers("events_found")
+            rec.id,
+            chunk.index,
+            self.owner,
+            events,
+            provenance,
+            notify=self.subscribers("events_found"),
         )
         n = len(stored) if stored is not None else 0
         if result.static is not None:
-            log.info("chunk_static", action=result.static["action"], peak_change=result.static["peak_change"])
+            log.info(
+                "chunk_static",
+                action=result.static["action"],
+                peak_change=result.static["peak_change"],
+            )
         log.info("chunk_analyzed", events=n, **result.counts.as_dict())
         return ChunkDone(rec, chunk, "done", n)
 
@@ -415,6 +468,8 @@ class Worker:
                     out.append((lo, hi))
         return out
 
-    def _failed(self, rec: RecordingInfo, chunk: ChunkInfo, reason: str, *, permanent: bool = False) -> ChunkDone:
+    def _failed(
+        self, rec: RecordingInfo, chunk: ChunkInfo, reason: str, *, permanent: bool = False
+    ) -> ChunkDone:
         log.warning("chunk_failed", reason=reason, permanent=permanent)
         return ChunkDone(rec, chunk, "failed", 0, reason, permanent)

@@ -32,7 +32,9 @@ def toml_value(v: Any) -> str:
     return json.dumps(str(v))
 
 
-def write_config(path: Path, tables: dict[str, dict[str, Any]], watches: list[dict[str, Any]]) -> Path:
+def write_config(
+    path: Path, tables: dict[str, dict[str, Any]], watches: list[dict[str, Any]]
+) -> Path:
     """A config.toml from {table: {key: value}} and a list of [[watch]] tables."""
     lines: list[str] = []
     for table, keys in tables.items():
@@ -54,7 +56,9 @@ def install_plugin(site: Path, name: str, module: str, source: str | None = None
         (site / f"{module}.py").write_text(source)
     info = site / f"framewatch_test_{name}-0.1.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: framewatch-test-{name}\nVersion: 0.1\n")
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: framewatch-test-{name}\nVersion: 0.1\n"
+    )
     (info / "entry_points.txt").write_text(f"[framewatch]\n{name} = {module}\n")
     return site
 
@@ -108,15 +112,23 @@ class Daemon:
 
     def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:
         with self._cond:
-            return [e for e in self.logs if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())]
+            return [
+                e
+                for e in self.logs
+                if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+            ]
 
-    def wait_for(self, event: str, timeout: float = 60.0, count: int = 1, **fields: Any) -> list[dict[str, Any]]:
+    def wait_for(
+        self, event: str, timeout: float = 60.0, count: int = 1, **fields: Any
+    ) -> list[dict[str, Any]]:
         """Block until `count` log lines of `event` (with `fields`) arrived."""
         end = time.monotonic() + timeout
         with self._cond:
             while True:
                 found = [
-                    e for e in self.logs if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+                    e
+                    for e in self.logs
+                    if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
                 ]
                 if len(found) >= count:
                     return found
@@ -139,7 +151,9 @@ class Daemon:
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after {timeout}s; log tail:\n" + "\n".join(self.raw[-25:])) from None
+            raise AssertionError(
+                f"still running after {timeout}s; log tail:\n" + "\n".join(self.raw[-25:])
+            ) from None
         self._reader.join(5)
         return rc
 
@@ -156,7 +170,9 @@ class Daemon:
 
 
 @contextmanager
-def running(config: Path, *, env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[Daemon]:
+def running(
+    config: Path, *, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> Iterator[Daemon]:
     """A started daemon, killed at the end if the test has not stopped it."""
     d = Daemon(config, env=env)
     try:
@@ -208,7 +224,9 @@ class NotifySocket:
         self.sock.close()
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
+def wait_until(
+    check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = ""
+) -> Any:
     end = time.monotonic() + timeout
     while True:
         result = check()

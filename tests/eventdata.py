@@ -9,16 +9,22 @@ from typing import Any
 
 from sqlmodel import select
 
-from daemon.models import Candidate
-from daemon.models import ChunkWindow, RecordingInfo
+from daemon.models import Candidate, ChunkWindow, RecordingInfo
 from daemon.store import Store
 from daemon.store.tables import Chunk
 
 OWNER = "test:1"
 
 
-def provenance(prompt_hash: str = "p1", model: str = "Qwen/Qwen3-VL-2B-Instruct", **more: Any) -> dict[str, Any]:
-    return {"model": model, "prompt_hash": prompt_hash, "sampling": {"fps": 2.0, "max_side": 640}, **more}
+def provenance(
+    prompt_hash: str = "p1", model: str = "Qwen/Qwen3-VL-2B-Instruct", **more: Any
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "prompt_hash": prompt_hash,
+        "sampling": {"fps": 2.0, "max_side": 640},
+        **more,
+    }
 
 
 def ts(day: str) -> float:
@@ -48,17 +54,24 @@ def populate(
         assert chunk is not None
         store.chunks.commit(rec.id, chunk.index, OWNER, list(events), prov or provenance())
     if finish is not None:
-        store.recordings.set_status(rec.id, finish, duration_s=len(chunks) * chunk_s,
-                         settings={"model": (prov or provenance())["model"]})
+        store.recordings.set_status(
+            rec.id,
+            finish,
+            duration_s=len(chunks) * chunk_s,
+            settings={"model": (prov or provenance())["model"]},
+        )
     return store.recordings.get(rec.id)
 
 
-def reanalyse(store: Store, recording_id: int, index: int, events: Sequence[Candidate],
-              prov: dict[str, Any]) -> None:
+def reanalyse(
+    store: Store, recording_id: int, index: int, events: Sequence[Candidate], prov: dict[str, Any]
+) -> None:
     """Analyse one done chunk again (a changed prompt or model): back to pending, claimed,
     committed; commit_chunk replaces that chunk's events."""
     with store.db.session() as s:
-        c = s.exec(select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)).one()
+        c = s.exec(
+            select(Chunk).where(Chunk.recording_id == recording_id, Chunk.index == index)
+        ).one()
         c.status = "pending"
         s.add(c)
     claimed = store.chunks.claim(recording_id, OWNER, 600)

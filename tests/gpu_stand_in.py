@@ -58,8 +58,14 @@ class StandInAnalyzer:
                     time.sleep(seconds)  # a slow GPU
         events = list(self.real.analyze(chunk))
         if not events and self.settings.ensure_event:
-            events = [{"start_s": chunk.start_s, "end_s": chunk.end_s, "label": f"c{chunk.index}",
-                       "description": "stand-in"}]
+            events = [
+                {
+                    "start_s": chunk.start_s,
+                    "end_s": chunk.end_s,
+                    "label": f"c{chunk.index}",
+                    "description": "stand-in",
+                }
+            ]
         return events
 
     def provenance(self) -> dict[str, Any]:
@@ -83,6 +89,8 @@ def install(site: Path) -> Path:
     PYTHONPATH and every framewatch process loads it like an installed plugin."""
     info = site / "framewatch_test_gpu_stand_in-0.1.dist-info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: framewatch-test-gpu-stand-in\nVersion: 0.1\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: framewatch-test-gpu-stand-in\nVersion: 0.1\n"
+    )
     (info / "entry_points.txt").write_text(f"[framewatch]\n{NAME} = tests.gpu_stand_in\n")
     return site

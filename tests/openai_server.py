@@ -28,7 +28,9 @@ class OpenAICompatibleServer(LoopbackServer):
     """`POST /v1/chat/completions`; `requests` keeps every request body; `fail_next` makes the
     next n requests answer 503."""
 
-    def __init__(self, analyzer: Any, *, api_key: str | None = None, schema: dict[str, Any] | None = None):
+    def __init__(
+        self, analyzer: Any, *, api_key: str | None = None, schema: dict[str, Any] | None = None
+    ):
         self.analyzer = analyzer
         self.api_key = api_key
         self.schema = schema
@@ -55,7 +57,9 @@ class OpenAICompatibleServer(LoopbackServer):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def answer(self, path: str, auth: str | None, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def answer(
+        self, path: str, auth: str | None, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         if path != "/v1/chat/completions":
             return 404, {"error": {"message": f"no route {path}"}}
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
@@ -66,8 +70,12 @@ class OpenAICompatibleServer(LoopbackServer):
         fmt = body.get("response_format") or {}
         schema = (fmt.get("json_schema") or {}).get("schema")
         if fmt.get("type") != "json_schema" or schema is None:
-            return 400, {"error": {"message": "this server only answers with response_format json_schema"}}
-        if self.schema is not None and prompts.schema_key(schema) != prompts.schema_key(self.schema):
+            return 400, {
+                "error": {"message": "this server only answers with response_format json_schema"}
+            }
+        if self.schema is not None and prompts.schema_key(schema) != prompts.schema_key(
+            self.schema
+        ):
             return 400, {"error": {"message": "schema differs from the compiled grammar"}}
         chunk = self._chunk(body["messages"])
         with self._lock:
@@ -78,13 +86,20 @@ class OpenAICompatibleServer(LoopbackServer):
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
             "model": body.get("model"),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": "" if truncated else json.dumps({"events": events})},
-                "finish_reason": "length" if truncated else "stop",
-            }],
-            "usage": {"prompt_tokens": stats.get("prompt_tokens", 0),
-                      "completion_tokens": stats.get("generated_tokens", 0)},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "" if truncated else json.dumps({"events": events}),
+                    },
+                    "finish_reason": "length" if truncated else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": stats.get("prompt_tokens", 0),
+                "completion_tokens": stats.get("generated_tokens", 0),
+            },
         }
 
     @staticmethod
@@ -103,7 +118,9 @@ class OpenAICompatibleServer(LoopbackServer):
             elif part["type"] == "image_url":
                 url = part["image_url"]["url"]
                 assert url.startswith("data:image/jpeg;base64,") and t is not None
-                img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+                img = np.asarray(
+                    Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+                )
                 frames.append(Frame(t, img))
                 t = None
         times = [f.t_s for f in frames]

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, parse_config
-from daemon.models import Candidate
-from daemon.models import ChunkWindow, RecordingInfo
+from daemon.models import Candidate, ChunkWindow, RecordingInfo
 from daemon.pluginhost.manager import PluginManager, load_plugins
 from daemon.store import Store
 
@@ -68,7 +67,9 @@ def analysed(
         "prompt_hash": "abc",
         "sampling": {"fps": 1.0},
     }
-    store.recordings.set_status(rec.id, "analyzing", duration_s=chunk_s * len(chunks), settings=settings)
+    store.recordings.set_status(
+        rec.id, "analyzing", duration_s=chunk_s * len(chunks), settings=settings
+    )
     for events in chunks:
         c = store.chunks.claim(rec.id, "test:1", 60)
         assert c is not None

@@ -10,8 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 _SHARED_TEXT = {"num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936}
-_SHARED_VISION = {"patch_size": 16, "temporal_patch_size": 2, "spatial_merge_size": 2, "num_heads": 16}
-_SMALL_VISION = {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "deepstack_visual_indexes": [5, 11, 17]}
+_SHARED_VISION = {
+    "patch_size": 16,
+    "temporal_patch_size": 2,
+    "spatial_merge_size": 2,
+    "num_heads": 16,
+}
+_SMALL_VISION = {
+    "depth": 24,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "deepstack_visual_indexes": [5, 11, 17],
+}
 
 
 def _config(text: dict[str, Any], vision: dict[str, Any], tie: bool) -> dict[str, Any]:
@@ -24,17 +34,32 @@ def _config(text: dict[str, Any], vision: dict[str, Any], tie: bool) -> dict[str
 
 
 QWEN3_VL_2B = _config(
-    {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28, "num_attention_heads": 16},
+    {
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+    },
     {**_SMALL_VISION, "out_hidden_size": 2048},
     tie=True,
 )
 QWEN3_VL_4B = _config(
-    {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36, "num_attention_heads": 32},
+    {
+        "hidden_size": 2560,
+        "intermediate_size": 9728,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+    },
     {**_SMALL_VISION, "out_hidden_size": 2560},
     tie=True,
 )
 QWEN3_VL_8B = _config(
-    {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32},
+    {
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+    },
     {
         "depth": 27,
         "hidden_size": 1152,

@@ -56,7 +56,10 @@ def postgres_database() -> Iterator[str]:
     with _pg_admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+        yield (
+            PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+            + f"/{name}"
+        )
     finally:
         with _pg_admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -115,9 +118,21 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         end = time.monotonic() + 10
         while not redis_available(self.url):
@@ -143,7 +158,9 @@ class LoopbackServer:
     def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0, poll_s: float = 0.02):
         self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(poll_s,), daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(poll_s,), daemon=True
+        )
         self.thread.start()
 
     def close(self) -> None:
@@ -164,7 +181,7 @@ class Receiver(LoopbackServer):
         outer = self
 
         class Handler(QuietHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 req = {
                     "path": self.path,

@@ -12,7 +12,6 @@ from markdown_it import MarkdownIt
 
 from daemon.analysis import analyze_recording
 from daemon.config import parse_config
-from daemon.pluginhost.dispatch import Dispatcher
 from daemon.engine.activity import (
     active_spans,
     change_score,
@@ -21,9 +20,10 @@ from daemon.engine.activity import (
     static_window,
 )
 from daemon.models import ChunkWindow, hms
+from daemon.pluginhost.dispatch import Dispatcher
 from daemon.pluginhost.manager import load_plugins
-from daemon.store import Store, merge_static_spans
 from daemon.selftest.clips import make_static_scene
+from daemon.store import Store, merge_static_spans
 from daemon.worker import Worker
 from tests.services import Receiver
 
@@ -57,8 +57,13 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_static_scene(d / "static.mp4", seconds=SECONDS, events=EVENTS, fps=5, gop=150)
 
 
-def run(tmp_path: Path, clip: Path, sampling: dict[str, Any], watch: dict[str, Any] | None = None,
-        plugins: dict[str, Any] | None = None) -> tuple[Recorder, Store, int]:
+def run(
+    tmp_path: Path,
+    clip: Path,
+    sampling: dict[str, Any],
+    watch: dict[str, Any] | None = None,
+    plugins: dict[str, Any] | None = None,
+) -> tuple[Recorder, Store, int]:
     data: dict[str, Any] = {
         "storage": {"url": f"sqlite:///{tmp_path / 'fw.db'}"},
         "model": {"device": "cpu"},
@@ -106,7 +111,7 @@ def test_static_window_keeps_span_and_lowers_frames() -> None:
 def test_scan_finds_every_planted_event(planted: Path) -> None:
     activity = scan_window(planted, 0.0, SECONDS, 1.0)
     spans = active_spans(activity.times, activity.scores, 0.002)
-    for start, duration, _ in EVENTS:
+    for start, _, _ in EVENTS:
         assert any(a <= start + 1.0 and b >= start for a, b in spans), (start, spans)
     # Appearing and disappearing, three times over, and nothing else.
     assert len(spans) == 5
@@ -150,27 +155,43 @@ def test_off_by_default_and_per_watch_override(tmp_path: Path, planted: Path) ->
 def test_static_spans_merge_runs_of_one_action() -> None:
     skip = {"action": "skipped", "peak_change": 0.001, "threshold": 0.002}
     low = {"action": "low_fps", "peak_change": 0.0015, "threshold": 0.002}
-    notes = [(0.0, 10.0, skip), (8.0, 18.0, {**skip, "peak_change": 0.0012}), (16.0, 26.0, None),
-             (24.0, 34.0, skip), (32.0, 42.0, low), (40.0, 50.0, low)]
+    notes = [
+        (0.0, 10.0, skip),
+        (8.0, 18.0, {**skip, "peak_change": 0.0012}),
+        (16.0, 26.0, None),
+        (24.0, 34.0, skip),
+        (32.0, 42.0, low),
+        (40.0, 50.0, low),
+    ]
     spans = merge_static_spans(notes)
     assert [(s.start_s, s.end_s, s.action, s.chunks) for s in spans] == [
-        (0.0, 18.0, "skipped", 2), (24.0, 34.0, "skipped", 1), (32.0, 50.0, "low_fps", 2)]
+        (0.0, 18.0, "skipped", 2),
+        (24.0, 34.0, "skipped", 1),
+        (32.0, 50.0, "low_fps", 2),
+    ]
     assert spans[0].peak_change == 0.0012
     assert "not sent to the model" in spans[0].reason and "floor rate" in spans[2].reason
     assert merge_static_spans([(0.0, 10.0, None)]) == []
 
 
-def test_report_and_webhook_show_skipped_static_spans(tmp_path: Path, planted: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_and_webhook_show_skipped_static_spans(
+    tmp_path: Path, planted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The Markdown report (read back by markdown-it) lists every skipped span with its reason,
     the webhook's recording.finished carries them, and the spans are exactly the chunks that did
     not reach the model."""
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     receiver = Receiver()
     try:
-        recorder, store, rid = run(tmp_path, planted, {"skip_static": True},
-                                   plugins={"markdown_export": {"dir": str(tmp_path / "reports")},
-                                            "webhook": {"url": receiver.url}})
+        recorder, store, rid = run(
+            tmp_path,
+            planted,
+            {"skip_static": True},
+            plugins={
+                "markdown_export": {"dir": str(tmp_path / "reports")},
+                "webhook": {"url": receiver.url},
+            },
+        )
     finally:
         receiver.close()
     spans = store.chunks.static_spans(rid)
@@ -183,17 +204,35 @@ def test_report_and_webhook_show_skipped_static_spans(tmp_path: Path, planted: P
     tokens = MarkdownIt("commonmark").parse(text)
     heads = [i for i, t in enumerate(tokens) if t.type == "inline" and t.content == "Static spans"]
     assert len(heads) == 1 and tokens[heads[0] - 1].type == "heading_open"
-    items = [tokens[i + 2] for i in range(heads[0], len(tokens)) if tokens[i].type == "list_item_open"]
+    items = [
+        tokens[i + 2] for i in range(heads[0], len(tokens)) if tokens[i].type == "list_item_open"
+    ]
     shown = ["".join(c.content for c in i.children or [] if c.type == "text") for i in items]
     assert len(shown) == len(spans)
-    for s, line in zip(spans, shown):
-        assert line.startswith(f"{hms(s.start_s)} to {hms(s.end_s)}, skipped: no change above 0.002")
+    for s, line in zip(spans, shown, strict=True):
+        assert line.startswith(
+            f"{hms(s.start_s)} to {hms(s.end_s)}, skipped: no change above 0.002"
+        )
         assert "not sent to the model" in line
     skipped_s = sum(s.end_s - s.start_s for s in spans)
-    assert f"- Not sent to the model (nothing changed): {hms(skipped_s)} in {len(spans)} static spans" in text
-    (finished,) = [b for b in (json.loads(r["body"]) for r in receiver.requests) if b["type"] == "recording.finished"]
+    assert (
+        f"- Not sent to the model (nothing changed): {hms(skipped_s)} in {len(spans)} static spans"
+        in text
+    )
+    (finished,) = [
+        b
+        for b in (json.loads(r["body"]) for r in receiver.requests)
+        if b["type"] == "recording.finished"
+    ]
     assert finished["data"]["static_spans"] == [
-        {"start_s": s.start_s, "end_s": s.end_s, "action": "skipped", "reason": s.reason,
-         "peak_change": s.peak_change, "threshold": 0.002, "chunks": s.chunks}
+        {
+            "start_s": s.start_s,
+            "end_s": s.end_s,
+            "action": "skipped",
+            "reason": s.reason,
+            "peak_change": s.peak_change,
+            "threshold": 0.002,
+            "chunks": s.chunks,
+        }
         for s in spans
     ]

@@ -47,7 +47,12 @@ def write_config(tmp: Path, model: Path, **over: Any) -> Path:
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "daemon.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -75,8 +80,12 @@ def qwen(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     return QwenAnalyzer.from_config(cfg)
 
 
-def test_analyze_json_contract_and_rows(tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    clip = make_video(tmp_path / "scenes.mp4", seconds=10, scenes=[(0, RED), (3.5, GREEN), (7.0, BLUE)])
+def test_analyze_json_contract_and_rows(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = make_video(
+        tmp_path / "scenes.mp4", seconds=10, scenes=[(0, RED), (3.5, GREEN), (7.0, BLUE)]
+    )
     cfg = write_config(tmp_path, tiny_model)
     assert main(["analyze", str(clip), "--config", str(cfg), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -96,7 +105,9 @@ def test_analyze_json_contract_and_rows(tmp_path: Path, tiny_model: Path, capsys
     prov = [json.loads(p) for (p,) in db.execute("select provenance from chunk order by `index`")]
     assert all(p["model"] == str(tiny_model) and p["backend"] == "transformers" for p in prov)
     assert all(p["sampling"]["frames"] == 4 and p["sampling"]["width"] == 64 for p in prov)
-    assert all(set(p["counts"]) >= {"received", "kept", "clamped", "dropped", "merged"} for p in prov)
+    assert all(
+        set(p["counts"]) >= {"received", "kept", "clamped", "dropped", "merged"} for p in prov
+    )
     n_events = db.execute("select count(*) from event").fetchone()[0]
     assert n_events == len(out["events"])
 
@@ -115,7 +126,14 @@ def test_analyze_json_contract_and_rows(tmp_path: Path, tiny_model: Path, capsys
 
 def test_rotated_phone_video_reaches_the_model_upright(tmp_path: Path, qwen: Any) -> None:
     # Stored sideways with a 90-degree display matrix; upright it is portrait, red above blue.
-    clip = make_video(tmp_path / "phone.mp4", seconds=2, size=(90, 160), scenes=[(0, RED)], bottom=BLUE, rotation=90)
+    clip = make_video(
+        tmp_path / "phone.mp4",
+        seconds=2,
+        size=(90, 160),
+        scenes=[(0, RED)],
+        bottom=BLUE,
+        rotation=90,
+    )
     cfg = load_config(write_config(tmp_path, Path(qwen.provenance()["model"])))
     spy = Spy(qwen)
     store = Store(cfg.storage_url())
@@ -186,7 +204,10 @@ def test_resume_after_kill_analyses_no_chunk_twice(tmp_path: Path, tiny_model: P
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "analyze", str(clip), "--config", str(cfg)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     db_path = tmp_path / "fw.db"
     deadline = time.monotonic() + 240
@@ -194,7 +215,11 @@ def test_resume_after_kill_analyses_no_chunk_twice(tmp_path: Path, tiny_model: P
     while time.monotonic() < deadline and proc.poll() is None:
         if db_path.exists():
             try:
-                rows = sqlite3.connect(db_path).execute("select status from chunk order by `index`").fetchall()
+                rows = (
+                    sqlite3.connect(db_path)
+                    .execute("select status from chunk order by `index`")
+                    .fetchall()
+                )
             except sqlite3.OperationalError:
                 rows = []
             states = [s for (s,) in rows]
@@ -204,21 +229,33 @@ def test_resume_after_kill_analyses_no_chunk_twice(tmp_path: Path, tiny_model: P
                 break
         time.sleep(0.02)
     proc.wait(30)
-    assert killed_at is not None, f"never caught a chunk in flight: {proc.stderr.read() if proc.stderr else ''}"
+    assert killed_at is not None, (
+        f"never caught a chunk in flight: {proc.stderr.read() if proc.stderr else ''}"
+    )
     db = sqlite3.connect(db_path)
-    before = {i: (a, ids) for i, a, ids in db.execute(
-        "select c.`index`, c.attempts, group_concat(e.id) from chunk c left join event e on e.chunk_id = c.id "
-        "where c.status = 'done' group by c.id")}
+    before = {
+        i: (a, ids)
+        for i, a, ids in db.execute(
+            "select c.`index`, c.attempts, group_concat(e.id) from chunk c left join event e on e.chunk_id = c.id "
+            "where c.status = 'done' group by c.id"
+        )
+    }
     r = cli("analyze", str(clip), "--config", str(cfg), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert [c["status"] for c in out["chunks"]] == ["done"] * len(out["chunks"])
-    after = {i: (a, ids) for i, a, ids in db.execute(
-        "select c.`index`, c.attempts, group_concat(e.id) from chunk c left join event e on e.chunk_id = c.id group by c.id")}
+    after = {
+        i: (a, ids)
+        for i, a, ids in db.execute(
+            "select c.`index`, c.attempts, group_concat(e.id) from chunk c left join event e on e.chunk_id = c.id group by c.id"
+        )
+    }
     for i, (attempts, ids) in before.items():
         assert after[i] == (attempts, ids), "a chunk done before the kill was not touched again"
     assert all(a <= 2 for a, _ in after.values())
-    keys = db.execute("select chunk_index, label, start_s, end_s, count(*) from event group by 1, 2, 3, 4 having count(*) > 1").fetchall()
+    keys = db.execute(
+        "select chunk_index, label, start_s, end_s, count(*) from event group by 1, 2, 3, 4 having count(*) > 1"
+    ).fetchall()
     assert keys == [], "no duplicated events"
 
 
@@ -229,7 +266,9 @@ def test_selftest_command() -> None:
     assert report["ok"], report
 
 
-def test_make_test_model_command_writes_a_loadable_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_make_test_model_command_writes_a_loadable_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from transformers import AutoConfig, AutoProcessor
 
     out = tmp_path / "tiny"

@@ -86,7 +86,14 @@ def test_quantization_shrinks_the_language_model_only() -> None:
 
 @pytest.mark.parametrize(
     ("frames", "width", "height", "tokens"),
-    [(2, 640, 352, 220), (60, 640, 352, 6600), (600, 640, 352, 66000), (3, 640, 352, 440), (2, 640, 360, 220), (2, 32, 32, 1)],
+    [
+        (2, 640, 352, 220),
+        (60, 640, 352, 6600),
+        (600, 640, 352, 66000),
+        (3, 640, 352, 440),
+        (2, 640, 360, 220),
+        (2, 32, 32, 1),
+    ],
 )
 def test_visual_tokens_exact(frames: int, width: int, height: int, tokens: int) -> None:
     assert visual_tokens(frames, width, height) == tokens
@@ -112,7 +119,9 @@ def test_text_tokens_over_counts() -> None:
 @pytest.mark.parametrize(("model", "kv_gib"), [("2B", 7.4), ("4B", 9.5), ("8B", 9.5)])
 def test_kv_cache_of_a_300s_chunk(model: str, kv_gib: float) -> None:
     # NOTES-qwen3vl.md: 300 s at 2 fps of 640x360 is about 69 k prompt tokens.
-    est = Estimator(ModelSpec.from_config(REFERENCE[model][0]), text_tokens=600, max_new_tokens=1024)
+    est = Estimator(
+        ModelSpec.from_config(REFERENCE[model][0]), text_tokens=600, max_new_tokens=1024
+    )
     e = est.chunk(len(sample_times(0, 300, 2)), 640, 352)
     assert 68_000 <= e.prompt_tokens <= 70_000
     assert e.kv_prompt_gib == pytest.approx(kv_gib, abs=0.15)
@@ -125,7 +134,10 @@ def test_estimate_adds_up_and_grows_with_tokens() -> None:
     assert e.peak_gib == pytest.approx(e.allocated_gib + e.slack_gib + e.context_gib)
     assert e.weights_gib < e.allocated_gib
     assert e.slack_gib == pytest.approx(0.15 * (e.allocated_gib - e.weights_gib))
-    peaks = [est.peak_gib(f, w, h) for f, w, h in [(2, 224, 128), (40, 224, 128), (40, 448, 256), (120, 640, 352)]]
+    peaks = [
+        est.peak_gib(f, w, h)
+        for f, w, h in [(2, 224, 128), (40, 224, 128), (40, 448, 256), (120, 640, 352)]
+    ]
     assert peaks == sorted(peaks) and len(set(peaks)) == 4
 
 
@@ -145,7 +157,9 @@ def test_config_json_missing_field_is_named() -> None:
         ModelSpec.from_config(broken)
 
 
-def test_read_model_config_local_and_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_model_config_local_and_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text(json.dumps(QWEN3_VL_2B))
     assert read_model_config(str(tmp_path / "m"))["text_config"]["hidden_size"] == 2048
@@ -198,7 +212,9 @@ def test_never_over_budget_and_monotone() -> None:
         rate = plan.rung.fps * plan.rung.max_side
         assert tokens >= last_tokens and rate >= last_rate, budget
         last_tokens, last_rate = tokens, rate
-    assert last_tokens == max(window_tokens(w) for w in plan_chunks(MEDIA, seconds=300, overlap_s=5, fps=2, max_side=640))
+    assert last_tokens == max(
+        window_tokens(w) for w in plan_chunks(MEDIA, seconds=300, overlap_s=5, fps=2, max_side=640)
+    )
 
 
 def test_steps_down_size_then_fps_then_length() -> None:
@@ -215,7 +231,11 @@ def test_steps_down_size_then_fps_then_length() -> None:
         if "seconds" in keys:
             assert plan.rung.fps == 0.25 and plan.rung.max_side == 224
         seen.append(keys)
-    assert ("max_side",) in seen and ("max_side", "fps") in seen and ("max_side", "fps", "seconds") in seen
+    assert (
+        ("max_side",) in seen
+        and ("max_side", "fps") in seen
+        and ("max_side", "fps", "seconds") in seen
+    )
     assert seen[0] == ()  # a big budget steps nothing down
 
 
@@ -254,12 +274,20 @@ def test_frame_size_monotone_in_max_side(size: tuple[int, int]) -> None:
 def test_step_down_window_keeps_the_window_and_floors() -> None:
     cfg = _cfg(min_side=224, min_fps=0.5)
     floors = Floors.from_config(cfg)  # type: ignore[arg-type]
-    (w,) = plan_chunks(MediaInfo("x", 20.0, 640, 360, 30.0, 0, "h264"), seconds=20, overlap_s=0, fps=2, max_side=640)
+    (w,) = plan_chunks(
+        MediaInfo("x", 20.0, 640, 360, 30.0, 0, "h264"),
+        seconds=20,
+        overlap_s=0,
+        fps=2,
+        max_side=640,
+    )
     media = MediaInfo("x", 20.0, 640, 360, 30.0, 0, "h264")
     tokens = [window_tokens(w)]
     while (smaller := step_down_window(w, media, floors)) is not None:
         assert (smaller.start_s, smaller.end_s, smaller.index) == (w.start_s, w.end_s, w.index)
-        assert window_tokens(smaller) <= 0.8 * tokens[-1] or max(smaller.width, smaller.height) == 224
+        assert (
+            window_tokens(smaller) <= 0.8 * tokens[-1] or max(smaller.width, smaller.height) == 224
+        )
         tokens.append(window_tokens(smaller))
         w = smaller
     assert max(w.width, w.height) == 224 and len(w.sample_times) == 10  # 0.5 fps x 20 s
@@ -291,7 +319,9 @@ def test_calibration_from_measured_figures(tmp_path: Path) -> None:
     assert calibrated.fits and plain.fits
     assert max(map(window_tokens, calibrated.windows)) < max(map(window_tokens, plain.windows))
     assert max(calibrated.peaks_gib) <= budget
-    assert calibrated_est.chunk(600, 640, 352).allocated_gib == pytest.approx(1.25 * est.chunk(600, 640, 352).allocated_gib)
+    assert calibrated_est.chunk(600, 640, 352).allocated_gib == pytest.approx(
+        1.25 * est.chunk(600, 640, 352).allocated_gib
+    )
 
 
 # -- config and runtime pieces --------------------------------------------------------------------
@@ -300,13 +330,24 @@ def test_calibration_from_measured_figures(tmp_path: Path) -> None:
 def test_annotated_config_has_gpu_section() -> None:
     cfg = load_config(ROOT / "config.toml")
     g = cfg.gpu
-    assert (g.memory_budget_gib, g.memory_fraction, g.min_side, g.min_fps, g.min_chunk_seconds) == (None, 0.9, 224, 0.25, 30)
+    assert (g.memory_budget_gib, g.memory_fraction, g.min_side, g.min_fps, g.min_chunk_seconds) == (
+        None,
+        0.9,
+        224,
+        0.25,
+        30,
+    )
     assert g.when_busy == "wait" and g.when_locked == "error" and cfg.model.quantization is None
 
 
 def test_gpu_config_errors_have_key_paths() -> None:
     with pytest.raises(ConfigError) as ei:
-        parse_config({"gpu": {"when_busy": "panic", "memory_fraction": 1.5}, "model": {"quantization": "3bit"}})
+        parse_config(
+            {
+                "gpu": {"when_busy": "panic", "memory_fraction": 1.5},
+                "model": {"quantization": "3bit"},
+            }
+        )
     keys = {k for k, _, _ in ei.value.errors}
     assert {"gpu.when_busy", "gpu.memory_fraction", "model.quantization"} <= keys
 
@@ -324,9 +365,15 @@ def test_error_classification() -> None:
 
 def test_gpu_lease_is_one_process_per_device(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from daemon.gpu import GpuLease; from pathlib import Path;"
-         f"GpuLease(Path({str(tmp_path)!r}), 'cuda:0').acquire(wait=False); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from daemon.gpu import GpuLease; from pathlib import Path;"
+            f"GpuLease(Path({str(tmp_path)!r}), 'cuda:0').acquire(wait=False); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         assert holder.stdout is not None
@@ -337,7 +384,9 @@ def test_gpu_lease_is_one_process_per_device(tmp_path: Path) -> None:
             lease.acquire(wait=False)
         assert GpuLease(tmp_path, "cuda:1").acquire(wait=False)  # another device is free
         t0 = time.monotonic()
-        assert not lease.acquire(wait=True, should_stop=lambda: time.monotonic() - t0 > 0.3, poll_s=0.05)
+        assert not lease.acquire(
+            wait=True, should_stop=lambda: time.monotonic() - t0 > 0.3, poll_s=0.05
+        )
     finally:
         holder.kill()
         holder.wait()

@@ -48,14 +48,27 @@ class OomAnalyzer:
     def analyze(self, chunk: ChunkInput) -> list[dict[str, Any]]:
         h, w = chunk.frames[0].image.shape[:2]
         tokens = visual_tokens(len(chunk.frames), w, h)
-        limit = self.threshold if isinstance(self.threshold, int) else self.threshold.get(chunk.index, 10**9)
+        limit = (
+            self.threshold
+            if isinstance(self.threshold, int)
+            else self.threshold.get(chunk.index, 10**9)
+        )
         if tokens > limit:
             self.ooms += 1
             held: dict[str, Any] = {"activations": bytearray(b"\x01") * (self.blob_mib << 20)}
             held["self"] = held  # a cycle: refcounting alone never frees it
-            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {tokens} tokens")
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {tokens} tokens"
+            )
         self.ran.append((chunk.index, tokens))
-        return [{"start_s": chunk.frames[0].t_s, "end_s": chunk.frames[-1].t_s, "label": "scene", "description": "a colour"}]
+        return [
+            {
+                "start_s": chunk.frames[0].t_s,
+                "end_s": chunk.frames[-1].t_s,
+                "label": "scene",
+                "description": "a colour",
+            }
+        ]
 
     def provenance(self) -> dict[str, Any]:
         return {"model": "stand-in", "backend": "test"}
@@ -77,8 +90,13 @@ def _config(tmp_path: Path, **over: Any) -> Any:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 10 s of 640x360: chunks [0,4] [3,7] [6,10], each 8 frames of 640x352 = 880 visual tokens.
-    return make_video(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=10, fps=10, size=(640, 360),
-                      scenes=[(0.0, RED), (5.0, BLUE)])
+    return make_video(
+        tmp_path_factory.mktemp("clip") / "clip.mp4",
+        seconds=10,
+        fps=10,
+        size=(640, 360),
+        scenes=[(0.0, RED), (5.0, BLUE)],
+    )
 
 
 def _run(worker: Worker, path: Path, retry_failed: bool = False) -> Any:
@@ -111,7 +129,9 @@ def test_oom_steps_down_and_the_recording_completes(tmp_path: Path, clip: Path) 
     assert len(store.events.of(rec.id)) >= 1  # events stored as for any chunk
 
 
-def test_after_the_floor_the_chunk_fails_and_the_recording_goes_on(tmp_path: Path, clip: Path) -> None:
+def test_after_the_floor_the_chunk_fails_and_the_recording_goes_on(
+    tmp_path: Path, clip: Path
+) -> None:
     cfg = _config(tmp_path)
     store = Store(cfg.storage_url())
     analyzer = OomAnalyzer(threshold={1: 0})  # chunk 1 never fits, even at the floor
@@ -188,13 +208,19 @@ class FakeGpu:
 def _gpu_config(tmp_path: Path, **gpu: Any) -> Any:
     (tmp_path / "model").mkdir(exist_ok=True)
     (tmp_path / "model" / "config.json").write_text(json.dumps(QWEN3_VL_2B))
-    return _config(tmp_path, model={"device": "cuda"}, gpu={"memory_budget_gib": 12, "busy_poll_seconds": 0.01, **gpu})
+    return _config(
+        tmp_path,
+        model={"device": "cuda"},
+        gpu={"memory_budget_gib": 12, "busy_poll_seconds": 0.01, **gpu},
+    )
 
 
 def _estimator(cfg: Any) -> Any:
     from daemon.engine.budget import ModelSpec
 
-    prompt = build_prompt(instructions(cfg.analysis.profile, None), 0.0, 0.0, cfg.analysis.max_events)
+    prompt = build_prompt(
+        instructions(cfg.analysis.profile, None), 0.0, 0.0, cfg.analysis.max_events
+    )
     return estimator_for(cfg, ModelSpec.from_config(QWEN3_VL_2B), "cuda:0", prompt=prompt)
 
 
@@ -255,7 +281,12 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path, clip: Path) -> None
 
     cfg = _gpu_config(tmp_path, memory_budget_gib=3)
     store = Store(cfg.storage_url())
-    worker = Worker(store, cfg, lambda: OomAnalyzer(10**9), gpu=GpuRuntime("cuda:0", "Fake GPU", 80.0, FakeGpu([70.0])))
+    worker = Worker(
+        store,
+        cfg,
+        lambda: OomAnalyzer(10**9),
+        gpu=GpuRuntime("cuda:0", "Fake GPU", 80.0, FakeGpu([70.0])),
+    )
     rec, _ = worker.ingest(str(clip))
     with pytest.raises(BudgetError, match="model alone.*What would fit.*quantization"):
         analyze_recording(worker, rec.id)
@@ -265,8 +296,17 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path, clip: Path) -> None
 def test_unreadable_model_config_runs_unfitted_on_a_gpu(tmp_path: Path, clip: Path) -> None:
     # A plugin's analyzer (or a checkpoint without config.json): no estimate, so no fitting and no
     # refusal; the out-of-memory retries still protect each chunk.
-    cfg = _config(tmp_path, model={"device": "cuda", "name": str(tmp_path / "missing")}, gpu={"memory_budget_gib": 12})
+    cfg = _config(
+        tmp_path,
+        model={"device": "cuda", "name": str(tmp_path / "missing")},
+        gpu={"memory_budget_gib": 12},
+    )
     store = Store(cfg.storage_url())
-    worker = Worker(store, cfg, lambda: OomAnalyzer(10**9), gpu=GpuRuntime("cuda:0", "Fake GPU", 80.0, FakeGpu([70.0])))
+    worker = Worker(
+        store,
+        cfg,
+        lambda: OomAnalyzer(10**9),
+        gpu=GpuRuntime("cuda:0", "Fake GPU", 80.0, FakeGpu([70.0])),
+    )
     assert _run(worker, clip).status == "done"
     assert worker.memory.budget() is None

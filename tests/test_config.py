@@ -22,7 +22,9 @@ def test_annotated_example_loads() -> None:
 
 def test_defaults() -> None:
     cfg = Config()
-    assert cfg.storage_url().startswith("sqlite:///") and cfg.storage_url().endswith("framewatch.db")
+    assert cfg.storage_url().startswith("sqlite:///") and cfg.storage_url().endswith(
+        "framewatch.db"
+    )
 
 
 def test_unknown_key_and_bad_values_reported_with_paths(tmp_path: Path) -> None:
@@ -38,7 +40,9 @@ def test_unknown_key_and_bad_values_reported_with_paths(tmp_path: Path) -> None:
 def test_hwaccel_values() -> None:
     assert parse_config({}).sampling.hwaccel == "none"
     assert parse_config({"sampling": {"hwaccel": "cuda:1"}}).sampling.hwaccel == "cuda:1"
-    assert parse_config({"sampling": {"hwaccel": "vaapi:/dev/dri/renderD128"}}).sampling.hwaccel.startswith("vaapi")
+    assert parse_config(
+        {"sampling": {"hwaccel": "vaapi:/dev/dri/renderD128"}}
+    ).sampling.hwaccel.startswith("vaapi")
     with pytest.raises(ConfigError) as ei:
         parse_config({"sampling": {"hwaccel": "nvdec"}})
     assert [k for k, _, _ in ei.value.errors] == ["sampling.hwaccel"]
@@ -67,7 +71,12 @@ def test_not_toml(tmp_path: Path) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "daemon.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
 
 

@@ -39,14 +39,18 @@ class Env:
         """A new clip outside the watched folder, different from every other one."""
         self.clips += 1
         colour = ((self.clips * 37) % 256, (self.clips * 91) % 256, 128)
-        return make_video(self.outside / name, seconds=seconds, fps=4, size=(64, 48), scenes=[(0.0, colour)])
+        return make_video(
+            self.outside / name, seconds=seconds, fps=4, size=(64, 48), scenes=[(0.0, colour)]
+        )
 
     def finished(self, path: Path, timeout: float = 90.0) -> dict[str, Any]:
         """The recording_finished/failed line for the recording at `path`."""
 
         def done() -> dict[str, Any] | None:
             for e in self.daemon.logs:
-                if e.get("event") in ("recording_finished", "recording_failed") and e.get("path") == str(path):
+                if e.get("event") in ("recording_finished", "recording_failed") and e.get(
+                    "path"
+                ) == str(path):
                     return e
             return None
 
@@ -88,8 +92,20 @@ def env(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         [{"path": "in", "settle_seconds": SETTLE, "include": ["*.mp4", "*.mkv", "*.m4a"]}],
     )
     # Dropped while the daemon is not running: good files and every kind of broken one.
-    make_video(root / "in" / "before1.mp4", seconds=2.0, fps=4, size=(64, 48), scenes=[(0.0, (10, 200, 10))])
-    make_video(root / "in" / "before2.mkv", seconds=6.0, fps=4, size=(64, 48), scenes=[(0.0, (10, 10, 200))])
+    make_video(
+        root / "in" / "before1.mp4",
+        seconds=2.0,
+        fps=4,
+        size=(64, 48),
+        scenes=[(0.0, (10, 200, 10))],
+    )
+    make_video(
+        root / "in" / "before2.mkv",
+        seconds=6.0,
+        fps=4,
+        size=(64, 48),
+        scenes=[(0.0, (10, 10, 200))],
+    )
     make_bad_inputs(root / "in")
     daemon = Daemon(config)
     store = Store(f"sqlite:///{root / 'fw.db'}")
@@ -160,7 +176,9 @@ def test_part_rename_mv_rsync_and_cp_each_give_one_analysis(env: Env) -> None:
     for name in ("download.mp4", "synced.mp4", "moved.mp4", "copied.mp4"):
         env.finished(env.inbox / name)
         env.analysed_once(env.inbox / name)
-    assert not [r for r, _, _ in env.store.recordings.list() if r.path.endswith((".part", "Xa81Qz"))]
+    assert not [
+        r for r, _, _ in env.store.recordings.list() if r.path.endswith((".part", "Xa81Qz"))
+    ]
 
 
 def test_same_bytes_under_another_name_are_not_analysed_again(env: Env) -> None:
@@ -176,18 +194,28 @@ def test_same_bytes_under_another_name_are_not_analysed_again(env: Env) -> None:
     os.rename(env.inbox / "to-rename.mp4", env.inbox / "renamed.mp4")
     os.link(env.inbox / "to-link.mp4", env.inbox / "linked.mp4")
     names = {str(env.inbox / n) for n in ("to-change-copy.mp4", "renamed.mp4", "linked.mp4")}
-    wait_until(lambda: names <= set(env.store.recordings.paths()), 30, what="the new names registered")
+    wait_until(
+        lambda: names <= set(env.store.recordings.paths()), 30, what="the new names registered"
+    )
     time.sleep(0.5)
     assert len(env.store.recordings.list()) == before
     assert len(env.daemon.find("chunk_started")) == starts
     # The recording follows its file when the old name is gone.
-    assert env.store.recordings.find(str(env.inbox / "renamed.mp4")).path == str(env.inbox / "renamed.mp4")
+    assert env.store.recordings.find(str(env.inbox / "renamed.mp4")).path == str(
+        env.inbox / "renamed.mp4"
+    )
     # Changed bytes at a known path are new content: analysed once more.
     with open(env.inbox / "to-change.mp4", "wb") as f:
         f.write(env.clip("d.mp4").read_bytes())
-    wait_until(lambda: len(env.store.recordings.list()) == before + 1, 30, what="the changed file queued")
+    wait_until(
+        lambda: len(env.store.recordings.list()) == before + 1, 30, what="the changed file queued"
+    )
     new = max((r for r, _, _ in env.store.recordings.list()), key=lambda r: r.id)
-    wait_until(lambda: env.store.recordings.get(new.id).status == "done", 60, what="the changed file analysed")
+    wait_until(
+        lambda: env.store.recordings.get(new.id).status == "done",
+        60,
+        what="the changed file analysed",
+    )
     assert sorted(e["chunk"] for e in env.chunk_starts(new.id)) == [0]
 
 

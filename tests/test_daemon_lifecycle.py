@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,9 @@ class Setup:
         self.store = Store(self.url)
         self.clips = 0
 
-    def config(self, name: str = "config.toml", *, fake: dict[str, Any] | None = None, **daemon: Any) -> Path:
+    def config(
+        self, name: str = "config.toml", *, fake: dict[str, Any] | None = None, **daemon: Any
+    ) -> Path:
         return write_config(
             self.root / name,
             {
@@ -63,7 +66,9 @@ class Setup:
         the same recording)."""
         self.clips += 1
         colour = ((self.clips * 53) % 256, (self.clips * 101) % 256, 64)
-        staged = make_video(self.outside / name, seconds=seconds, fps=2, size=(32, 32), scenes=[(0.0, colour)])
+        staged = make_video(
+            self.outside / name, seconds=seconds, fps=2, size=(32, 32), scenes=[(0.0, colour)]
+        )
         target = self.inbox / name
         os.rename(staged, target)
         return target
@@ -113,11 +118,16 @@ def test_200_files_dropped_at_once_are_each_analysed_once(setup: Setup) -> None:
             else:
                 shutil.copyfile(p, setup.inbox / p.name)
         wait_until(
-            lambda: sum(r.status == "done" for r, _, _ in setup.store.recordings.list()) == 200, 120, 0.5, "200 done"
+            lambda: sum(r.status == "done" for r, _, _ in setup.store.recordings.list()) == 200,
+            120,
+            0.5,
+            "200 done",
         )
         took = time.monotonic() - t0
         recs = setup.store.recordings.list()
-        assert len(recs) == 200 and {os.path.basename(r.path) for r, _, _ in recs} == {p.name for p in staged}
+        assert len(recs) == 200 and {os.path.basename(r.path) for r, _, _ in recs} == {
+            p.name for p in staged
+        }
         for rec, done, total in recs:
             assert done == total == 1 and started_chunks(d, rec.id) == [0]
         assert len(setup.store.events.of()) == 200  # one event per chunk, none stored twice
@@ -136,7 +146,11 @@ def test_kill_9_mid_chunk_resumes_at_the_unfinished_chunk(setup: Setup) -> None:
         d1.wait_for("chunk_started", chunk=1)
         # The daemon logs chunk_started, then sends STATUS=: wait for the datagram (the chunk
         # sleeps 1 s, so this is still mid-chunk). Killing on the log line alone lost it once.
-        wait_until(lambda: "STATUS=three.mp4 chunk 2/3" in notify.starting("STATUS="), 10, what="STATUS= chunk 2/3")
+        wait_until(
+            lambda: "STATUS=three.mp4 chunk 2/3" in notify.starting("STATUS="),
+            10,
+            what="STATUS= chunk 2/3",
+        )
         d1.signal(signal.SIGKILL)
         d1.wait_exit(10)
         assert setup.statuses(clip) == ["done", "running", "pending"]
@@ -157,7 +171,9 @@ def test_kill_9_mid_chunk_resumes_at_the_unfinished_chunk(setup: Setup) -> None:
         notify.close()
 
 
-def test_sigterm_mid_chunk_finishes_it_exits_0_and_the_rest_runs_after_restart(setup: Setup) -> None:
+def test_sigterm_mid_chunk_finishes_it_exits_0_and_the_rest_runs_after_restart(
+    setup: Setup,
+) -> None:
     config = setup.config(fake={"sleep_s": 1.0})
     d1 = setup.start(config)
     clip = setup.clip("three.mp4")
@@ -179,7 +195,9 @@ def test_sigterm_mid_chunk_finishes_it_exits_0_and_the_rest_runs_after_restart(s
     assert d2.stop() == 0
 
 
-def test_a_chunk_past_stop_timeout_is_released_and_a_second_signal_exits_at_once(setup: Setup) -> None:
+def test_a_chunk_past_stop_timeout_is_released_and_a_second_signal_exits_at_once(
+    setup: Setup,
+) -> None:
     slow = setup.config(fake={"sleep_s": 30.0}, stop_timeout_s=0.5)
     d1 = setup.start(slow)
     clip = setup.clip("one.mp4", seconds=1.0)
@@ -197,7 +215,9 @@ def test_a_chunk_past_stop_timeout_is_released_and_a_second_signal_exits_at_once
     d2.wait_for("chunk_started", chunk=0, recording_id=rec.id)
     t0 = time.monotonic()
     d2.signal(signal.SIGTERM)
-    d2.wait_for("daemon_stopping", timeout=5)  # the first one was handled: now waiting for the chunk
+    d2.wait_for(
+        "daemon_stopping", timeout=5
+    )  # the first one was handled: now waiting for the chunk
     d2.signal(signal.SIGTERM)
     assert d2.wait_exit(10) == 4  # EXIT_FORCED
     assert time.monotonic() - t0 < 3
@@ -214,7 +234,9 @@ def test_failed_chunks_are_retried_with_backoff_until_attempts_run_out(setup: Se
     marker = setup.root / "transient-fault"
     marker.touch()
     config = setup.config(
-        fake={"fail_names": ["doomed"], "fail_if_exists": str(marker)}, max_attempts=2, retry_backoff_s=1.5
+        fake={"fail_names": ["doomed"], "fail_if_exists": str(marker)},
+        max_attempts=2,
+        retry_backoff_s=1.5,
     )
     d = setup.start(config)
     try:
@@ -224,7 +246,9 @@ def test_failed_chunks_are_retried_with_backoff_until_attempts_run_out(setup: Se
         marker.unlink()
         wait_until(lambda: setup.status_of(flaky) == "done", 30, what="flaky retried")
         wait_until(lambda: setup.status_of(doomed) == "failed", 30, what="doomed failed")
-        wait_until(lambda: len(d.find("chunk_started", recording_id=setup.recording(doomed).id)) == 2, 30)
+        wait_until(
+            lambda: len(d.find("chunk_started", recording_id=setup.recording(doomed).id)) == 2, 30
+        )
         time.sleep(2.0)  # a third try (there must be none) would be due 3 s after the second
         rec = setup.recording(doomed)
         assert rec.status == "failed" and "fake analyzer refuses doomed.mp4" in (rec.reason or "")
@@ -243,7 +267,7 @@ def test_a_hung_chunk_stops_feeding_the_watchdog(setup: Setup) -> None:
         d.wait_for("chunk_hung", timeout=30)
         d.wait_for("recording_finished", timeout=30)
         pings = notify.times("WATCHDOG=1")
-        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        gaps = [b - a for a, b in pairwise(pings)]
         # Fed while idle and for the chunk's first 0.8 s, then silent until the chunk ended.
         assert max(gaps) > 1.3 and sorted(gaps)[len(gaps) // 2] < 0.5
         assert setup.statuses(clip) == ["done"]

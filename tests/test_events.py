@@ -31,7 +31,16 @@ def test_reversed_times_swapped() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [None, 3, "text", [], {"label": "x"}, ev(float("nan"), 12), ev(11, 12, label="   "), {"start_s": True, "end_s": 12, "label": "a"}],
+    [
+        None,
+        3,
+        "text",
+        [],
+        {"label": "x"},
+        ev(float("nan"), 12),
+        ev(11, 12, label="   "),
+        {"start_s": True, "end_s": 12, "label": "a"},
+    ],
 )
 def test_invalid_items_counted_not_raised(bad: object) -> None:
     out, c = normalize([bad], 10, 20)

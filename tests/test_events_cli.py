@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.store import listing
 from daemon.cli import main
+from daemon.models import Candidate, ChunkWindow
+from daemon.store import Store, listing
 from daemon.store.db import read_only
-from daemon.models import Candidate
-from daemon.models import ChunkWindow
-from daemon.store import Store
 
 
 def _commit(store: Store, rec_id: int, index: int, times: list[float]) -> None:
@@ -23,7 +21,9 @@ def _commit(store: Store, rec_id: int, index: int, times: list[float]) -> None:
     store.chunks.commit(rec_id, chunk.index, "t", events, {"model": "m", "prompt_hash": "h"})
 
 
-def test_plain_listing_in_order_and_filtered(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_listing_in_order_and_filtered(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = Store(url)
     for name, times in (("b.mp4", [3725.0, 5.0]), ("a.mp4", [1.0])):
         rec, _ = store.recordings.register(str(tmp_path / name), f"fp-{name}", 1, 0.0)
@@ -39,17 +39,23 @@ def test_plain_listing_in_order_and_filtered(url: str, tmp_path: Path, capsys: p
         f"{tmp_path / 'a.mp4'} [00:00:01-00:00:03] l1: d",
     ]
     assert main(["events", "--config", str(cfg), "--recording", str(tmp_path / "a.mp4")]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"{tmp_path / 'a.mp4'} [00:00:01-00:00:03] l1: d"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{tmp_path / 'a.mp4'} [00:00:01-00:00:03] l1: d"
+    ]
     assert main(["events", "--config", str(cfg), "--recording", str(tmp_path / "none.mp4")]) == 0
     assert capsys.readouterr().out == ""
     # The same bytes seen under a new name: the listing follows the name to the recording.
     store.recordings.register(str(tmp_path / "renamed.mp4"), "fp-a.mp4", 1, 0.0)
     assert main(["events", "--config", str(cfg), "--recording", str(tmp_path / "renamed.mp4")]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"{tmp_path / 'a.mp4'} [00:00:01-00:00:03] l1: d"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{tmp_path / 'a.mp4'} [00:00:01-00:00:03] l1: d"
+    ]
     # The listing and the Store's own reading agree, event for event.
     with read_only(store.db.engine) as conn, conn.begin():
         rows = [tuple(r) for r in listing.event_lines(conn)]
-    assert rows == [(p, e.start_s, e.end_s, e.label, e.description) for e, p in store.events.with_paths()]
+    assert rows == [
+        (p, e.start_s, e.end_s, e.label, e.description) for e, p in store.events.with_paths()
+    ]
     store.close()
 
 
@@ -57,9 +63,15 @@ def test_listing_reads_in_index_order_without_a_sort(tmp_path: Path) -> None:
     """The order is the ix_event_listing index's (revision 0003): SQLite reads it, never sorts."""
     store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
     with store.db.engine.connect() as conn:
-        for stmt, params in ((listing.ALL_LINES, {}), (listing.RECORDING_LINES, {"recording_id": 1})):
+        for stmt, params in (
+            (listing.ALL_LINES, {}),
+            (listing.RECORDING_LINES, {"recording_id": 1}),
+        ):
             sql = str(stmt.compile(dialect=conn.dialect))
-            plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, tuple(params.values())))
+            plan = " | ".join(
+                row[-1]
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, tuple(params.values()))
+            )
             assert "ix_event_listing" in plan and "TEMP B-TREE" not in plan, plan
     store.close()
 

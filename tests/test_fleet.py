@@ -27,12 +27,18 @@ from typing import Any
 
 import pytest
 
-from daemon.work.streams import RedisQueue
-from daemon.store import Store
 from daemon.selftest.clips import make_video
+from daemon.store import Store
+from daemon.work.streams import RedisQueue
 from tests import gpu_stand_in
 from tests.daemon_proc import ROOT, unique_copies, wait_until
-from tests.services import PrivateRedis, Receiver, postgres_available, postgres_database, redis_prefix
+from tests.services import (
+    PrivateRedis,
+    Receiver,
+    postgres_available,
+    postgres_database,
+    redis_prefix,
+)
 from tests.test_webhook import SECRET, verified
 
 pytestmark = pytest.mark.slow
@@ -42,6 +48,7 @@ pytestmark = pytest.mark.slow
 def _needs_postgres() -> None:
     if not postgres_available():
         pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it)")
+
 
 LEASE_S = 3.0
 MAX_DELIVERIES = 2
@@ -56,7 +63,11 @@ class Proc:
         self.name = name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", command, "--config", str(config)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
@@ -75,7 +86,11 @@ class Proc:
                 self.logs.append(entry)
 
     def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:
-        return [e for e in list(self.logs) if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())]
+        return [
+            e
+            for e in list(self.logs)
+            if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+        ]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
@@ -88,7 +103,9 @@ class Proc:
         self._reader.join(5)
 
 
-def config_text(db_url: str, redis_url: str, prefix: str, model: Path, watch: Path, hook: str) -> str:
+def config_text(
+    db_url: str, redis_url: str, prefix: str, model: Path, watch: Path, hook: str
+) -> str:
     return f"""
 [storage]
 url = "{db_url}"
@@ -152,8 +169,17 @@ def fleet_env(tmp_path: Path, tiny_model: Path) -> Iterator[dict[str, Any]]:
         cfg.write_text(config_text(db_url, redis_srv.url, prefix, tiny_model, watch, receiver.url))
         procs: list[Proc] = []
         try:
-            yield {"config": cfg, "env": env, "watch": watch, "db": db_url, "redis": redis_srv,
-                   "prefix": prefix, "receiver": receiver, "procs": procs, "tmp": tmp_path}
+            yield {
+                "config": cfg,
+                "env": env,
+                "watch": watch,
+                "db": db_url,
+                "redis": redis_srv,
+                "prefix": prefix,
+                "receiver": receiver,
+                "procs": procs,
+                "tmp": tmp_path,
+            }
         finally:
             logs = Path(os.environ.get("FRAMEWATCH_TEST_LOGS", tmp_path))
             for p in procs:
@@ -185,7 +211,9 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
     procs.append(Proc("run", cfg, env, "watcher"))
     procs += [Proc("worker", cfg, env, f"worker{i}") for i in range(3)]
     t0 = time.monotonic()
-    wait_until(lambda: all(p.find("daemon_started") for p in procs), 180, what="all four processes ready")
+    wait_until(
+        lambda: all(p.find("daemon_started") for p in procs), 180, what="all four processes ready"
+    )
     started_s = time.monotonic() - t0
 
     # -- phase 1: normal, long, poison and victim recordings --------------------------------------
@@ -205,14 +233,21 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
     time.sleep(1.0)  # well inside the chunk
     victim_holder.kill(signal.SIGKILL)
     # A box that dies is restarted by its service manager; it comes back as a new consumer.
-    replacement = Proc("run" if victim_holder.name == "watcher" else "worker", cfg, env, victim_holder.name + "-new")
+    replacement = Proc(
+        "run" if victim_holder.name == "watcher" else "worker",
+        cfg,
+        env,
+        victim_holder.name + "-new",
+    )
     procs.append(replacement)
 
     wait_until(lambda: settled(store, names), 240, interval=0.5, what="phase 1 recordings settled")
     phase1_s = time.monotonic() - t1
     print(f"\nstart {started_s:.1f}s, phase 1 {phase1_s:.1f}s", flush=True)
     recs = {Path(r.path).name: r for r, _, _ in store.recordings.list()}
-    assert recs["poison.mp4"].status == "failed" and "deliveries" in (recs["poison.mp4"].reason or "")
+    assert recs["poison.mp4"].status == "failed" and "deliveries" in (
+        recs["poison.mp4"].reason or ""
+    )
     for n in names:
         if n != "poison.mp4":
             assert recs[n].status == "done", (n, recs[n].reason)
@@ -237,8 +272,10 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
     victim_rid, long_rid = recs["victim.mp4"].id, recs["long.mp4"].id
     # The victim's chunk went to another box after the lease; the long one never left its box.
     takeovers = [e for p in procs for e in p.find("queue_job_taken_over")]
-    assert any(e.get("recording_id") == victim_rid and e.get("chunk") == 0 for e in takeovers) or \
-        store.chunks.of(victim_rid)[0].attempts == 2
+    assert (
+        any(e.get("recording_id") == victim_rid and e.get("chunk") == 0 for e in takeovers)
+        or store.chunks.of(victim_rid)[0].attempts == 2
+    )
     assert not [e for e in takeovers if e.get("recording_id") == long_rid]
     assert store.chunks.of(long_rid)[0].attempts == 1
     long_took = [e for p in procs for e in p.find("chunk_analyzed", recording_id=long_rid, chunk=0)]
@@ -253,11 +290,17 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
     more = ["d.mp4", "e.mp4"]
     for n in more:
         drop(watch, n, next(copies))
-    wait_until(lambda: {Path(r.path).name for r, _, _ in store.recordings.list()} >= set(more), 60, what="d, e seen")
+    wait_until(
+        lambda: {Path(r.path).name for r, _, _ in store.recordings.list()} >= set(more),
+        60,
+        what="d, e seen",
+    )
     fleet_env["redis"].stop()
     time.sleep(10)
     fleet_env["redis"].start()
-    wait_until(lambda: settled(store, names + more), 180, interval=0.5, what="phase 2 recordings settled")
+    wait_until(
+        lambda: settled(store, names + more), 180, interval=0.5, what="phase 2 recordings settled"
+    )
     recs = {Path(r.path).name: r for r, _, _ in store.recordings.list()}
     for n in more:
         assert recs[n].status == "done", (n, recs[n].reason)
@@ -277,16 +320,25 @@ def test_four_boxes_share_the_work(fleet_env: dict[str, Any], tmp_path: Path) ->
 
     wait_until(all_delivered, 60, what="every webhook delivered")
     found = [verified(r) for r in list(receiver.requests)]
-    ids = [ev["id"] for body in found if body["type"] == "events.found" for ev in body["data"]["events"]]
+    ids = [
+        ev["id"]
+        for body in found
+        if body["type"] == "events.found"
+        for ev in body["data"]["events"]
+    ]
     assert len(ids) == len(set(ids)), Counter(ids).most_common(3)
     assert set(ids) == {e.id for e in events}
-    finished = Counter(b["data"]["recording"]["path"] for b in found if b["type"] == "recording.finished")
+    finished = Counter(
+        b["data"]["recording"]["path"] for b in found if b["type"] == "recording.finished"
+    )
     assert all(n == 1 for n in finished.values()) and len(finished) == len(names) + len(more) - 1
 
     for p in procs:
         if p.proc.poll() is None:
             p.kill(signal.SIGTERM)
             assert p.proc.returncode == 0, (p.name, p.raw[-10:])
-    print(f"\nfleet: start {started_s:.1f}s, phase 1 {phase1_s:.1f}s for {total_chunks} chunks, "
-          f"{len(events)} events")
+    print(
+        f"\nfleet: start {started_s:.1f}s, phase 1 {phase1_s:.1f}s for {total_chunks} chunks, "
+        f"{len(events)} events"
+    )
     store.close()

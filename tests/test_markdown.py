@@ -10,10 +10,9 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from daemon.models import RecordingInfo, hms
 from daemon.pluginhost.dispatch import Dispatcher
-from daemon.models import RecordingInfo
 from daemon.store import Store
-from daemon.models import hms
 from plugins._shared import one_line
 from plugins.markdown_export import md_escape
 from tests.outbox import HOSTILE, analysed, ev, make_config, manager

@@ -34,13 +34,25 @@ def test_metrics_from_the_store(url: str, tmp_path: Path) -> None:
     store = Store(url)
     try:
         # Two analysed recordings (3 chunks: 1800 + 1800 + 600 s of video), GPU peaks measured.
-        populate(store, tmp_path / "lecture.mp4", LECTURE, chunk_s=1800,
-                 prov=provenance(analyzer={"peak_gib": 11.5}, memory={"budget_gib": 20.0}))
-        populate(store, tmp_path / "camera.mp4", CAMERA, chunk_s=600,
-                 prov=provenance(analyzer={"peak_gib": 18.0}, memory={"budget_gib": 16.0}))
+        populate(
+            store,
+            tmp_path / "lecture.mp4",
+            LECTURE,
+            chunk_s=1800,
+            prov=provenance(analyzer={"peak_gib": 11.5}, memory={"budget_gib": 20.0}),
+        )
+        populate(
+            store,
+            tmp_path / "camera.mp4",
+            CAMERA,
+            chunk_s=600,
+            prov=provenance(analyzer={"peak_gib": 18.0}, memory={"budget_gib": 16.0}),
+        )
         # One queued with a chunk failed and one pending; one notification failing, one dead.
         rec, _ = store.recordings.register(str(tmp_path / "new.mp4"), "fp:new", 1, 0.0)
-        store.chunks.plan(rec.id, [ChunkWindow(i, i * 60.0, i * 60.0 + 60, (1.0,), 64, 64) for i in range(2)])
+        store.chunks.plan(
+            rec.id, [ChunkWindow(i, i * 60.0, i * 60.0 + 60, (1.0,), 64, 64) for i in range(2)]
+        )
         store.chunks.claim(rec.id, OWNER, 60)
         store.chunks.fail(rec.id, 0, "boom", owner=OWNER)
         store.outbox.add([("webhook", "recording_finished", rec.id, None)] * 3)
@@ -78,12 +90,19 @@ def test_metrics_from_the_store(url: str, tmp_path: Path) -> None:
             assert scrape(other)[0] == text
             claimed = other.chunks.claim(rec.id, OWNER, 60)
             assert claimed is not None
-            other.chunks.commit(rec.id, claimed.index, OWNER, [ev(61, 62, "x", "y")],
-                               provenance(analyzer={"peak_gib": 30.0}, memory={"budget_gib": 40.0}))
+            other.chunks.commit(
+                rec.id,
+                claimed.index,
+                OWNER,
+                [ev(61, 62, "x", "y")],
+                provenance(analyzer={"peak_gib": 30.0}, memory={"budget_gib": 40.0}),
+            )
             m2 = scrape(store)[1]
             assert m2[("framewatch_chunks_analysed_total", ())] == 4
             assert m2[("framewatch_gpu_memory_peak_bytes", ())] == 30.0 * GIB
-            assert m2[("framewatch_gpu_memory_budget_bytes", ())] == 40.0 * GIB  # the latest chunk's
+            assert (
+                m2[("framewatch_gpu_memory_budget_bytes", ())] == 40.0 * GIB
+            )  # the latest chunk's
         finally:
             other.close()
     finally:
@@ -97,8 +116,12 @@ def test_an_empty_store_has_no_made_up_numbers(tmp_path: Path) -> None:
         assert m[("framewatch_queue_depth", ())] == 0
         assert m[("framewatch_chunks_analysed_total", ())] == 0
         # No chunk measured yet: no ratio or GPU value rather than a zero that looks like data.
-        for name in ("framewatch_realtime_factor", "framewatch_gpu_memory_peak_bytes",
-                     "framewatch_gpu_memory_budget_bytes", "framewatch_gpu_memory_peak_ratio"):
+        for name in (
+            "framewatch_realtime_factor",
+            "framewatch_gpu_memory_peak_bytes",
+            "framewatch_gpu_memory_budget_bytes",
+            "framewatch_gpu_memory_peak_ratio",
+        ):
             assert name not in text
         create_app(store)  # a second app, a second registry: nothing global to collide in
         assert scrape(store)[0] == text

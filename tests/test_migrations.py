@@ -11,9 +11,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-from daemon.store import migrations
+from daemon.store import Store, migrations
 from daemon.store.db import make_engine
-from daemon.store import Store
 
 
 def schema_diff(store: Store) -> list[object]:
@@ -42,10 +41,12 @@ def test_database_from_before_alembic_is_adopted_and_keeps_its_rows(url: str) ->
     engine = make_engine(url)
     SQLModel.metadata.create_all(engine)  # what Store() did before this revision
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO recording (fingerprint, path, size, status, chunks_total, attempts, created_at, "
-            "updated_at, settings) VALUES ('fp0', '/old.mp4', 5, 'done', 0, 0, 1.0, 1.0, '{}')"
-        ))
+        conn.execute(
+            text(
+                "INSERT INTO recording (fingerprint, path, size, status, chunks_total, attempts, created_at, "
+                "updated_at, settings) VALUES ('fp0', '/old.mp4', 5, 'done', 0, 0, 1.0, 1.0, '{}')"
+            )
+        )
         assert not inspect(conn).has_table("alembic_version")
     engine.dispose()
     store = Store(url)
@@ -74,4 +75,6 @@ def test_the_baseline_revision_is_the_pre_alembic_schema(tmp_path: Path) -> None
 
 
 def test_head_constant_is_alembics_newest_revision() -> None:
-    assert migrations.HEAD == migrations.head_from_scripts(), "move migrations.HEAD to the new revision"
+    assert migrations.head_from_scripts() == migrations.HEAD, (
+        "move migrations.HEAD to the new revision"
+    )

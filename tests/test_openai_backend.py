@@ -17,8 +17,8 @@ from daemon.config import Config, parse_config
 from daemon.engine import prompts
 from daemon.engine.backends.openai import OpenAIAnalyzer, read_api_key
 from daemon.pluginhost.manager import load_plugins
-from daemon.store import Store
 from daemon.selftest.clips import make_video
+from daemon.store import Store
 from tests.openai_server import OpenAICompatibleServer
 
 SMALL = {
@@ -32,10 +32,13 @@ SMALL = {
 def server(tiny_model: Path) -> Iterator[OpenAICompatibleServer]:
     from daemon.engine.backends.qwen3vl import QwenAnalyzer
 
-    cfg = parse_config({"model": {"name": str(tiny_model), "max_new_tokens": 24, "device": "cpu"}, **SMALL})
+    cfg = parse_config(
+        {"model": {"name": str(tiny_model), "max_new_tokens": 24, "device": "cpu"}, **SMALL}
+    )
     a = cfg.analysis
     srv = OpenAICompatibleServer(
-        QwenAnalyzer.from_config(cfg), api_key="sk-test",
+        QwenAnalyzer.from_config(cfg),
+        api_key="sk-test",
         schema=prompts.event_schema(a.max_events, a.label_chars, a.description_chars),
     )
     yield srv
@@ -46,8 +49,13 @@ def client_config(tmp: Path, base_url: str, **model: Any) -> Config:
     return parse_config(
         {
             "storage": {"url": f"sqlite:///{tmp / 'fw.db'}"},
-            "model": {"backend": "openai", "name": "Qwen/Qwen3-VL-2B-Instruct", "base_url": base_url,
-                      "max_new_tokens": 24, **model},
+            "model": {
+                "backend": "openai",
+                "name": "Qwen/Qwen3-VL-2B-Instruct",
+                "base_url": base_url,
+                "max_new_tokens": 24,
+                **model,
+            },
             **SMALL,
         },
         tmp / "config.toml",
@@ -61,12 +69,16 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
 
 
-def test_recording_analysed_through_the_server(server: OpenAICompatibleServer, tmp_path: Path) -> None:
+def test_recording_analysed_through_the_server(
+    server: OpenAICompatibleServer, tmp_path: Path
+) -> None:
     clip = make_video(tmp_path / "clip.mp4", seconds=10.0, size=(96, 64), fps=4)
     cfg = client_config(tmp_path, server.base_url)
     store = Store(cfg.storage_url())
     before = len(server.requests)
-    result, _ = analyze_path(cfg, str(clip), store=store, plugins=load_plugins(cfg, third_party=False))
+    result, _ = analyze_path(
+        cfg, str(clip), store=store, plugins=load_plugins(cfg, third_party=False)
+    )
     assert result["recording"]["status"] == "done", result["recording"]
     chunks = result["chunks"]
     sent = server.requests[before:]
@@ -79,8 +91,13 @@ def test_recording_analysed_through_the_server(server: OpenAICompatibleServer, t
         assert body["response_format"]["json_schema"]["schema"] == prompts.event_schema(1, 8, 16)
         parts = body["messages"][0]["content"]
         images = [p for p in parts if p["type"] == "image_url"]
-        times = [float(m.group(1)) for p in parts if p["type"] == "text"
-                 for m in [re.match(r"^<(\d+\.\d) seconds>$", p["text"])] if m]
+        times = [
+            float(m.group(1))
+            for p in parts
+            if p["type"] == "text"
+            for m in [re.match(r"^<(\d+\.\d) seconds>$", p["text"])]
+            if m
+        ]
         assert len(images) == len(times) == chunk["frames"]
         assert all(i["image_url"]["url"].startswith("data:image/jpeg;base64,") for i in images)
         # Absolute times from the recording's start, inside the chunk.
@@ -95,7 +112,9 @@ def test_recording_analysed_through_the_server(server: OpenAICompatibleServer, t
     store.close()
 
 
-def test_server_error_fails_the_chunk_and_a_rerun_finishes(server: OpenAICompatibleServer, tmp_path: Path) -> None:
+def test_server_error_fails_the_chunk_and_a_rerun_finishes(
+    server: OpenAICompatibleServer, tmp_path: Path
+) -> None:
     clip = make_video(tmp_path / "clip.mp4", seconds=4.0, size=(96, 64), fps=4)
     cfg = client_config(tmp_path, server.base_url)
     store = Store(cfg.storage_url())
@@ -110,17 +129,23 @@ def test_server_error_fails_the_chunk_and_a_rerun_finishes(server: OpenAICompati
     store.close()
 
 
-def test_wrong_key_and_unreachable_server_say_so(server: OpenAICompatibleServer, tmp_path: Path) -> None:
+def test_wrong_key_and_unreachable_server_say_so(
+    server: OpenAICompatibleServer, tmp_path: Path
+) -> None:
     import numpy as np
 
     from daemon.engine.backends.openai import ServerError
     from daemon.models import ChunkInput, Frame
 
     chunk = ChunkInput("x", 0, 0.0, 1.0, "say", (Frame(0.0, np.zeros((32, 32, 3), np.uint8)),))
-    bad = OpenAIAnalyzer(server.base_url, "m", api_key="nope", schema=prompts.event_schema(1, 8, 16))
+    bad = OpenAIAnalyzer(
+        server.base_url, "m", api_key="nope", schema=prompts.event_schema(1, 8, 16)
+    )
     with pytest.raises(ServerError, match="HTTP 401"):
         bad.analyze(chunk)
-    gone = OpenAIAnalyzer("http://127.0.0.1:9/v1", "m", schema=prompts.event_schema(1, 8, 16), timeout_s=2)
+    gone = OpenAIAnalyzer(
+        "http://127.0.0.1:9/v1", "m", schema=prompts.event_schema(1, 8, 16), timeout_s=2
+    )
     with pytest.raises(ServerError, match="cannot reach"):
         gone.analyze(chunk)
 

@@ -231,7 +231,9 @@ def test_hook_make_analyzer_default_is_qwen_and_tried_last(
     assert loaded == [cfg]
     pm = manager(cfg, (MakesStandIn(), "standin"))
     made = pm.make_analyzer()
-    assert isinstance(made.inner, StandIn) and made.inner is not qwen  # registered after the default yet tried first
+    assert (
+        isinstance(made.inner, StandIn) and made.inner is not qwen
+    )  # registered after the default yet tried first
     assert len(loaded) == 1
 
 

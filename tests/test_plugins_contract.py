@@ -27,7 +27,7 @@ from tests.media import make_video
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PLUGIN = '''
+PLUGIN = """
 from daemon.hookspecs import hookimpl
 
 
@@ -38,7 +38,7 @@ class Analyzer:
 @hookimpl
 def make_analyzer(config):
     return Analyzer()
-'''
+"""
 
 ONLY_ANALYZE = """
     def analyze(self, chunk):
@@ -58,7 +58,9 @@ NOT_A_LIST = """
 
 
 def plugin_site(tmp_path: Path, name: str, body: str) -> Path:
-    return install_plugin(tmp_path / f"site-{name}", name, f"fw_contract_{name}", PLUGIN.format(body=body))
+    return install_plugin(
+        tmp_path / f"site-{name}", name, f"fw_contract_{name}", PLUGIN.format(body=body)
+    )
 
 
 def config(tmp_path: Path, **daemon: float) -> Path:
@@ -77,8 +79,22 @@ def config(tmp_path: Path, **daemon: float) -> Path:
 def analyze(tmp_path: Path, site: Path, clip: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "analyze", str(clip), "--json", "--config", str(config(tmp_path))],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "analyze",
+            str(clip),
+            "--json",
+            "--config",
+            str(config(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+        check=False,
     )
 
 
@@ -87,7 +103,9 @@ def clip(tmp_path: Path) -> Path:
     return make_video(tmp_path / "clip.mp4", seconds=3.0, fps=4, size=(64, 48))
 
 
-def test_an_analyzer_with_only_analyze_works_with_default_name_and_provenance(tmp_path: Path, clip: Path) -> None:
+def test_an_analyzer_with_only_analyze_works_with_default_name_and_provenance(
+    tmp_path: Path, clip: Path
+) -> None:
     out = analyze(tmp_path, plugin_site(tmp_path, "onlyanalyze", ONLY_ANALYZE), clip)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -98,7 +116,9 @@ def test_an_analyzer_with_only_analyze_works_with_default_name_and_provenance(tm
     assert "Traceback" not in out.stderr
 
 
-def test_an_analyzer_without_analyze_is_refused_in_one_line_by_analyze_and_run(tmp_path: Path, clip: Path) -> None:
+def test_an_analyzer_without_analyze_is_refused_in_one_line_by_analyze_and_run(
+    tmp_path: Path, clip: Path
+) -> None:
     site = plugin_site(tmp_path, "noanalyze", NO_ANALYZE)
     out = analyze(tmp_path, site, clip)
     assert out.returncode == 3
@@ -109,10 +129,14 @@ def test_an_analyzer_without_analyze_is_refused_in_one_line_by_analyze_and_run(t
     (tmp_path / "in").mkdir()
     daemon = Daemon(config(tmp_path), env={"PYTHONPATH": str(site)})
     assert daemon.wait_exit(60) == 3
-    assert any("plugin 'noanalyze'" in line and "no analyze(chunk) method" in line for line in daemon.raw)
+    assert any(
+        "plugin 'noanalyze'" in line and "no analyze(chunk) method" in line for line in daemon.raw
+    )
 
 
-def test_an_analyzer_that_raises_fails_its_chunks_naming_the_plugin(tmp_path: Path, clip: Path) -> None:
+def test_an_analyzer_that_raises_fails_its_chunks_naming_the_plugin(
+    tmp_path: Path, clip: Path
+) -> None:
     out = analyze(tmp_path, plugin_site(tmp_path, "raises", RAISES), clip)
     assert out.returncode == 1
     result = json.loads(out.stdout)
@@ -123,14 +147,18 @@ def test_an_analyzer_that_raises_fails_its_chunks_naming_the_plugin(tmp_path: Pa
     assert "Traceback" not in out.stderr
 
 
-def test_an_analyzer_that_answers_no_list_fails_the_chunk_for_good(tmp_path: Path, clip: Path) -> None:
+def test_an_analyzer_that_answers_no_list_fails_the_chunk_for_good(
+    tmp_path: Path, clip: Path
+) -> None:
     out = analyze(tmp_path, plugin_site(tmp_path, "notalist", NOT_A_LIST), clip)
     assert out.returncode == 1
     reason = json.loads(out.stdout)["recording"]["reason"]
     assert "the analyzer of plugin 'notalist' returned dict, not a list of events" in reason
 
 
-def test_run_retries_a_raising_analyzer_a_bounded_number_of_times_and_keeps_going(tmp_path: Path) -> None:
+def test_run_retries_a_raising_analyzer_a_bounded_number_of_times_and_keeps_going(
+    tmp_path: Path,
+) -> None:
     site = plugin_site(tmp_path, "raises", RAISES)
     (tmp_path / "in").mkdir()
     cfg = config(tmp_path, max_attempts=2, retry_backoff_s=0.5, reap_interval_s=1)
@@ -138,12 +166,20 @@ def test_run_retries_a_raising_analyzer_a_bounded_number_of_times_and_keeps_goin
     store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
     try:
         clip = make_video(tmp_path / "in" / "a.mp4", seconds=3.0, fps=4, size=(64, 48))
-        wait_until(lambda: (r := store.recordings.find(str(clip))) is not None and r.status == "failed"
-                   and all(c.attempts == 2 and c.status == "failed" for c in store.chunks.of(r.id)), 90,
-                   what="the recording failed after its attempts")
+        wait_until(
+            lambda: (
+                (r := store.recordings.find(str(clip))) is not None
+                and r.status == "failed"
+                and all(c.attempts == 2 and c.status == "failed" for c in store.chunks.of(r.id))
+            ),
+            90,
+            what="the recording failed after its attempts",
+        )
         time.sleep(3)  # long enough for several more retry rounds, had they not been bounded
         rec = store.recordings.find(str(clip))
-        assert rec is not None and rec.status == "failed" and "plugin 'raises'" in (rec.reason or "")
+        assert (
+            rec is not None and rec.status == "failed" and "plugin 'raises'" in (rec.reason or "")
+        )
         assert all(c.attempts == 2 for c in store.chunks.of(rec.id))
         assert daemon.proc.poll() is None  # the daemon keeps going
         row = next(r for r in status_json(cfg)["recordings"] if r["path"] == str(clip))
@@ -153,7 +189,7 @@ def test_run_retries_a_raising_analyzer_a_bounded_number_of_times_and_keeps_goin
         store.close()
 
 
-COMMAND_PLUGIN = '''
+COMMAND_PLUGIN = """
 from pydantic import BaseModel
 
 from daemon.hookspecs import hookimpl
@@ -182,18 +218,27 @@ def greet(args, context):
     finally:
         store.close()
     return 7
-'''
+"""
 
 
 def test_hook_register_commands_adds_a_subcommand_with_its_settings(tmp_path: Path) -> None:
     site = install_plugin(tmp_path / "site", "greeter", "fw_greeter", COMMAND_PLUGIN)
     env = {**os.environ, "PYTHONPATH": str(site)}
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "fw.db"}"\n[plugins.greeter]\ngreeting = "howdy"\n')
+    cfg.write_text(
+        f'[storage]\nurl = "sqlite:///{tmp_path / "fw.db"}"\n[plugins.greeter]\ngreeting = "howdy"\n'
+    )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True,
-                              cwd=ROOT, env=env, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "daemon.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=60,
+            check=False,
+        )
 
     listed = cli("--help")
     assert listed.returncode == 0 and "greet" in listed.stdout and "say hello" in listed.stdout

@@ -12,9 +12,9 @@ import pytest
 from sqlmodel import select
 
 from daemon.cli import main
-from daemon.pluginhost.dispatch import Dispatcher
 from daemon.hookspecs import RetryLater, hookimpl
 from daemon.models import ChunkInfo, EventInfo, RecordingInfo
+from daemon.pluginhost.dispatch import Dispatcher
 from daemon.store import Store
 from daemon.store.tables import Delivery
 from tests.outbox import Clock, analysed, ev, make_config, manager

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 import daemon.worker as worker_module
-from daemon.worker import window_of
 from daemon.analysis import analyze_recording
 from daemon.config import parse_config
 from daemon.engine.prefetch import Prefetcher
 from daemon.engine.sampler import sample_frames
 from daemon.store import Store
-from daemon.worker import Worker
+from daemon.worker import Worker, window_of
 from tests.media import BLUE, GREEN, RED, make_video
 
 if TYPE_CHECKING:
@@ -55,7 +54,9 @@ def make_worker(tmp_path: Path, analyzer: Any) -> Worker:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("prefetch")
-    return make_video(d / "c.mp4", seconds=10, counter=True, scenes=[(0, RED), (4, GREEN), (7, BLUE)], gop=20)
+    return make_video(
+        d / "c.mp4", seconds=10, counter=True, scenes=[(0, RED), (4, GREEN), (7, BLUE)], gop=20
+    )
 
 
 def test_prefetcher_hands_back_results_once_and_drops_others() -> None:
@@ -77,7 +78,9 @@ def test_prefetcher_hands_back_results_once_and_drops_others() -> None:
         assert (p.hits, p.misses) == (2, 3)
 
 
-def test_next_chunk_is_sampled_ahead_with_the_same_frames(tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_next_chunk_is_sampled_ahead_with_the_same_frames(
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     threads: dict[int, str] = {}
     real = worker_module.prepare_chunk
 
@@ -100,7 +103,9 @@ def test_next_chunk_is_sampled_ahead_with_the_same_frames(tmp_path: Path, clip: 
         window = window_of(row)
         expected = sample_frames(clip, window.sample_times, window.width, window.height)
         assert [f.t_s for f in chunk.frames] == [f.t_s for f in expected]
-        assert all(np.array_equal(a.image, b.image) for a, b in zip(chunk.frames, expected))
+        assert all(
+            np.array_equal(a.image, b.image) for a, b in zip(chunk.frames, expected, strict=True)
+        )
     assert w._prefetch.pending == 0  # nothing prepared is held after the recording
 
 

@@ -159,6 +159,12 @@ def test_unreadable_file(tmp_path):
         "try:\n    probe(sys.argv[1])\nexcept UnsupportedMedia as e:\n    print(e.reason)\n"
     )
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                       cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
     assert "permission denied" in r.stdout, r.stdout + r.stderr

@@ -13,7 +13,6 @@ from daemon.work.streams import LeaseKeeper, RedisQueue
 from tests.services import REDIS_URL, drop_prefix, redis_available, redis_prefix
 
 
-
 @pytest.fixture(autouse=True)
 def _needs_redis() -> None:
     if not redis_available():
@@ -28,7 +27,9 @@ def prefix() -> Iterator[str]:
 
 
 def q(prefix: str, name: str, lease_s: float = 60.0, max_deliveries: int = 3) -> RedisQueue:
-    queue = RedisQueue(REDIS_URL, prefix=prefix, lease_s=lease_s, max_deliveries=max_deliveries, consumer=name)
+    queue = RedisQueue(
+        REDIS_URL, prefix=prefix, lease_s=lease_s, max_deliveries=max_deliveries, consumer=name
+    )
     queue.ensure_group()
     return queue
 

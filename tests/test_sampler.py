@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine import sampler
+from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine.sampler import sample_frames
 from tests.media import BLUE, GREEN, RED, make_bad_inputs, make_video, vfr_times
 
@@ -106,7 +106,7 @@ def test_window_in_the_middle_seeks(tmp_path):
         frames = sample_frames(path, times, 80, 45)
 
         assert [f.t_s for f in frames] == times
-        for t, frame in zip(times, frames):
+        for t, frame in zip(times, frames, strict=True):
             assert_colour(frame.image, SECOND_COLOURS[int(t)])
 
 
@@ -118,7 +118,7 @@ def test_variable_frame_rate_stamps_true_pts(tmp_path):
 
     frames = sample_frames(path, times, 80, 45)
 
-    for t, frame in zip(times, frames):
+    for t, frame in zip(times, frames, strict=True):
         nearest = min(pts, key=lambda p: abs(p - t))
         assert frame.t_s == nearest
         assert_colour(frame.image, RED if nearest < 1.5 else GREEN)
@@ -172,7 +172,7 @@ def test_hwaccel_gives_the_same_frames_or_says_why_not(scene_clip, monkeypatch) 
         second = sample_frames(scene_clip, times, 80, 45, hwaccel="cuda")
     for got in (first, second):
         assert [f.t_s for f in got] == [f.t_s for f in plain]
-        for a, b in zip(got, plain):
+        for a, b in zip(got, plain, strict=True):
             # Bit-exact decoding, but the device's NV12 output may be converted a little differently.
             assert np.abs(a.image.astype(int) - b.image.astype(int)).mean() < 3
     warned = [e for e in logs if e["event"] == "hwaccel_unavailable"]

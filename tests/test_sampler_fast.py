@@ -23,11 +23,13 @@ def _times(start: float, end: float, fps: float) -> list[float]:
     return [start + (i + 0.5) * (end - start) / n for i in range(n)]
 
 
-def assert_same(path: Path, times: list[float], size: tuple[int, int] = (96, 64), rotation: int = 0) -> None:
+def assert_same(
+    path: Path, times: list[float], size: tuple[int, int] = (96, 64), rotation: int = 0
+) -> None:
     plain = sample_frames(path, times, *size, rotation, fast=False)
     fast = sample_frames(path, times, *size, rotation, fast=True)
     assert [f.t_s for f in fast] == [f.t_s for f in plain]
-    for a, b in zip(plain, fast):
+    for a, b in zip(plain, fast, strict=True):
         # Skipped pictures are never referenced, so what is decoded is identical bit for bit.
         assert np.array_equal(a.image, b.image), a.t_s
 
@@ -40,7 +42,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "short_gop": make_video(d / "short.mp4", gop=50, **common),  # a keyframe every 2 s
         "long_gop": make_video(d / "long.mp4", gop=250, **common),  # one keyframe
         "mkv": make_video(d / "short.mkv", gop=25, **common),
-        "vfr": make_video(d / "vfr.mkv", seconds=8.0, size=(160, 96), counter=True, vfr=True, gop=20),
+        "vfr": make_video(
+            d / "vfr.mkv", seconds=8.0, size=(160, 96), counter=True, vfr=True, gop=20
+        ),
         "rotated": make_video(d / "rot.mp4", gop=25, rotation=90, **common),
     }
     if "libx265" in av.codecs_available:
@@ -58,7 +62,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (0.0, 12.0, 25.0),  # every frame: nothing may be skipped
     ],
 )
-def test_fast_path_chooses_the_plain_frames(clips: dict[str, Path], name: str, window: tuple[float, float, float]) -> None:
+def test_fast_path_chooses_the_plain_frames(
+    clips: dict[str, Path], name: str, window: tuple[float, float, float]
+) -> None:
     if name not in clips:
         pytest.fail("libx265 is not built into this PyAV: the HEVC case cannot be generated")
     assert_same(clips[name], _times(*window))
@@ -91,7 +97,7 @@ def test_times_past_the_end_and_shared_frames(clips: dict[str, Path]) -> None:
 def test_sparse_times_land_within_one_frame(clips: dict[str, Path]) -> None:
     times = _times(0.0, 12.0, 0.25)
     frames = sample_frames(clips["short_gop"], times, 96, 64)
-    for t, f in zip(times, frames):
+    for t, f in zip(times, frames, strict=True):
         assert abs(f.t_s - t) <= 1 / 25 / 2 + 1e-6
 
 

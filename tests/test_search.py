@@ -9,23 +9,52 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from daemon.store import search
 from daemon.cli import main
-from daemon.store import Store
+from daemon.store import Store, search
 from tests.eventdata import CAMERA, LECTURE, ev, populate, provenance, reanalyse, ts
 from tests.services import store_url_for
 
 HOSTILE_QUERIES = [
-    '"', '""', "'", "AND", "OR", "NOT", "NEAR(red alarm)", "*", "red*", "-", "--", "-red",
-    "or red", "red or", "label:red", "description : alarm", "^red", "(((", ")", '"unclosed red',
-    "red\x00alarm", "\x00", "a" * 5000, "🚨 red", "SELECT * FROM event; --", "{red alarm}",
-    "red & !alarm | <->", "e-mail", "'red' 'alarm'", "\\", "%_", "   ",
+    '"',
+    '""',
+    "'",
+    "AND",
+    "OR",
+    "NOT",
+    "NEAR(red alarm)",
+    "*",
+    "red*",
+    "-",
+    "--",
+    "-red",
+    "or red",
+    "red or",
+    "label:red",
+    "description : alarm",
+    "^red",
+    "(((",
+    ")",
+    '"unclosed red',
+    "red\x00alarm",
+    "\x00",
+    "a" * 5000,
+    "🚨 red",
+    "SELECT * FROM event; --",
+    "{red alarm}",
+    "red & !alarm | <->",
+    "e-mail",
+    "'red' 'alarm'",
+    "\\",
+    "%_",
+    "   ",
 ]
 
 
 @pytest.fixture
 def corpus(store: Store, tmp_path: Path) -> tuple[Store, int, int]:
-    lecture = populate(store, tmp_path / "lecture.mp4", LECTURE, chunk_s=1800, mtime=ts("2024-01-10"))
+    lecture = populate(
+        store, tmp_path / "lecture.mp4", LECTURE, chunk_s=1800, mtime=ts("2024-01-10")
+    )
     camera = populate(store, tmp_path / "camera.mp4", CAMERA, chunk_s=600, mtime=ts("2024-03-01"))
     return store, lecture.id, camera.id
 
@@ -87,7 +116,9 @@ def test_phrase_exclusion_or_and_stemming(corpus: tuple[Store, int, int]) -> Non
 def test_filters_recording_label_since_and_paging(corpus: tuple[Store, int, int]) -> None:
     store, lecture, camera = corpus
     assert labels(store.events.search("red alarm", recording_id=camera)) == ["Red Alarm"]
-    assert {h.event.recording_id for h in store.events.search("red", recording_id=lecture)} == {lecture}
+    assert {h.event.recording_id for h in store.events.search("red", recording_id=lecture)} == {
+        lecture
+    }
     by_label = store.events.search("alarm", labels=["RED ALARM"])
     assert sorted(labels(by_label)) == ["Red Alarm", "red alarm"]
     assert labels(store.events.search("alarm", labels=["slide", "nothing"])) == ["slide"]
@@ -128,12 +159,18 @@ def test_reanalysis_replaces_only_that_chunks_events(corpus: tuple[Store, int, i
     before = {e.id: e for e in store.events.of(lecture) if e.chunk_index == 0}
     camera_ids = [e.id for e in store.events.of(camera)]
     reanalyse(
-        store, lecture, 1,
+        store,
+        lecture,
+        1,
         [ev(2833, 2841, "fire alarm", "Smoke, then a fire alarm sounds")],
         provenance(prompt_hash="p2", model="Qwen/Qwen3-VL-8B-Instruct"),
     )
-    assert labels(store.events.search("red alarm")) == ["Red Alarm"]  # the lecture's old ones are gone
-    assert store.events.search("whiteboard")[0].event.id in before  # chunk 0 untouched, still indexed
+    assert labels(store.events.search("red alarm")) == [
+        "Red Alarm"
+    ]  # the lecture's old ones are gone
+    assert (
+        store.events.search("whiteboard")[0].event.id in before
+    )  # chunk 0 untouched, still indexed
     assert {e.id: e for e in store.events.of(lecture) if e.chunk_index == 0} == before
     assert [e.id for e in store.events.of(camera)] == camera_ids
     (hit,) = store.events.search("smoke")
@@ -142,7 +179,9 @@ def test_reanalysis_replaces_only_that_chunks_events(corpus: tuple[Store, int, i
     assert hit.event.provenance["model"] == "Qwen/Qwen3-VL-8B-Instruct"
     if store.db.engine.dialect.name == "sqlite":
         with store.db.engine.begin() as c:  # raises if the index and the table disagree
-            c.exec_driver_sql(f"INSERT INTO {search.FTS_TABLE}({search.FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
+            c.exec_driver_sql(
+                f"INSERT INTO {search.FTS_TABLE}({search.FTS_TABLE}, rank) VALUES ('integrity-check', 1)"
+            )
 
 
 def test_postgres_uses_the_expression_index(tmp_path: Path) -> None:
@@ -195,17 +234,25 @@ def conf(tmp_path: Path) -> Path:
     return path
 
 
-def test_cli_search_prints_time_description_and_link(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_search_prints_time_description_and_link(
+    conf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["search", "red alarm", "--config", str(conf)]) == 0
     out = capsys.readouterr().out.splitlines()
     lecture = conf.parent / "lecture.mp4"
     i = out.index(f"{lecture} 00:47:12 red alarm: A red alarm light flashes above the door")
-    assert out[i + 1].startswith(f"    {lecture.as_uri()}#t=2832  (model Qwen/Qwen3-VL-2B-Instruct, prompt_hash p1)")
+    assert out[i + 1].startswith(
+        f"    {lecture.as_uri()}#t=2832  (model Qwen/Qwen3-VL-2B-Instruct, prompt_hash p1)"
+    )
 
 
-def test_cli_search_json_and_filters(conf: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_search_json_and_filters(
+    conf: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(conf.parent)
-    assert main(["search", "red", "--config", str(conf), "--json", "--recording", "camera.mp4"]) == 0
+    assert (
+        main(["search", "red", "--config", str(conf), "--json", "--recording", "camera.mp4"]) == 0
+    )
     hits = json.loads(capsys.readouterr().out)
     assert {h["recording"] for h in hits} == {str(conf.parent / "camera.mp4")}
     assert hits[0]["link"].startswith("file://") and "provenance" in hits[0]

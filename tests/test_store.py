@@ -7,14 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
-from daemon.models import Candidate
-from daemon.models import ChunkWindow
+from daemon.models import Candidate, ChunkWindow
 from daemon.store import Store
 
 
 def windows(n: int) -> list[ChunkWindow]:
-    return [ChunkWindow(i, i * 9.0, i * 9.0 + 10, (i * 9.0 + 1, i * 9.0 + 2), 64, 64) for i in range(n)]
+    return [
+        ChunkWindow(i, i * 9.0, i * 9.0 + 10, (i * 9.0 + 1, i * 9.0 + 2), 64, 64) for i in range(n)
+    ]
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
@@ -27,7 +29,9 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
 def test_same_bytes_second_name_is_same_recording(store: Store) -> None:
     a, new_a = store.recordings.register("/v/a.mp4", "fp1", 10, 1.0)
     b, new_b = store.recordings.register("/v/b.mp4", "fp1", 10, 2.0)
-    c, new_c = store.recordings.register("/v/a.mp4", "fp2", 11, 3.0)  # changed bytes at the same path
+    c, new_c = store.recordings.register(
+        "/v/a.mp4", "fp2", 11, 3.0
+    )  # changed bytes at the same path
     assert new_a and not new_b and new_c
     assert a.id == b.id != c.id
     assert store.recordings.find("/v/b.mp4").id == a.id  # type: ignore[union-attr]
@@ -50,7 +54,9 @@ def test_claim_commit_replace_and_skip(store: Store) -> None:
     assert c1 is not None and c1.index == 1
     assert store.chunks.claim(rec.id, "me:1", 60) is None
     ev = [Candidate(1.0, 2.0, "a", "b")]
-    stored = store.chunks.commit(rec.id, 0, "me:1", ev, {"model": "m", "prompt_hash": "h"}, notify=["p1", "p2"])
+    stored = store.chunks.commit(
+        rec.id, 0, "me:1", ev, {"model": "m", "prompt_hash": "h"}, notify=["p1", "p2"]
+    )
     assert stored is not None and len(stored) == 1
     # A second commit of a done chunk stores nothing more (a redelivered chunk is idempotent).
     assert store.chunks.commit(rec.id, 0, "me:1", ev, {"model": "m", "prompt_hash": "h"}) is None
@@ -69,7 +75,7 @@ def test_failed_commit_rolls_back_everything(store: Store) -> None:
     store.chunks.plan(rec.id, windows(1))
     store.chunks.claim(rec.id, "me:1", 60)
     bad = [Candidate(1.0, 2.0, "a", "b"), Candidate(1.0, 2.0, None, "b")]  # type: ignore[arg-type]
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):  # label NOT NULL
         store.chunks.commit(rec.id, 0, "me:1", bad, {})
     assert store.events.of(rec.id) == []
     assert store.chunks.of(rec.id)[0].status == "running"
@@ -78,10 +84,17 @@ def test_failed_commit_rolls_back_everything(store: Store) -> None:
 def test_reap_dead_local_owner_and_expired_lease(store: Store) -> None:
     rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 0)
     store.chunks.plan(rec.id, windows(3))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     import socket
 
-    store.chunks.claim(rec.id, f"{socket.gethostname()}:{dead.stdout.strip()}", 3600)  # dead process
+    store.chunks.claim(
+        rec.id, f"{socket.gethostname()}:{dead.stdout.strip()}", 3600
+    )  # dead process
     store.chunks.claim(rec.id, "elsewhere:1", -1)  # lease already over
     store.chunks.claim(rec.id, "elsewhere:2", 3600)  # alive elsewhere, lease valid
     assert store.chunks.reap() == 2
@@ -102,13 +115,22 @@ def test_many_boxes_register_one_file_one_creator(store: Store) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda i: store.recordings.register(f"/box{i}/a.mp4", "same", 1, 0.0), range(8)))
+        results = list(
+            pool.map(
+                lambda i: store.recordings.register(f"/box{i}/a.mp4", "same", 1, 0.0), range(8)
+            )
+        )
     assert sum(created for _, created in results) == 1
     assert len({rec.id for rec, _ in results}) == 1
     rid = results[0][0].id
     store.chunks.plan(rid, windows(2))
     with ThreadPoolExecutor(4) as pool:
-        moved = list(pool.map(lambda _: store.recordings.start_analysis(rid, 20.0, {"profile": "general"}), range(6)))
+        moved = list(
+            pool.map(
+                lambda _: store.recordings.start_analysis(rid, 20.0, {"profile": "general"}),
+                range(6),
+            )
+        )
     assert moved.count(True) == 1
 
 
@@ -121,7 +143,10 @@ def test_queue_side_methods(store: Store) -> None:
     # The queue handed it to b (a's lease ran out): b takes it, a's late commit is refused.
     assert store.chunks.claim(rec.id, "b:2", 60, 0) is not None
     assert store.chunks.commit(rec.id, 0, "a:1", [Candidate(1.0, 2.0, "x", "y")], {}) is None
-    assert store.chunks.commit(rec.id, 0, "b:2", [Candidate(1.0, 2.0, "x", "y")], {}, notify=["p"]) is not None
+    assert (
+        store.chunks.commit(rec.id, 0, "b:2", [Candidate(1.0, 2.0, "x", "y")], {}, notify=["p"])
+        is not None
+    )
     assert store.chunks.claim(rec.id, "c:3", 60, 0) is None  # done: a redelivery is acknowledged
     store.chunks.claim(rec.id, "b:2", 60, 1)
     store.chunks.fail(rec.id, 1, "flaky", owner="b:2", requeue=True)
@@ -140,7 +165,9 @@ def test_queue_side_methods(store: Store) -> None:
 def test_outbox_calibration_and_housekeeping(store: Store) -> None:
     rec, _ = store.recordings.register("/v/a.mp4", "fp", 1, 5.0)
     assert store.recordings.paths() == {"/v/a.mp4": (1, 5.0)}
-    store.outbox.add([("p", "recording_finished", rec.id, None), ("q", "recording_finished", rec.id, None)])
+    store.outbox.add(
+        [("p", "recording_finished", rec.id, None), ("q", "recording_finished", rec.id, None)]
+    )
     claimed = store.outbox.claim(["p", "q"], 10, 60)
     assert len(claimed) == 2 and store.outbox.claim(["p", "q"], 10, 60) == []
     assert store.outbox.renew(claimed[0].id, claimed[0].lease, claimed[0].lease + 5)

@@ -76,7 +76,14 @@ def test_globs_and_partial_names() -> None:
     assert matches("a.mp4", inc, exc) and matches("sub/A.MP4", inc, exc)
     assert matches("cam/x.mkv", inc, exc) and not matches("other/x.mkv", inc, exc)
     assert not matches("a_skip.mp4", inc, exc)
-    for name in ("a.mp4.part", "a.mp4.crdownload", "a.mp4.tmp", ".~lock.mp4", ".a.mp4.Xy12", ".hidden/a.mp4"):
+    for name in (
+        "a.mp4.part",
+        "a.mp4.crdownload",
+        "a.mp4.tmp",
+        ".~lock.mp4",
+        ".a.mp4.Xy12",
+        ".hidden/a.mp4",
+    ):
         assert not matches(name, ["*"], []), name
 
 
@@ -154,7 +161,9 @@ def test_symlinks_outside_are_refused_and_broken_ones_reported(watch: Any, tmp_p
     assert "out.mp4" not in taken.names()
 
 
-def test_follow_symlinks_takes_links_out_and_survives_folder_loops(watch: Any, tmp_path: Path) -> None:
+def test_follow_symlinks_takes_links_out_and_survives_folder_loops(
+    watch: Any, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "target.mp4").write_bytes(video_bytes())
@@ -183,15 +192,12 @@ def test_start_up_scan_takes_missed_files_and_skips_known_ones(watch: Any, tmp_p
 
 def test_a_file_held_open_is_not_taken(watch: Any) -> None:
     _, taken, folder = watch()
-    f = open(folder / "held.mp4", "wb")
-    try:
+    with open(folder / "held.mp4", "wb") as f:
         f.write(video_bytes())
         f.flush()
         assert open_for_writing({str(folder / "held.mp4")})[0] == {str(folder / "held.mp4")}
         time.sleep(SETTLE * 4)
         assert taken.names() == []
-    finally:
-        f.close()
     assert taken.wait_for(1) == ["held.mp4"]
     assert open_for_writing({str(folder / "held.mp4")})[0] == set()
 

@@ -83,7 +83,9 @@ def test_search_endpoint(client: TestClient, store: Store, video: Path) -> None:
     assert top["page"] == f"/recordings/{top['recording_id']}#t={top['start_s']:g}"
     assert top["link"].startswith("file://") and top["provenance"]["model"]
     rid = camera_id(store, video)
-    only = client.get("/api/search", params={"q": "red", "recording_id": rid, "label": ["vehicle"]}).json()
+    only = client.get(
+        "/api/search", params={"q": "red", "recording_id": rid, "label": ["vehicle"]}
+    ).json()
     assert [h["label"] for h in only["hits"]] == ["vehicle"]
     since = client.get("/api/search", params={"q": "alarm", "since": "2024-02-01T00:00:00"}).json()
     assert [h["label"] for h in since["hits"]] == ["Red Alarm"]
@@ -113,7 +115,9 @@ def test_video_only_from_a_stored_path_of_the_stored_size(
     url = f"/api/recordings/{rid}/video"
     alias = tmp_path / "renamed.mp4"
     shutil.copy(video, alias)
-    store.recordings.register(str(alias), f"fp:{video}", video.stat().st_size, 0.0)  # same bytes, new name
+    store.recordings.register(
+        str(alias), f"fp:{video}", video.stat().st_size, 0.0
+    )  # same bytes, new name
     video.unlink()
     assert client.get(url).content == alias.read_bytes()  # served from the other known name
     with alias.open("ab") as f:
@@ -135,8 +139,13 @@ def test_nothing_writes(client: TestClient, store: Store) -> None:
     methods = {m for ops in spec["paths"].values() for m in ops}
     assert methods == {"get"}
     assert set(spec["paths"]) == {
-        "/api/recordings", "/api/recordings/{recording_id}", "/api/recordings/{recording_id}/events",
-        "/api/recordings/{recording_id}/video", "/api/search", "/api/status", "/metrics",
+        "/api/recordings",
+        "/api/recordings/{recording_id}",
+        "/api/recordings/{recording_id}/events",
+        "/api/recordings/{recording_id}/video",
+        "/api/search",
+        "/api/status",
+        "/metrics",
     }
 
 
@@ -163,7 +172,11 @@ def test_only_loopback_host_names_when_bound_to_loopback(store: Store) -> None:
 
 def test_pages_escape_event_text_and_set_csp(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'hostile.db'}")
-    rec = populate(store, tmp_path / "x.mp4", [[ev(1 + i, 2 + i, h[:40], h + " zebra") for i, h in enumerate(HOSTILE)]])
+    rec = populate(
+        store,
+        tmp_path / "x.mp4",
+        [[ev(1 + i, 2 + i, h[:40], h + " zebra") for i, h in enumerate(HOSTILE)]],
+    )
     client = TestClient(create_app(store))
     for url in (f"/recordings/{rec.id}", "/search?q=zebra", "/"):
         r = client.get(url)
@@ -209,7 +222,12 @@ def _get(url: str, timeout: float = 5) -> tuple[int, bytes]:
 
 def test_plugin_serves_between_startup_and_shutdown(tmp_path: Path, store: Store) -> None:
     pm = manager(make_config(tmp_path, {"web": {"port": 0}}))
-    assert "web" in pm.names() and pm.hooks_of("web") == ("register_commands", "register_settings", "shutdown", "startup")
+    assert "web" in pm.names() and pm.hooks_of("web") == (
+        "register_commands",
+        "register_settings",
+        "shutdown",
+        "startup",
+    )
     app = SimpleNamespace(config=pm.config, store=store)
     pm.startup(app)
     try:
@@ -242,7 +260,10 @@ def test_serve_command(tmp_path: Path, store: Store) -> None:
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "serve", "--config", str(conf), "--port", str(port)],
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)},
     )
     try:
         deadline = time.monotonic() + 30
@@ -278,8 +299,13 @@ def test_api_conforms_to_its_openapi_document(store: Store, video: Path) -> None
             strategy = strategy | operation.as_strategy().map(lambda c: _with_id(c, rid))
 
         @given(case=strategy)
-        @settings(max_examples=int(os.environ.get("FW_SCHEMA_EXAMPLES", "6")), deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+        @settings(
+            max_examples=int(os.environ.get("FW_SCHEMA_EXAMPLES", "6")),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
         def check(case: schemathesis.Case) -> None:
             case.call_and_validate()
 

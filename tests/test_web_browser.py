@@ -20,8 +20,14 @@ from tests.media import BLUE, GREEN, RED, make_video
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 FPS = 10
 SCREENSHOT_ENV = "FRAMEWATCH_DOCS_SCREENSHOT"  # also save the screenshot here (docs/timeline.png)
@@ -58,7 +64,10 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[str, int]]:
     video = make_video(
-        tmp_path / "lecture.mp4", seconds=12.0, fps=FPS, size=(640, 360),
+        tmp_path / "lecture.mp4",
+        seconds=12.0,
+        fps=FPS,
+        size=(640, 360),
         scenes=[(0.0, RED), (4.0, GREEN), (8.0, BLUE)],
     )
     store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
@@ -84,12 +93,15 @@ PIXEL = f"""() => {{
 
 def landed(page: Any, t: float) -> float:
     page.wait_for_function(
-        f"() => !{PLAYER}.seeking && Math.abs({PLAYER}.currentTime - {t}) <= {1 / FPS}", timeout=10_000
+        f"() => !{PLAYER}.seeking && Math.abs({PLAYER}.currentTime - {t}) <= {1 / FPS}",
+        timeout=10_000,
     )
     return float(page.evaluate(f"{PLAYER}.currentTime"))
 
 
-def test_click_an_event_and_the_player_lands_on_it(browser: Any, site: tuple[str, int], tmp_path: Path) -> None:
+def test_click_an_event_and_the_player_lands_on_it(
+    browser: Any, site: tuple[str, int], tmp_path: Path
+) -> None:
     url, rid = site
     page = browser.new_page(viewport={"width": 1280, "height": 760})
     errors: list[str] = []
@@ -100,12 +112,16 @@ def test_click_an_event_and_the_player_lands_on_it(browser: Any, site: tuple[str
 
     page.locator("#events").get_by_role("button", name="00:00:08 blue screen").click()
     assert abs(landed(page, 8.3) - 8.3) <= 1 / FPS
-    page.wait_for_function(f"(() => {{ const [r, g, b] = ({PIXEL})(); return b > 150 && r < 100 && g < 100; }})()")
+    page.wait_for_function(
+        f"(() => {{ const [r, g, b] = ({PIXEL})(); return b > 150 && r < 100 && g < 100; }})()"
+    )
     assert page.locator("#events .event.current").count() >= 1
 
     page.locator("#timeline .mark").nth(1).click()  # the timeline bar seeks too
     assert abs(landed(page, 4.2) - 4.2) <= 1 / FPS
-    page.wait_for_function(f"(() => {{ const [r, g, b] = ({PIXEL})(); return g > 150 && r < 100 && b < 100; }})()")
+    page.wait_for_function(
+        f"(() => {{ const [r, g, b] = ({PIXEL})(); return g > 150 && r < 100 && b < 100; }})()"
+    )
     assert page.evaluate("location.hash") == "#t=4.2"
 
     # Search this recording: results come from the API, written as text, and seek when clicked.

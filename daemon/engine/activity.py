@@ -76,7 +76,7 @@ def active_spans(
 ) -> list[tuple[float, float]]:
     """Merged [start, end] spans between scan frames whose change exceeds `threshold`."""
     spans: list[tuple[float, float]] = []
-    for (a, b), score in zip(pairwise(times), scores):
+    for (a, b), score in zip(pairwise(times), scores, strict=False):
         if score <= threshold:
             continue
         if spans and a <= spans[-1][1]:
@@ -118,6 +118,10 @@ def static_window(window: ChunkWindow, static_fps: float) -> ChunkWindow | None:
     if n >= len(window.sample_times):
         return window
     return ChunkWindow(
-        window.index, window.start_s, window.end_s, evenly_spaced(window.start_s, window.end_s, n),
-        window.width, window.height,
+        window.index,
+        window.start_s,
+        window.end_s,
+        evenly_spaced(window.start_s, window.end_s, n),
+        window.width,
+        window.height,
     )

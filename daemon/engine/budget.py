@@ -165,23 +165,32 @@ class ModelSpec:
             other += 2 * hd + 2 * h  # q/k norms, two RMSNorms
             if self._sparse(layer):
                 # Experts are 3-D parameters, not nn.Linear: bitsandbytes leaves them alone.
-                other += self.num_experts * 3 * h * self.moe_intermediate_size + self.num_experts * h
+                other += (
+                    self.num_experts * 3 * h * self.moe_intermediate_size + self.num_experts * h
+                )
             else:
                 linear += dense_mlp
         other += self.vocab_size * h + h  # embeddings, final norm
         if not self.tie_word_embeddings:
             other += self.vocab_size * h  # lm_head
 
-        vh, vi, m2 = self.vision_hidden_size, self.vision_intermediate_size, self.spatial_merge_size**2
+        vh, vi, m2 = (
+            self.vision_hidden_size,
+            self.vision_intermediate_size,
+            self.spatial_merge_size**2,
+        )
         patch = self.in_channels * self.temporal_patch_size * self.patch_size**2
         block = 4 * vh + (3 * vh * vh + 3 * vh) + (vh * vh + vh) + (vh * vi + vi) + (vi * vh + vh)
         mh = vh * m2
 
         def merger(norm_dim: int) -> int:
-            return 2 * norm_dim + (mh * mh + mh) + (mh * self.out_hidden_size + self.out_hidden_size)
+            return (
+                2 * norm_dim + (mh * mh + mh) + (mh * self.out_hidden_size + self.out_hidden_size)
+            )
 
         vision = (
-            patch * vh + vh
+            patch * vh
+            + vh
             + self.num_position_embeddings * vh
             + self.vision_depth * block
             + merger(vh)
@@ -200,10 +209,18 @@ class ModelSpec:
 
     def kv_bytes_per_token(self, dtype: str) -> int:
         """Keys and values of every layer for one token."""
-        return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * DTYPE_BYTES[dtype]
+        return (
+            2
+            * self.num_hidden_layers
+            * self.num_key_value_heads
+            * self.head_dim
+            * DTYPE_BYTES[dtype]
+        )
 
 
-def read_model_config(name: str, revision: str | None = None, *, allow_download: bool = True) -> dict[str, Any]:
+def read_model_config(
+    name: str, revision: str | None = None, *, allow_download: bool = True
+) -> dict[str, Any]:
     """The parsed config.json of a local checkpoint directory or of a hub id.
 
     A hub id is looked up in the local Hugging Face cache first (huggingface_hub, which unlike
@@ -225,7 +242,9 @@ def read_model_config(name: str, revision: str | None = None, *, allow_download:
     last: Exception | None = None
     for local_only in (True, False) if allow_download else (True,):
         try:
-            found = hf_hub_download(name, "config.json", revision=revision, local_files_only=local_only)
+            found = hf_hub_download(
+                name, "config.json", revision=revision, local_files_only=local_only
+            )
             return json.loads(Path(found).read_text(encoding="utf-8"))
         except Exception as exc:  # huggingface_hub raises many types for "not there"; say which
             last = exc
@@ -235,7 +254,9 @@ def read_model_config(name: str, revision: str | None = None, *, allow_download:
     )
 
 
-def load_model_spec(name: str, revision: str | None = None, *, allow_download: bool = True) -> ModelSpec:
+def load_model_spec(
+    name: str, revision: str | None = None, *, allow_download: bool = True
+) -> ModelSpec:
     return ModelSpec.from_config(read_model_config(name, revision, allow_download=allow_download))
 
 
@@ -248,7 +269,9 @@ def round_side(x: float, factor: int = 32) -> int:
     return max(factor, int(round(x / factor)) * factor)
 
 
-def visual_tokens(frames: int, width: int, height: int, factor: int = 32, temporal_patch: int = 2) -> int:
+def visual_tokens(
+    frames: int, width: int, height: int, factor: int = 32, temporal_patch: int = 2
+) -> int:
     """Merged visual tokens for `frames` frames of width x height (an odd count is padded)."""
     if frames <= 0:
         return 0
@@ -261,10 +284,16 @@ def text_tokens(prompt: str) -> int:
     return TEMPLATE_TOKENS + math.ceil(len(prompt) / CHARS_PER_TOKEN)
 
 
-def prompt_tokens(frames: int, width: int, height: int, text: int, factor: int = 32, temporal_patch: int = 2) -> int:
+def prompt_tokens(
+    frames: int, width: int, height: int, text: int, factor: int = 32, temporal_patch: int = 2
+) -> int:
     """All prompt tokens: visual tokens, the per-pair timestamps and the text."""
     pairs = math.ceil(frames / temporal_patch) if frames > 0 else 0
-    return visual_tokens(frames, width, height, factor, temporal_patch) + TIMESTAMP_TOKENS_PER_PAIR * pairs + text
+    return (
+        visual_tokens(frames, width, height, factor, temporal_patch)
+        + TIMESTAMP_TOKENS_PER_PAIR * pairs
+        + text
+    )
 
 
 # -- the estimate ---------------------------------------------------------------------------------
@@ -340,7 +369,9 @@ class Estimator:
         per_patch = max((2 * vh + 2 * vi) * b, 7 * vh * b + 2 * vh * 4)
         scores = 0
         if self.attn_implementation == "eager":
-            per_pair = s.spatial_merge_size**2 * vis // max(1, math.ceil(frames / s.temporal_patch_size))
+            per_pair = (
+                s.spatial_merge_size**2 * vis // max(1, math.ceil(frames / s.temporal_patch_size))
+            )
             scores = s.vision_num_heads * per_pair**2 * 4
         vision_phase = pixels + features + patches * per_patch + scores
 
@@ -440,22 +471,33 @@ def budget_from(config: Config, total_gib: float | None) -> tuple[float | None, 
     if g.memory_budget_gib is not None:
         return g.memory_budget_gib, "gpu.memory_budget_gib"
     if total_gib is not None:
-        return g.memory_fraction * total_gib, f"gpu.memory_fraction {g.memory_fraction:g} of {total_gib:.2f} GiB"
+        return (
+            g.memory_fraction * total_gib,
+            f"gpu.memory_fraction {g.memory_fraction:g} of {total_gib:.2f} GiB",
+        )
     return None, "no GPU: estimate only"
 
 
-def what_would_fit(est: Estimator, budget_gib: float, floor: tuple[int, int, int], model_name: str = "") -> str:
+def what_would_fit(
+    est: Estimator, budget_gib: float, floor: tuple[int, int, int], model_name: str = ""
+) -> str:
     """One sentence per way out when the floor plan `floor` (frames, width, height) does not fit."""
     need = est.peak_gib(*floor)
     ways = [f"a budget of at least {math.ceil(need * 10) / 10:g} GiB (gpu.memory_budget_gib)"]
     if est.quantization != "4bit":
         for q in ("8bit", "4bit") if est.quantization is None else ("4bit",):
-            qpeak = replace(est, quantization=q, dtype="bfloat16" if est.dtype == "float32" else est.dtype).peak_gib(*floor)
+            qpeak = replace(
+                est, quantization=q, dtype="bfloat16" if est.dtype == "float32" else est.dtype
+            ).peak_gib(*floor)
             if qpeak <= budget_gib:
                 ways.append(f'model.quantization = "{q}" (about {qpeak:.1f} GiB at the floor)')
                 break
     own = est.weights_gib()
-    smaller = [n for n, w in sorted(KNOWN_MODELS_GIB.items(), key=lambda kv: kv[1]) if w < own * 0.95 and n != model_name]
+    smaller = [
+        n
+        for n, w in sorted(KNOWN_MODELS_GIB.items(), key=lambda kv: kv[1])
+        if w < own * 0.95 and n != model_name
+    ]
     for n in smaller:
         # Same activations per token within a family, to first order: swap the weights only.
         if KNOWN_MODELS_GIB[n] + (need - own * est.ratio) <= budget_gib:

@@ -125,7 +125,9 @@ def normalize(
     return out, counts
 
 
-def same_event(a_label: str, a_start: float, a_end: float, b: Candidate, tolerance_s: float) -> bool:
+def same_event(
+    a_label: str, a_start: float, a_end: float, b: Candidate, tolerance_s: float
+) -> bool:
     """Two reports of one moment: same label (case-insensitive) and times that overlap or lie
     within `tolerance_s` of each other."""
     if a_label.casefold() != b.label.casefold():
@@ -157,4 +159,3 @@ def merge_overlaps(
             continue
         kept.append(cand)
     return kept
-

@@ -67,13 +67,21 @@ def prepare_chunk(
                 "scan_fps": static.scan_fps,
                 "scan_frames": len(activity.times),
             }
-    frames = () if used is None else tuple(
-        sample_frames(path, used.sample_times, used.width, used.height, rotation, hwaccel=hwaccel)
+    frames = (
+        ()
+        if used is None
+        else tuple(
+            sample_frames(
+                path, used.sample_times, used.width, used.height, rotation, hwaccel=hwaccel
+            )
+        )
     )
     return Prepared(path, window, used, frames, time.perf_counter() - t0, note)
 
 
-def analyze_prepared(prepared: Prepared, analyzer: Analyzer, task: str, max_events: int) -> ChunkResult:
+def analyze_prepared(
+    prepared: Prepared, analyzer: Analyzer, task: str, max_events: int
+) -> ChunkResult:
     """Run `analyzer` on prepared frames and normalise what it returns; a chunk skipped as static
     gives no events without calling it."""
     window = prepared.window
@@ -98,7 +106,9 @@ def _finish(
     raw = analyzer.analyze(chunk)
     t2 = time.perf_counter()
     frame_times = tuple(f.t_s for f in chunk.frames)
-    events, counts = normalize(raw if isinstance(raw, list) else [], chunk.start_s, chunk.end_s, frame_times)
+    events, counts = normalize(
+        raw if isinstance(raw, list) else [], chunk.start_s, chunk.end_s, frame_times
+    )
     if not isinstance(raw, list):
         counts.invalid += 1
     stats = dict(getattr(analyzer, "last_stats", None) or {})

@@ -95,7 +95,12 @@ def plan_chunks(
     w, h = frame_size(dw, dh, max_side, max_pixels)
     return [
         ChunkWindow(
-            index=i, start_s=start, end_s=end, sample_times=sample_times(start, end, fps), width=w, height=h
+            index=i,
+            start_s=start,
+            end_s=end,
+            sample_times=sample_times(start, end, fps),
+            width=w,
+            height=h,
         )
         for i, (start, end) in enumerate(plan_windows(media.duration_s, seconds, overlap_s))
     ]
@@ -170,7 +175,7 @@ class FittedPlan:
     floor: tuple[int, int, int] = (0, 0, 0)
 
     def describe(self) -> str:
-        """"max_side 640->448, fps 2->1.125" or "nothing"."""
+        """ "max_side 640->448, fps 2->1.125" or "nothing"."""
         return describe_steps(self.stepped_down)
 
 
@@ -186,7 +191,9 @@ def _side_floor(start: int, min_side: int) -> int:
     return min(start, max(SIDE_MULTIPLE, math.ceil(min_side / SIDE_MULTIPLE) * SIDE_MULTIPLE))
 
 
-def ladder(start: Rung, floors: Floors, overlap_s: float = 0.0, *, seconds: bool = True) -> Iterator[Rung]:
+def ladder(
+    start: Rung, floors: Floors, overlap_s: float = 0.0, *, seconds: bool = True
+) -> Iterator[Rung]:
     """The settings to try, in order: `start`, then the frame side down to its floor, then fps,
     then (when `seconds`) the chunk length. A floor above the start value leaves that axis alone.
 
@@ -226,7 +233,9 @@ def _steps(start: Rung, rung: Rung) -> dict[str, tuple[float, float]]:
     return out
 
 
-def fit_plan(media: MediaInfo, config: Config, estimate: ChunkCost, budget_gib: float) -> FittedPlan:
+def fit_plan(
+    media: MediaInfo, config: Config, estimate: ChunkCost, budget_gib: float
+) -> FittedPlan:
     """The configured plan, stepped down (frame size, then fps, then chunk length, each to its
     floor in config.gpu) until every chunk's estimated peak fits `budget_gib`.
 
@@ -243,11 +252,20 @@ def fit_plan(media: MediaInfo, config: Config, estimate: ChunkCost, budget_gib: 
         # Report the floor plan's largest chunk, so the advice covers a whole plan, not the weights.
         *_, bottom = ladder(start, floors, c.chunking.overlap_seconds)
         at_floor = plan_chunks(
-            media, seconds=bottom.seconds, overlap_s=c.chunking.overlap_seconds, fps=bottom.fps,
-            max_side=bottom.max_side, max_pixels=c.sampling.max_pixels,
+            media,
+            seconds=bottom.seconds,
+            overlap_s=c.chunking.overlap_seconds,
+            fps=bottom.fps,
+            max_side=bottom.max_side,
+            max_pixels=c.sampling.max_pixels,
         )
         return FittedPlan(
-            (), bottom, budget_gib, fixed, (), False,
+            (),
+            bottom,
+            budget_gib,
+            fixed,
+            (),
+            False,
             f"the model alone needs {fixed:.2f} GiB (weights and CUDA context), over the "
             f"{budget_gib:.2f} GiB budget",
             _steps(start, bottom),
@@ -272,11 +290,23 @@ def fit_plan(media: MediaInfo, config: Config, estimate: ChunkCost, budget_gib: 
             peaks.append(cache[key])
         if max(peaks, default=0.0) <= budget_gib:
             return FittedPlan(
-                tuple(windows), rung, budget_gib, fixed, tuple(peaks), True, None, _steps(start, rung),
+                tuple(windows),
+                rung,
+                budget_gib,
+                fixed,
+                tuple(peaks),
+                True,
+                None,
+                _steps(start, rung),
                 _largest(windows),
             )
     return FittedPlan(
-        (), rung, budget_gib, fixed, (), False,
+        (),
+        rung,
+        budget_gib,
+        fixed,
+        (),
+        False,
         f"even at the floors ({describe_steps(_steps(start, rung))}) a chunk needs "
         f"{max(peaks):.2f} GiB, over the {budget_gib:.2f} GiB budget",
         _steps(start, rung),
@@ -319,7 +349,12 @@ def step_down_window(
         w, h = frame_size(dw, dh, rung.max_side, max_pixels)
         n = len(sample_times(window.start_s, window.end_s, rung.fps)) if rung.fps != fps else frames
         candidate = ChunkWindow(
-            window.index, window.start_s, window.end_s, evenly_spaced(window.start_s, window.end_s, n), w, h
+            window.index,
+            window.start_s,
+            window.end_s,
+            evenly_spaced(window.start_s, window.end_s, n),
+            w,
+            h,
         )
         tokens = window_tokens(candidate)
         if tokens >= current:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import statistics
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -286,7 +287,7 @@ def _looks_vfr(pts: list[int]) -> bool:
 def _gaps(pts: list[int]) -> list[int]:
     # Packets arrive in decode order; B-frames make PTS non-monotonic until sorted.
     ordered = sorted(set(pts))
-    return [b - a for a, b in zip(ordered, ordered[1:])]
+    return [b - a for a, b in pairwise(ordered)]
 
 
 def av_message(exc: BaseException | None) -> str:

@@ -12,10 +12,10 @@ from daemon.config import PROFILES
 _FORMAT = (
     "Each frame group is preceded by its time as <T seconds>, counted from the start of the "
     "recording. This part of the recording runs from {start:.1f} to {end:.1f} seconds. "
-    "Answer with JSON only: {{\"events\": [{{\"start_s\": number, \"end_s\": number, "
-    "\"label\": short name, \"description\": one sentence}}]}}, with times in seconds on the "
+    'Answer with JSON only: {{"events": [{{"start_s": number, "end_s": number, '
+    '"label": short name, "description": one sentence}}]}}, with times in seconds on the '
     "same clock as the <T seconds> markers, at most {max_events} events, ordered by time. "
-    "If nothing happens, answer {{\"events\": []}}."
+    'If nothing happens, answer {{"events": []}}.'
 )
 
 
@@ -47,7 +47,7 @@ def prompt_hash(task: str) -> str:
 def _bounded_text(max_chars: int) -> dict[str, Any]:
     # A `pattern` bounds length and excludes quotes, backslashes and control characters;
     # xgrammar compiled `maxLength` to a rule that let raw control characters through.
-    return {"type": "string", "pattern": f"^[^\"\\\\\\x00-\\x1f]{{0,{max_chars}}}$"}
+    return {"type": "string", "pattern": f'^[^"\\\\\\x00-\\x1f]{{0,{max_chars}}}$'}
 
 
 def event_schema(max_events: int, label_chars: int, description_chars: int) -> dict[str, Any]:

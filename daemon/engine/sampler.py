@@ -68,7 +68,7 @@ def sample_frames(
     """
     if not times:
         return []
-    if any(b < a for a, b in zip(times, times[1:])):
+    if any(b < a for a, b in pairwise(times)):
         raise ValueError("times must be sorted")
     if width <= 0 or height <= 0:
         raise ValueError(f"output size must be positive, got {width}x{height}")
@@ -86,7 +86,11 @@ def sample_frames(
         decoded_t: float | None = None
         try:
             _seek(container, stream, times[0] - _SEEK_MARGIN_S)
-            frames_in = _sparse_frames(container, stream, picker, times) if fast else _timed_frames(container, stream)
+            frames_in = (
+                _sparse_frames(container, stream, picker, times)
+                if fast
+                else _timed_frames(container, stream)
+            )
             for t, frame in frames_in:
                 decoded_t = t
                 if picker.offer(t, frame):
@@ -104,13 +108,18 @@ def _open(path: str | Path, hwaccel: str | None) -> av.container.InputContainer:
     if hwaccel and hwaccel != "none" and hwaccel not in HW_UNAVAILABLE:
         kind, _, device = hwaccel.partition(":")
         try:
-            return av.open(str(path), hwaccel=HWAccel(kind, device=device or None, allow_software_fallback=True))
+            return av.open(
+                str(path),
+                hwaccel=HWAccel(kind, device=device or None, allow_software_fallback=True),
+            )
         except av.error.FFmpegError as exc:
             hw_error = f"FFmpeg could not open a {kind} device for decoding: {av_message(exc)}"
         # The device or the file? A file that opens without the device says the device.
         container = _open(path, None)
         HW_UNAVAILABLE[hwaccel] = hw_error
-        log.warning("hwaccel_unavailable", hwaccel=hwaccel, reason=hw_error, decoding="on the CPU instead")
+        log.warning(
+            "hwaccel_unavailable", hwaccel=hwaccel, reason=hw_error, decoding="on the CPU instead"
+        )
         return container
     try:
         return av.open(str(path))
@@ -201,7 +210,6 @@ def _timed_frames(
         yield t, frame
 
 
-
 # Pictures within this many frame gaps of a requested time are always decoded, so the picker sees
 # both true neighbours of every time (one gap away at most); the rest is room for jitter. The gap
 # is the largest between the older half of the last _GAP_WINDOW packets in presentation order (the
@@ -213,7 +221,10 @@ _GUARD_START_S = 0.5
 
 
 def _sparse_frames(
-    container: av.container.InputContainer, stream: VideoStream, picker: _Picker, times: Sequence[float]
+    container: av.container.InputContainer,
+    stream: VideoStream,
+    picker: _Picker,
+    times: Sequence[float],
 ) -> Iterator[tuple[float, VideoFrame]]:
     """Like _timed_frames, but decoding only what `picker` can choose from.
 
@@ -254,8 +265,10 @@ def _sparse_frames(
                 gap = max(b - a for a, b in pairwise(ordered))
                 guard = _GUARD_GAPS * max(step, gap)
         # A packet without PTS (or the final flush) is always decoded in full.
-        skip = pt is not None and not _near(wanted, pt, guard) and not (
-            end_s is not None and pt >= end_s - guard
+        skip = (
+            pt is not None
+            and not _near(wanted, pt, guard)
+            and not (end_s is not None and pt >= end_s - guard)
         )
         if skip != skipping:
             # Read by the decoder when the packet is submitted (also per frame thread).
@@ -275,7 +288,9 @@ def _sparse_frames(
                     can_seek = False
                     verify_after = None
                     back = (last_t if last_t is not None else 0.0) - _SEEK_MARGIN_S
-                    container.seek(start + int(max(back, 0.0) / time_base), stream=stream, backward=True)
+                    container.seek(
+                        start + int(max(back, 0.0) / time_base), stream=stream, backward=True
+                    )
                     break
                 verify_after = None
             last_t = t

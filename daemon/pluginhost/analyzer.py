@@ -81,7 +81,8 @@ class PluginAnalyzer:
             if not self._stranger or is_oom(exc) or is_cuda_fault(exc):
                 raise
             raise AnalyzerFailed(
-                f"the analyzer of plugin {self.plugin!r} raised {type(exc).__name__}: {exc}", permanent=False
+                f"the analyzer of plugin {self.plugin!r} raised {type(exc).__name__}: {exc}",
+                permanent=False,
             ) from exc
         if not isinstance(raw, list):
             raise AnalyzerFailed(
@@ -122,7 +123,9 @@ def check_analyzer(made: Any, plugin: str, version: str | None) -> PluginAnalyze
     what = type(made).__name__
 
     def refuse(problem: str) -> AnalyzerRefused:
-        return AnalyzerRefused(f"plugin {plugin!r}: make_analyzer returned {what}, {problem} (README, \"Your own model\")")
+        return AnalyzerRefused(
+            f'plugin {plugin!r}: make_analyzer returned {what}, {problem} (README, "Your own model")'
+        )
 
     if not callable(getattr(made, "analyze", None)):
         raise refuse("which has no analyze(chunk) method")
@@ -139,5 +142,5 @@ def check_analyzer(made: Any, plugin: str, version: str | None) -> PluginAnalyze
         try:
             checked.provenance()
         except AnalyzerFailed as exc:
-            raise AnalyzerRefused(f"{exc} (README, \"Your own model\")") from None
+            raise AnalyzerRefused(f'{exc} (README, "Your own model")') from None
     return checked

@@ -223,8 +223,11 @@ class Dispatcher:
                 "events": self.store.events.of(d.recording_id, d.chunk_index),
             }
         if d.hook == "recording_finished":
-            return {"recording": recording, "events": self.store.events.of(d.recording_id),
-                    "static_spans": self.store.chunks.static_spans(d.recording_id)}
+            return {
+                "recording": recording,
+                "events": self.store.events.of(d.recording_id),
+                "static_spans": self.store.chunks.static_spans(d.recording_id),
+            }
         if d.hook == "recording_failed":
             return {"recording": recording, "error": recording.reason or ""}
         raise KeyError(f"hook {d.hook}")

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from daemon import __version__, hookspecs
 from daemon.config import ConfigError
-from daemon.pluginhost import analyzer as default_analyzer
 from daemon.engine.analyzer import AnalyzerRefused
+from daemon.pluginhost import analyzer as default_analyzer
 from daemon.pluginhost.analyzer import PluginAnalyzer, check_analyzer
 
 if TYPE_CHECKING:
@@ -80,7 +80,9 @@ class PluginManager:
         self.settings: dict[str, BaseModel | None] = {}
         self._meta: dict[str, tuple[str | None, str]] = {}  # name -> (version, source)
         # name -> (version, source, why, its entry point when it has one)
-        self._inactive: dict[str, tuple[str | None, str, str, importlib.metadata.EntryPoint | None]] = {}
+        self._inactive: dict[
+            str, tuple[str | None, str, str, importlib.metadata.EntryPoint | None]
+        ] = {}
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -93,7 +95,12 @@ class PluginManager:
         disabled = set(self.config.plugins.disabled)
         errors: list[tuple[str, Any, str]] = []
         if DEFAULT_ANALYZER in disabled:
-            self._inactive[DEFAULT_ANALYZER] = (__version__, "built-in", "disabled in [plugins]", None)
+            self._inactive[DEFAULT_ANALYZER] = (
+                __version__,
+                "built-in",
+                "disabled in [plugins]",
+                None,
+            )
         else:
             self._register(default_analyzer, DEFAULT_ANALYZER, __version__, "built-in", errors)
         for ep in entry_points():
@@ -114,7 +121,13 @@ class PluginManager:
             try:
                 plugin = ep.load()
             except Exception as exc:  # any import error of someone else's code
-                errors.append((f"plugins.{ep.name}", ep.value, f"cannot load plugin: {type(exc).__name__}: {exc}"))
+                errors.append(
+                    (
+                        f"plugins.{ep.name}",
+                        ep.value,
+                        f"cannot load plugin: {type(exc).__name__}: {exc}",
+                    )
+                )
                 continue
             self._register(plugin, ep.name, version, source, errors)
         for plugin, name in extra:
@@ -222,8 +235,16 @@ class PluginManager:
             for name, (version, source) in self._meta.items()
         ]
         for name, (version, source, why, ep) in self._inactive.items():
-            module = default_analyzer if name == DEFAULT_ANALYZER else ep.load() if ep is not None else None
-            hooks = tuple(h for h in HOOK_NAMES if hasattr(getattr(module, h, None), "framewatch_impl"))
+            module = (
+                default_analyzer
+                if name == DEFAULT_ANALYZER
+                else ep.load()
+                if ep is not None
+                else None
+            )
+            hooks = tuple(
+                h for h in HOOK_NAMES if hasattr(getattr(module, h, None), "framewatch_impl")
+            )
             out.append(PluginEntry(name, version, source, hooks, False, why))
         return sorted(out, key=lambda e: (not e.active, e.name))
 
@@ -274,10 +295,14 @@ class PluginManager:
             except Exception as exc:
                 if name == DEFAULT_ANALYZER:
                     raise  # ModelLoadError says which setting to change
-                raise AnalyzerRefused(f"plugin {name!r}: make_analyzer raised {type(exc).__name__}: {exc}") from exc
+                raise AnalyzerRefused(
+                    f"plugin {name!r}: make_analyzer raised {type(exc).__name__}: {exc}"
+                ) from exc
             if made is not None:
                 return check_analyzer(made, name, self._meta.get(name, (None, ""))[0])
-        raise RuntimeError(f"no plugin made an analyzer (is the built-in {DEFAULT_ANALYZER} plugin disabled?)")
+        raise RuntimeError(
+            f"no plugin made an analyzer (is the built-in {DEFAULT_ANALYZER} plugin disabled?)"
+        )
 
     def accept_recording(self, path: str) -> bool | None:
         return self.call_first("accept_recording", path=path, config=self.config)  # type: ignore[no-any-return]
@@ -300,14 +325,18 @@ def entry_points() -> Sequence[importlib.metadata.EntryPoint]:
     return tuple(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
-def add_plugin_commands(subparsers: Any, bind: Callable[[str, Callable[..., int]], Callable[[Any], int]]) -> None:
+def add_plugin_commands(
+    subparsers: Any, bind: Callable[[str, Callable[..., int]], Callable[[Any], int]]
+) -> None:
     """Let every plugin of the entry-point group (active or not: a command needs no table) add its
     subcommands (register_commands); `bind(plugin, run)` makes the parser's callable for one."""
     for ep in entry_points():
         try:
             plugin = ep.load()
         except Exception as exc:  # someone else's code: its commands are missing, the rest works
-            log.warning("plugin_commands_unavailable", plugin=ep.name, error=f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "plugin_commands_unavailable", plugin=ep.name, error=f"{type(exc).__name__}: {exc}"
+            )
             continue
         hook = getattr(plugin, "register_commands", None)
         if hook is not None and hasattr(hook, "framewatch_impl"):

@@ -42,13 +42,22 @@ def run_selftest(keep: str | None = None) -> dict[str, Any]:
         result, summary = analyze_path(cfg, str(clip))
         problems = []
         if result["recording"]["status"] != "done":
-            problems.append(f"recording ended {result['recording']['status']}: {result['recording']['reason']}")
+            problems.append(
+                f"recording ended {result['recording']['status']}: {result['recording']['reason']}"
+            )
         if len(result["chunks"]) != 3 or any(c["status"] != "done" for c in result["chunks"]):
-            problems.append(f"expected 3 done chunks, got {[c['status'] for c in result['chunks']]}")
+            problems.append(
+                f"expected 3 done chunks, got {[c['status'] for c in result['chunks']]}"
+            )
         for e in result["events"]:
             if not 0 <= e["start_s"] <= e["end_s"] <= 12.0:
                 problems.append(f"event outside the clip: {e}")
         _, again = analyze_path(cfg, str(clip))
         if "already analysed" not in again:
             problems.append("second run was not a no-op")
-    return {"ok": not problems, "problems": problems, "seconds": round(time.perf_counter() - t0, 1), "summary": summary}
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "summary": summary,
+    }

@@ -156,22 +156,35 @@ def make_static_scene(
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         if codec == "libx264":
-            stream.codec_context.options = {"preset": "veryfast", "threads": "1", "sc_threshold": "0"}
+            stream.codec_context.options = {
+                "preset": "veryfast",
+                "threads": "1",
+                "sc_threshold": "0",
+            }
         for i in range(n):
             t = i / fps
             scene = sum(1 for c in scene_changes if c <= t + 1e-9)
             showing = tuple(kind for a, b, kind in spans if a <= t + 1e-9 < b)
             key = (scene, showing)
             if key not in cache:
-                picture = background.copy() if scene == 0 else np.roll(255 - background, scene * 13, axis=1)
+                picture = (
+                    background.copy()
+                    if scene == 0
+                    else np.roll(255 - background, scene * 13, axis=1)
+                )
                 if "object" in showing:
-                    picture[height // 3 : height // 3 + height // 3, width // 3 : width // 3 + width // 5] = 20
+                    picture[
+                        height // 3 : height // 3 + height // 3,
+                        width // 3 : width // 3 + width // 5,
+                    ] = 20
                 if "flash" in showing:
                     bar = picture[height - height // 4 :, width // 8 : width - width // 8]
                     bar[:] = 250
                     bar[2:-2, ::3] = 0
                 # Only a handful of distinct pictures exist: build each once.
-                cache[key] = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+                cache[key] = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(picture), format="rgb24"
+                )
             frame = cache[key]
             frame.pts = i
             for packet in stream.encode(frame):

@@ -25,7 +25,9 @@ from daemon.store.tables import Chunk, Delivery, Event, Recording, chunk_info, e
 log = structlog.get_logger(__name__)
 
 
-def merge_static_spans(notes: Sequence[tuple[float, float, dict[str, Any] | None]]) -> list[StaticSpan]:
+def merge_static_spans(
+    notes: Sequence[tuple[float, float, dict[str, Any] | None]],
+) -> list[StaticSpan]:
     """Chunks' (start_s, end_s, provenance["static"]) in chunk order -> runs of consecutive static
     chunks with one action, each as one span (its largest measured change)."""
     spans: list[StaticSpan] = []
@@ -33,11 +35,16 @@ def merge_static_spans(notes: Sequence[tuple[float, float, dict[str, Any] | None
 
     def close() -> None:
         if run:
-            spans.append(StaticSpan(
-                start_s=run[0][0], end_s=run[-1][1], action=run[0][2]["action"],
-                peak_change=max(float(n.get("peak_change", 0.0)) for _, _, n in run),
-                threshold=float(run[0][2].get("threshold", 0.0)), chunks=len(run),
-            ))
+            spans.append(
+                StaticSpan(
+                    start_s=run[0][0],
+                    end_s=run[-1][1],
+                    action=run[0][2]["action"],
+                    peak_change=max(float(n.get("peak_change", 0.0)) for _, _, n in run),
+                    threshold=float(run[0][2].get("threshold", 0.0)),
+                    chunks=len(run),
+                )
+            )
             run.clear()
 
     for start, end, note in notes:
@@ -78,13 +85,20 @@ class Chunks:
             # immediate transactions already do.
             s.exec(select(Recording.id).where(Recording.id == recording_id).with_for_update())
             existing = list(
-                s.exec(select(Chunk).where(Chunk.recording_id == recording_id).order_by(Chunk.index)).all()
+                s.exec(
+                    select(Chunk).where(Chunk.recording_id == recording_id).order_by(Chunk.index)
+                ).all()
             )
             if not existing:
                 for w in windows:
                     c = Chunk(
-                        recording_id=recording_id, index=w.index, start_s=w.start_s, end_s=w.end_s,
-                        frames=len(w.sample_times), width=w.width, height=w.height,
+                        recording_id=recording_id,
+                        index=w.index,
+                        start_s=w.start_s,
+                        end_s=w.end_s,
+                        frames=len(w.sample_times),
+                        width=w.width,
+                        height=w.height,
                     )
                     s.add(c)
                     existing.append(c)
@@ -98,7 +112,9 @@ class Chunks:
     def of(self, recording_id: int) -> list[ChunkInfo]:
         """A recording's chunks, by index."""
         with self.db.session() as s:
-            rows = s.exec(select(Chunk).where(Chunk.recording_id == recording_id).order_by(Chunk.index)).all()
+            rows = s.exec(
+                select(Chunk).where(Chunk.recording_id == recording_id).order_by(Chunk.index)
+            ).all()
             return [chunk_info(c, len(rows)) for c in rows]
 
     def get(self, recording_id: int, index: int) -> ChunkInfo:
@@ -108,7 +124,9 @@ class Chunks:
 
     def static_spans(self, recording_id: int) -> list[StaticSpan]:
         """The recording's static spans (merge_static_spans), by time."""
-        return merge_static_spans([(c.start_s, c.end_s, c.provenance.get("static")) for c in self.of(recording_id)])
+        return merge_static_spans(
+            [(c.start_s, c.end_s, c.provenance.get("static")) for c in self.of(recording_id)]
+        )
 
     # -- the lifecycle ------------------------------------------------------------------------
 
@@ -171,7 +189,9 @@ class Chunks:
             # second sees it done (events stored once, one outbox row per plugin).
             c = _row(s, recording_id, index, lock=True)
             if c.status == "done" or (c.owner not in (None, owner)):
-                log.warning("chunk_commit_skipped", recording_id=recording_id, chunk=index, owner=c.owner)
+                log.warning(
+                    "chunk_commit_skipped", recording_id=recording_id, chunk=index, owner=c.owner
+                )
                 return None
             s.exec(delete(Event).where(col(Event.chunk_id) == c.id))
             rows = [
@@ -197,12 +217,25 @@ class Chunks:
             c.finished_at, c.provenance = time.time(), dict(provenance)
             s.add(c)
             for plugin in notify:
-                s.add(Delivery(plugin=plugin, hook="events_found", recording_id=recording_id, chunk_index=index))
+                s.add(
+                    Delivery(
+                        plugin=plugin,
+                        hook="events_found",
+                        recording_id=recording_id,
+                        chunk_index=index,
+                    )
+                )
             s.flush()
             return [event_info(r) for r in rows]
 
     def fail(
-        self, recording_id: int, index: int, reason: str, *, owner: str | None = None, requeue: bool = False
+        self,
+        recording_id: int,
+        index: int,
+        reason: str,
+        *,
+        owner: str | None = None,
+        requeue: bool = False,
     ) -> None:
         """A chunk did not complete: `failed` with `reason`, or back to `pending` with it when
         `requeue` (a shared queue redelivers it, so no box may settle the recording meanwhile).

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select as sa_select, text
+from sqlalchemy import select as sa_select
+from sqlalchemy import text
 from sqlmodel import col, select
 
 from daemon.models import EventInfo
@@ -21,7 +22,9 @@ class Events:
     def __init__(self, db: Database):
         self.db = db
 
-    def of(self, recording_id: int | None = None, chunk_index: int | None = None) -> list[EventInfo]:
+    def of(
+        self, recording_id: int | None = None, chunk_index: int | None = None
+    ) -> list[EventInfo]:
         """Events (of one recording, or one chunk of it), by recording, time and id."""
         with self.db.session() as s:
             q = select(Event)
@@ -29,10 +32,14 @@ class Events:
                 q = q.where(Event.recording_id == recording_id)
             if chunk_index is not None:
                 q = q.where(Event.chunk_index == chunk_index)
-            rows = s.exec(q.order_by(col(Event.recording_id), col(Event.start_s), col(Event.id))).all()
+            rows = s.exec(
+                q.order_by(col(Event.recording_id), col(Event.start_s), col(Event.id))
+            ).all()
             return [event_info(e) for e in rows]
 
-    def lines(self, recording_id: int | None = None) -> Sequence[tuple[str, float, float, str, str]]:
+    def lines(
+        self, recording_id: int | None = None
+    ) -> Sequence[tuple[str, float, float, str, str]]:
         """(path, start_s, end_s, label, description) of every event (or one recording's), by
         recording and time: what `framewatch events` prints (listing.py)."""
         with read_only(self.db.engine) as conn, conn.begin():
@@ -42,24 +49,49 @@ class Events:
         """Every event with its recording's path, by recording and time. `provenance=False`
         leaves out the JSON settings (a listing does not print them)."""
         columns = [
-            Event.id, Event.recording_id, Event.chunk_index, Event.start_s, Event.end_s, Event.label,
-            Event.description, Event.confidence, Event.evidence_s, Event.model, Event.prompt_hash,
-            Recording.path, *([Event.settings] if provenance else []),
+            Event.id,
+            Event.recording_id,
+            Event.chunk_index,
+            Event.start_s,
+            Event.end_s,
+            Event.label,
+            Event.description,
+            Event.confidence,
+            Event.evidence_s,
+            Event.model,
+            Event.prompt_hash,
+            Recording.path,
+            *([Event.settings] if provenance else []),
         ]
         with self.db.session() as s:
             # Core rows, not ORM objects: building an Event object per row is what made large
             # listings slow (bench/RESULTS.md, store).
-            rows = s.connection().execute(
-                sa_select(*columns)
-                .join(Recording, col(Recording.id) == col(Event.recording_id))
-                .order_by(col(Event.recording_id), col(Event.start_s), col(Event.id))
-            ).all()
+            rows = (
+                s.connection()
+                .execute(
+                    sa_select(*columns)
+                    .join(Recording, col(Recording.id) == col(Event.recording_id))
+                    .order_by(col(Event.recording_id), col(Event.start_s), col(Event.id))
+                )
+                .all()
+            )
         return [
             (
                 EventInfo(
-                    id=r[0], recording_id=r[1], chunk_index=r[2], start_s=r[3], end_s=r[4], label=r[5],
-                    description=r[6], confidence=r[7], evidence_s=r[8],
-                    provenance={"model": r[9], "prompt_hash": r[10], **((r[12] or {}) if provenance else {})},
+                    id=r[0],
+                    recording_id=r[1],
+                    chunk_index=r[2],
+                    start_s=r[3],
+                    end_s=r[4],
+                    label=r[5],
+                    description=r[6],
+                    confidence=r[7],
+                    evidence_s=r[8],
+                    provenance={
+                        "model": r[9],
+                        "prompt_hash": r[10],
+                        **((r[12] or {}) if provenance else {}),
+                    },
                 ),
                 r[11],
             )

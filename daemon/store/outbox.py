@@ -75,8 +75,15 @@ class Outbox:
                 assert d.id is not None
                 out.append(
                     DeliveryInfo(
-                        d.id, d.plugin, d.hook, d.recording_id, d.chunk_index, d.attempts,
-                        d.created_at, until, d.last_error,
+                        d.id,
+                        d.plugin,
+                        d.hook,
+                        d.recording_id,
+                        d.chunk_index,
+                        d.attempts,
+                        d.created_at,
+                        until,
+                        d.last_error,
                     )
                 )
             return out

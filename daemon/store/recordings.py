@@ -48,7 +48,9 @@ class Recordings:
         NOTHING` make exactly one of them the creator (the one that plans and enqueues it)."""
         now = time.time()
         with self.db.session() as s:
-            row = Recording(fingerprint=fingerprint, path=path, size=size, profile=profile, prompt=prompt)
+            row = Recording(
+                fingerprint=fingerprint, path=path, size=size, profile=profile, prompt=prompt
+            )
             values = row.model_dump(exclude={"id"})
             new_id = s.exec(  # type: ignore[call-overload]
                 self.db.insert(Recording)
@@ -60,7 +62,13 @@ class Recordings:
             rec = s.exec(select(Recording).where(Recording.fingerprint == fingerprint)).one()
             assert rec.id is not None
             # An upsert: two boxes recording the same path at once must not collide on its key.
-            alias = {"path": path, "recording_id": rec.id, "size": size, "mtime": mtime, "seen_at": now}
+            alias = {
+                "path": path,
+                "recording_id": rec.id,
+                "size": size,
+                "mtime": mtime,
+                "seen_at": now,
+            }
             s.exec(  # type: ignore[call-overload]
                 self.db.insert(RecordingPath)
                 .values(**alias)
@@ -160,14 +168,21 @@ class Recordings:
             s.add(rec)
             return recording_info(rec)
 
-    def start_analysis(self, recording_id: int, duration_s: float, settings: dict[str, Any]) -> bool:
+    def start_analysis(
+        self, recording_id: int, duration_s: float, settings: dict[str, Any]
+    ) -> bool:
         """queued -> analyzing, only from queued: True for the one process that made the move
         (and so enqueues the recording's chunks), False for every other."""
         with self.db.session() as s:
             res = s.exec(
                 update(Recording)
                 .where(col(Recording.id) == recording_id, col(Recording.status) == "queued")
-                .values(status="analyzing", duration_s=duration_s, settings=dict(settings), updated_at=time.time())
+                .values(
+                    status="analyzing",
+                    duration_s=duration_s,
+                    settings=dict(settings),
+                    updated_at=time.time(),
+                )
             )
             return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -179,7 +194,9 @@ class Recordings:
         recording's row lock, so when the last chunks end on two boxes at once exactly one of them
         settles it and plugins hear of it once."""
         with self.db.session() as s:
-            rec = s.exec(select(Recording).where(Recording.id == recording_id).with_for_update()).first()
+            rec = s.exec(
+                select(Recording).where(Recording.id == recording_id).with_for_update()
+            ).first()
             if rec is None:
                 raise KeyError(recording_id)
             if rec.status not in ("queued", "analyzing"):
@@ -210,7 +227,8 @@ class Recordings:
                     select(Recording.id)
                     .where(
                         col(Recording.status).in_(("queued", "analyzing")),
-                        (col(Recording.next_attempt_at).is_(None)) | (col(Recording.next_attempt_at) <= now),
+                        (col(Recording.next_attempt_at).is_(None))
+                        | (col(Recording.next_attempt_at) <= now),
                     )
                     .order_by(col(Recording.id))
                 ).all()
@@ -225,6 +243,9 @@ class Recordings:
                 raise KeyError(recording_id)
             rec.attempts += 1
             rec.next_attempt_at = time.time() + delay_s
-            rec.reason, rec.updated_at = f"attempt {rec.attempts} failed: {error}"[:2000], time.time()
+            rec.reason, rec.updated_at = (
+                f"attempt {rec.attempts} failed: {error}"[:2000],
+                time.time(),
+            )
             s.add(rec)
             return recording_info(rec)

@@ -198,9 +198,7 @@ def _page(q: SearchQuery, params: dict[str, Any]) -> str:
     params["limit"] = max(1, min(q.limit, MAX_LIMIT))
     params["offset"] = max(0, q.offset)
     # Ties (equal scores) in a stable, readable order: by recording, then by time.
-    return (
-        " ORDER BY score DESC, e.recording_id, e.start_s, e.id LIMIT :limit OFFSET :offset"
-    )
+    return " ORDER BY score DESC, e.recording_id, e.start_s, e.id LIMIT :limit OFFSET :offset"
 
 
 def build(dialect: str, q: SearchQuery) -> Statement | None:

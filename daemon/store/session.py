@@ -29,9 +29,8 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on error."""
-        with Session(self.engine, expire_on_commit=False) as s:
-            with s.begin():
-                yield s
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            yield s
 
     def insert(self, table: type[SQLModel]) -> Any:
         """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL alike)."""

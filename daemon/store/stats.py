@@ -23,7 +23,9 @@ def stats(db: Database) -> dict[str, Any]:
     budget = prov[("memory", "budget_gib")].as_float()
     timed = col(Chunk.started_at).is_not(None) & col(Chunk.finished_at).is_not(None)
     with db.session() as s:
-        recordings = dict(s.exec(select(Recording.status, func.count()).group_by(Recording.status)).all())
+        recordings = dict(
+            s.exec(select(Recording.status, func.count()).group_by(Recording.status)).all()
+        )
         chunks = dict(s.exec(select(Chunk.status, func.count()).group_by(Chunk.status)).all())
         video_s, timed_video_s, busy_s, gpu_peak, gpu_ratio = s.exec(
             select(

@@ -42,7 +42,9 @@ class LocalSource(WorkSource):
     def wake(self) -> None:
         self._wake.set()
 
-    def take(self, should_stop: Callable[[], bool], recordings: Iterable[int] | None = None) -> Job | None:
+    def take(
+        self, should_stop: Callable[[], bool], recordings: Iterable[int] | None = None
+    ) -> Job | None:
         """The first pending chunk of the oldest due recording (of `recordings`, when given)."""
         # Cleared before looking, so a wake-up that arrives while looking is not lost.
         self._wake.clear()
@@ -83,7 +85,9 @@ class LocalSource(WorkSource):
     def finish(self, job: Job, done: ChunkDone | None, hold: Hold) -> None:
         if done is not None and done.status == "failed":
             # Retried by the upkeep job once its backoff has passed, while attempts are left.
-            self.store.chunks.fail(job.recording_id, done.chunk.index, done.error or "failed", owner=self.worker.owner)
+            self.store.chunks.fail(
+                job.recording_id, done.chunk.index, done.error or "failed", owner=self.worker.owner
+            )
 
     def failed(self, job: Job, error: str) -> None:
         self.worker.defer(job.recording_id, error)

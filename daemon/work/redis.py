@@ -36,7 +36,9 @@ def make_queue(config: Config) -> RedisQueue:
     """The stream client for the configured queue."""
     q = config.queue
     assert q.url is not None  # the config refuses backend redis without a url
-    return RedisQueue(q.url, prefix=q.prefix, lease_s=q.lease_seconds, max_deliveries=q.max_deliveries)
+    return RedisQueue(
+        q.url, prefix=q.prefix, lease_s=q.lease_seconds, max_deliveries=q.max_deliveries
+    )
 
 
 class RedisSource(WorkSource):
@@ -84,7 +86,9 @@ class RedisSource(WorkSource):
             self._outage += 1
             delay = backoff(self._outage)
             if self._outage == 1 or self._outage % 10 == 0:
-                log.warning("queue_unavailable", error=str(exc), tries=self._outage, retry_in_s=delay)
+                log.warning(
+                    "queue_unavailable", error=str(exc), tries=self._outage, retry_in_s=delay
+                )
             self.stop.wait(delay)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -117,7 +121,10 @@ class RedisSource(WorkSource):
             if message.deliveries > self.queue.max_deliveries:
                 # Taken over from boxes that died (or hung) in it every time: running it again
                 # would only repeat that.
-                self._give_up(job, f"gave up after {message.deliveries - 1} deliveries: the worker died or hung each time")
+                self._give_up(
+                    job,
+                    f"gave up after {message.deliveries - 1} deliveries: the worker died or hung each time",
+                )
                 return None
             try:
                 self.store.recordings.get(job.recording_id)
@@ -152,7 +159,9 @@ class RedisSource(WorkSource):
                     self.worker.defer(rid, f"{type(exc).__name__}: {exc}")
                     continue
                 if chunks:
-                    added = self.queue.enqueue_many((rid, c.index) for c in chunks if c.status != "done")
+                    added = self.queue.enqueue_many(
+                        (rid, c.index) for c in chunks if c.status != "done"
+                    )
                     log.info("recording_enqueued", chunks=added)
 
     # -- running and finishing a job ----------------------------------------------------------
@@ -171,13 +180,22 @@ class RedisSource(WorkSource):
         if done is None or done.status == "done":
             self._until_done(lambda: self.queue.ack(job.token))
             self.worker.settle(job.recording_id)
-        elif done.status == "failed" and (done.permanent or job.deliveries >= self.queue.max_deliveries):
+        elif done.status == "failed" and (
+            done.permanent or job.deliveries >= self.queue.max_deliveries
+        ):
             why = done.error or "failed"
-            self._give_up(job, why if done.permanent else f"gave up after {job.deliveries} deliveries: {why}")
+            self._give_up(
+                job, why if done.permanent else f"gave up after {job.deliveries} deliveries: {why}"
+            )
         elif done.status == "failed":
             # Pending meanwhile, so no box settles the recording as failed too early.
-            self.store.chunks.fail(job.recording_id, done.chunk.index, done.error or "failed",
-                                   owner=self.worker.owner, requeue=True)
+            self.store.chunks.fail(
+                job.recording_id,
+                done.chunk.index,
+                done.error or "failed",
+                owner=self.worker.owner,
+                requeue=True,
+            )
             self._retry(job, done.error or "failed")
         else:  # released on stop
             self._retry(job, done.status)
@@ -215,4 +233,3 @@ class RedisSource(WorkSource):
                     self._rebuild_due = True
                     return
                 raise
-

@@ -114,7 +114,11 @@ class RedisQueue:
         self.consumer = consumer or owner_id()
         # Reads block for at most a second, so the socket timeout only catches a dead server.
         self.r = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=3, health_check_interval=15
+            url,
+            decode_responses=True,
+            socket_timeout=10,
+            socket_connect_timeout=3,
+            health_check_interval=15,
         )
         self._enqueue = self.r.register_script(_ENQUEUE)
         self._ack = self.r.register_script(_ACK)
@@ -153,7 +157,9 @@ class RedisQueue:
     def enqueue(self, recording_id: int, index: int) -> bool:
         """Add one chunk job unless that chunk is already queued; True when added."""
         mid = self._call(
-            self._enqueue, keys=[self.stream, self.queued], args=[member(recording_id, index), recording_id, index]
+            self._enqueue,
+            keys=[self.stream, self.queued],
+            args=[member(recording_id, index), recording_id, index],
         )
         return mid is not None
 
@@ -182,7 +188,13 @@ class RedisQueue:
     def _autoclaim(self) -> Message | None:
         lease_ms = int(self.lease_s * 1000)
         res = self._call(
-            self.r.xautoclaim, self.stream, GROUP, self.consumer, lease_ms, start_id=self._cursor, count=1
+            self.r.xautoclaim,
+            self.stream,
+            GROUP,
+            self.consumer,
+            lease_ms,
+            start_id=self._cursor,
+            count=1,
         )
         nxt, messages = res[0], res[1]
         self._cursor = nxt
@@ -191,34 +203,62 @@ class RedisQueue:
                 continue
             pending = self._call(self.r.xpending_range, self.stream, GROUP, mid, mid, 1)
             deliveries = int(pending[0]["times_delivered"]) if pending else 1
-            log.info("queue_job_taken_over", message=mid, deliveries=deliveries,
-                     recording_id=int(fields["recording"]), chunk=int(fields["chunk"]))
+            log.info(
+                "queue_job_taken_over",
+                message=mid,
+                deliveries=deliveries,
+                recording_id=int(fields["recording"]),
+                chunk=int(fields["chunk"]),
+            )
             return Message(mid, int(fields["recording"]), int(fields["chunk"]), deliveries)
         return None
 
     def touch(self, job: Message) -> bool:
         """Keep the lease: reset the message's idle time so no one takes it; False if it is no longer ours."""
-        return bool(self._call(self._touch, keys=[self.stream], args=[GROUP, self.consumer, job.message_id, 0]))
+        return bool(
+            self._call(
+                self._touch, keys=[self.stream], args=[GROUP, self.consumer, job.message_id, 0]
+            )
+        )
 
     def retry_soon(self, job: Message) -> bool:
         """Give the job up for a prompt redelivery (a failure a retry may cure): its idle time is
         set to the lease, so the next XAUTOCLAIM by any worker takes it and counts a delivery."""
         idle = int(self.lease_s * 1000) + 1
-        return bool(self._call(self._touch, keys=[self.stream], args=[GROUP, self.consumer, job.message_id, idle]))
+        return bool(
+            self._call(
+                self._touch, keys=[self.stream], args=[GROUP, self.consumer, job.message_id, idle]
+            )
+        )
 
     def ack(self, job: Message) -> None:
         """The chunk's outcome is in the store: the job is finished."""
-        self._call(self._ack, keys=[self.stream, self.queued], args=[GROUP, job.message_id, job.member])
+        self._call(
+            self._ack, keys=[self.stream, self.queued], args=[GROUP, job.message_id, job.member]
+        )
 
     def dead_letter(self, job: Message, reason: str) -> None:
         """Move the job to the dead-letter stream (with why) and finish it here."""
         self._call(
             self._dead,
             keys=[self.stream, self.queued, self.dead],
-            args=[GROUP, job.message_id, job.member, job.recording_id, job.index, job.deliveries, reason[:2000]],
+            args=[
+                GROUP,
+                job.message_id,
+                job.member,
+                job.recording_id,
+                job.index,
+                job.deliveries,
+                reason[:2000],
+            ],
         )
-        log.warning("queue_dead_letter", recording_id=job.recording_id, chunk=job.index,
-                    deliveries=job.deliveries, reason=reason)
+        log.warning(
+            "queue_dead_letter",
+            recording_id=job.recording_id,
+            chunk=job.index,
+            deliveries=job.deliveries,
+            reason=reason,
+        )
 
     # -- inspection -----------------------------------------------------------------------------
 
@@ -239,7 +279,11 @@ class LeaseKeeper:
     the message is found to be someone else's, `lost` is set and the keeping stops."""
 
     def __init__(
-        self, queue: RedisQueue, job: Message, interval_s: float | None = None, lost: threading.Event | None = None
+        self,
+        queue: RedisQueue,
+        job: Message,
+        interval_s: float | None = None,
+        lost: threading.Event | None = None,
     ):
         self.queue = queue
         self.job = job
@@ -262,7 +306,9 @@ class LeaseKeeper:
         while not self._stop.wait(self.interval_s):
             try:
                 if not self.queue.touch(self.job):
-                    log.warning("queue_lease_lost", recording_id=self.job.recording_id, chunk=self.job.index)
+                    log.warning(
+                        "queue_lease_lost", recording_id=self.job.recording_id, chunk=self.job.index
+                    )
                     self.lost.set()
                     return
             except (QueueUnavailable, redis.RedisError) as exc:

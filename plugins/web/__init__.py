@@ -16,7 +16,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from daemon.hookspecs import CommandContext, CommandFailed, Commands, hookimpl
-from plugins.web.server import CREDENTIAL, LOOPBACK_NAMES, WebServer, WebSettings, build, resolve_token
+from plugins.web.server import (
+    CREDENTIAL,
+    LOOPBACK_NAMES,
+    WebServer,
+    WebSettings,
+    build,
+    resolve_token,
+)
 
 __all__ = ["CREDENTIAL", "LOOPBACK_NAMES", "WebServer", "WebSettings", "build", "resolve_token"]
 
@@ -33,7 +40,9 @@ def register_settings() -> dict[str, type[BaseModel]]:
 @hookimpl
 def register_commands(commands: Commands) -> None:
     serve = commands.add("serve", "the read-only web API, timeline pages and /metrics", _serve)
-    serve.add_argument("--host", help="listen address (default: [plugins.web] host, else 127.0.0.1)")
+    serve.add_argument(
+        "--host", help="listen address (default: [plugins.web] host, else 127.0.0.1)"
+    )
     serve.add_argument("--port", type=int, help="TCP port (default: [plugins.web] port, else 8765)")
 
 

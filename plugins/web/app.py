@@ -23,7 +23,8 @@ from typing import Annotated, Any, Protocol
 
 import jinja2
 import structlog
-from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -50,8 +51,14 @@ class _Chunks(Protocol):
 class _Events(Protocol):
     def of(self, recording_id: int | None = None) -> list[EventInfo]: ...
     def search(
-        self, query: str, *, recording_id: int | None = None, since: float | None = None,
-        labels: Sequence[str] = (), limit: int = 20, offset: int = 0,
+        self,
+        query: str,
+        *,
+        recording_id: int | None = None,
+        since: float | None = None,
+        labels: Sequence[str] = (),
+        limit: int = 20,
+        offset: int = 0,
     ) -> list[Any]: ...
 
 
@@ -175,9 +182,18 @@ class StatusOut(BaseModel):
 
 def _recording(r: RecordingInfo, done: int, total: int) -> RecordingOut:
     return RecordingOut(
-        id=r.id, path=r.path, name=Path(r.path).name, status=r.status, reason=r.reason,
-        duration_s=r.duration_s, profile=r.profile, model=r.model, chunks_done=done,
-        chunks_total=total, page=f"/recordings/{r.id}", video=f"/api/recordings/{r.id}/video",
+        id=r.id,
+        path=r.path,
+        name=Path(r.path).name,
+        status=r.status,
+        reason=r.reason,
+        duration_s=r.duration_s,
+        profile=r.profile,
+        model=r.model,
+        chunks_done=done,
+        chunks_total=total,
+        page=f"/recordings/{r.id}",
+        video=f"/api/recordings/{r.id}/video",
     )
 
 
@@ -190,8 +206,12 @@ def _event(e: EventInfo) -> EventOut:
 def _hit(h: Any) -> HitOut:
     e = h.event
     return HitOut(
-        **_event(e).model_dump(), rank=h.rank, score=h.score, recording=h.recording_path,
-        recording_status=h.recording_status, link=h.link,
+        **_event(e).model_dump(),
+        rank=h.rank,
+        score=h.score,
+        recording=h.recording_path,
+        recording_status=h.recording_status,
+        link=h.link,
         page=f"/recordings/{e.recording_id}#t={e.start_s:g}",
     )
 
@@ -254,12 +274,17 @@ class Guard(BaseHTTPMiddleware):
             if host not in self.trusted:
                 return JSONResponse({"detail": "unknown host"}, status_code=421)
         if request.method not in ("GET", "HEAD"):
-            return JSONResponse({"detail": "read-only"}, status_code=405, headers={"Allow": "GET, HEAD"})
+            return JSONResponse(
+                {"detail": "read-only"}, status_code=405, headers={"Allow": "GET, HEAD"}
+            )
         if not self._authorized(request):
             api = request.url.path.startswith(("/api/", "/metrics", "/openapi.json"))
-            challenge = 'Bearer realm="framewatch"' if api else 'Basic realm="framewatch", charset="UTF-8"'
+            challenge = (
+                'Bearer realm="framewatch"' if api else 'Basic realm="framewatch", charset="UTF-8"'
+            )
             return JSONResponse(
-                {"detail": "a valid token is required"}, status_code=401,
+                {"detail": "a valid token is required"},
+                status_code=401,
                 headers={"WWW-Authenticate": challenge},
             )
         response = await call_next(request)
@@ -285,7 +310,9 @@ def templates() -> jinja2.Environment:
     return env
 
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such recording."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such recording."}
+}
 
 
 def create_app(
@@ -326,8 +353,15 @@ def create_app(
         return RecordingDetail(
             **base.model_dump(),
             chunks=[
-                ChunkOut(index=c.index, start_s=c.start_s, end_s=c.end_s, frames=c.frames,
-                         status=c.status, attempts=c.attempts, error=c.error)
+                ChunkOut(
+                    index=c.index,
+                    start_s=c.start_s,
+                    end_s=c.end_s,
+                    frames=c.frames,
+                    status=c.status,
+                    attempts=c.attempts,
+                    error=c.error,
+                )
                 for c in chunks
             ],
         )
@@ -347,13 +381,27 @@ def create_app(
                 CurrentChunk(recording_id=r, chunk=i, owner=o, started_at=t)
                 for r, i, o, t in store.chunks.running()
             ],
-            deliveries=DeliveryCounts(**{k: d[k] for k in ("pending", "failed", "dead", "delivered")}),
+            deliveries=DeliveryCounts(
+                **{k: d[k] for k in ("pending", "failed", "dead", "delivered")}
+            ),
         )
 
-    def search(q: str, recording_id: int | None, since: dt.datetime | None, labels: list[str],
-               limit: int, offset: int) -> list[HitOut]:
-        hits = store.events.search(q, recording_id=recording_id, since=_timestamp(since),
-                            labels=labels, limit=limit, offset=offset)
+    def search(
+        q: str,
+        recording_id: int | None,
+        since: dt.datetime | None,
+        labels: list[str],
+        limit: int,
+        offset: int,
+    ) -> list[HitOut]:
+        hits = store.events.search(
+            q,
+            recording_id=recording_id,
+            since=_timestamp(since),
+            labels=labels,
+            limit=limit,
+            offset=offset,
+        )
         return [_hit(h) for h in hits]
 
     # -- JSON API ------------------------------------------------------------------------------
@@ -379,12 +427,19 @@ def create_app(
         tags=["recordings"],
         response_class=FileResponse,
         responses={
-            200: {"content": {"video/mp4": {}, "application/octet-stream": {}},
-                  "description": "The whole file."},
-            206: {"content": {"video/mp4": {}, "application/octet-stream": {}},
-                  "description": "The requested byte range (HTTP Range)."},
+            200: {
+                "content": {"video/mp4": {}, "application/octet-stream": {}},
+                "description": "The whole file.",
+            },
+            206: {
+                "content": {"video/mp4": {}, "application/octet-stream": {}},
+                "description": "The requested byte range (HTTP Range).",
+            },
             400: {"content": {"text/plain": {}}, "description": "Malformed Range header."},
-            404: {"model": Problem, "description": "No such recording, or its file is gone or changed."},
+            404: {
+                "model": Problem,
+                "description": "No such recording, or its file is gone or changed.",
+            },
             416: {"content": {"text/plain": {}}, "description": "Range not satisfiable."},
         },
     )
@@ -403,18 +458,34 @@ def create_app(
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode) and st.st_size == size:
-                return FileResponse(path, media_type=_media_type(path), stat_result=st,
-                                    content_disposition_type="inline")
+                return FileResponse(
+                    path,
+                    media_type=_media_type(path),
+                    stat_result=st,
+                    content_disposition_type="inline",
+                )
         log.info("web_video_unavailable", recording_id=recording_id, paths=[p for p, _ in known])
         raise HTTPException(404, "the recording's file is gone or was changed")
 
     @app.get("/api/search", tags=["search"])
     def api_search(
-        q: Annotated[str, Query(min_length=1, max_length=1000, description=(
-            'Words (all must occur), "a phrase", -excluded, a or b.'))],
+        q: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=1000,
+                description=('Words (all must occur), "a phrase", -excluded, a or b.'),
+            ),
+        ],
         recording_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-        since: Annotated[dt.datetime | None, Query(description=(
-            "Only recordings whose file was modified at or after this time (ISO 8601)."))] = None,
+        since: Annotated[
+            dt.datetime | None,
+            Query(
+                description=(
+                    "Only recordings whose file was modified at or after this time (ISO 8601)."
+                )
+            ),
+        ] = None,
         label: Annotated[list[str], Query(max_length=20, description="Only these labels.")] = [],  # noqa: B006
         limit: Annotated[int, Query(ge=1, le=500)] = 20,
         offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
@@ -463,7 +534,9 @@ def create_app(
     async def _problem(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith(("/api/", "/metrics")):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        html = env.get_template("error.html.j2").render(status=exc.status_code, detail=exc.detail, query="")
+        html = env.get_template("error.html.j2").render(
+            status=exc.status_code, detail=exc.detail, query=""
+        )
         return HTMLResponse(html, status_code=exc.status_code)
 
     return app

@@ -49,7 +49,9 @@ class StoreCollector(Collector):
             value=s["recordings"].get("queued", 0) + s["recordings"].get("analyzing", 0),
         )
         yield CounterMetricFamily(
-            "framewatch_chunks_analysed", "Chunks analysed (done).", value=s["chunks"].get("done", 0)
+            "framewatch_chunks_analysed",
+            "Chunks analysed (done).",
+            value=s["chunks"].get("done", 0),
         )
         yield CounterMetricFamily(
             "framewatch_video_analysed_seconds",

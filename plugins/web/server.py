@@ -83,7 +83,9 @@ class WebServer:
             sock.bind((self.host, self.port))
         except OSError as exc:
             sock.close()
-            raise RuntimeError(f"web: cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
+            raise RuntimeError(
+                f"web: cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            ) from None
         sock.listen(128)
         sock.set_inheritable(True)
         self.port = sock.getsockname()[1]
@@ -95,7 +97,11 @@ class WebServer:
 
         # log_config=None: uvicorn's records go through framewatch's logging (structlog).
         config = uvicorn.Config(
-            self.asgi, log_config=None, access_log=False, lifespan="off", server_header=False,
+            self.asgi,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
             # A player streaming a long video must not hold up the daemon's shutdown.
             timeout_graceful_shutdown=3,
         )
@@ -168,9 +174,14 @@ def build(config: Any, store: Any, settings: WebSettings) -> tuple[Any, WebServe
         raise RuntimeError(f"web: cannot read the token: {exc}") from None
     loopback = is_loopback(settings.host)
     if token is None and not loopback:
-        log.warning("web_without_token", host=settings.host,
-                    hint="anyone who can reach this address can read every event; set token_file")
+        log.warning(
+            "web_without_token",
+            host=settings.host,
+            hint="anyone who can reach this address can read every event; set token_file",
+        )
     # Bound to loopback, only loopback host names are answered: a web page elsewhere cannot use
     # DNS rebinding to read the API through a browser on this machine.
-    asgi = create_app(store, config, token=token, trusted_hosts=LOOPBACK_NAMES if loopback else None)
+    asgi = create_app(
+        store, config, token=token, trusted_hosts=LOOPBACK_NAMES if loopback else None
+    )
     return asgi, WebServer(asgi, settings.host, settings.port)

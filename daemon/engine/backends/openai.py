@@ -65,8 +65,10 @@ def read_api_key(config: Config) -> str | None:
     if m.api_key_file is not None:
         path = m.api_key_file
         if not path.is_absolute():
-            base = Path(creds) if creds and len(path.parts) == 1 else (
-                config.source.parent if config.source else Path.cwd()
+            base = (
+                Path(creds)
+                if creds and len(path.parts) == 1
+                else (config.source.parent if config.source else Path.cwd())
             )
             path = base / path
     elif os.environ.get(m.api_key_env):
@@ -78,7 +80,9 @@ def read_api_key(config: Config) -> str | None:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ModelLoadError(f"cannot read model.api_key_file {path}: {exc.strerror or exc}") from None
+        raise ModelLoadError(
+            f"cannot read model.api_key_file {path}: {exc.strerror or exc}"
+        ) from None
 
 
 class OpenAIAnalyzer:
@@ -157,7 +161,9 @@ class OpenAIAnalyzer:
             reason = getattr(exc, "reason", exc)
             raise ServerError(f"cannot reach {self.base_url}: {reason}") from None
         except json.JSONDecodeError as exc:
-            raise ServerError(f"{self.base_url} answered something that is not JSON: {exc.msg}") from None
+            raise ServerError(
+                f"{self.base_url} answered something that is not JSON: {exc.msg}"
+            ) from None
 
     def analyze(self, chunk: ChunkInput) -> list[dict[str, Any]]:
         """Events for one chunk; [] when the answer is cut off or not the schema's JSON. Raises
@@ -165,8 +171,13 @@ class OpenAIAnalyzer:
         from daemon.engine.backends.qwen3vl import parse_events
 
         started = time.perf_counter()
-        stats: dict[str, Any] = {"frames": len(chunk.frames), "prompt_tokens": 0, "generated_tokens": 0,
-                                 "truncated": False, "parse_error": None}
+        stats: dict[str, Any] = {
+            "frames": len(chunk.frames),
+            "prompt_tokens": 0,
+            "generated_tokens": 0,
+            "truncated": False,
+            "parse_error": None,
+        }
         self.last_stats = stats
         if not chunk.frames:
             stats["parse_error"] = "no frames"
@@ -180,7 +191,9 @@ class OpenAIAnalyzer:
             choice = answer["choices"][0]
             text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
-            raise ServerError(f"{self.base_url} answered without choices[0].message.content") from None
+            raise ServerError(
+                f"{self.base_url} answered without choices[0].message.content"
+            ) from None
         if choice.get("finish_reason") == "length":
             stats["truncated"] = True
             events, error = [], f"cut off at model.max_new_tokens ({self.max_new_tokens})"

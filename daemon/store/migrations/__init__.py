@@ -31,12 +31,18 @@ _LOCK_KEY = 0x6677_6D69  # "fwmi"
 HEAD = "0003"
 
 
-def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
     """What autogenerate compares: the SQLModel tables. The search index (revision 0002: an FTS5
     table and its shadow tables, a GIN expression index) is not
     in the metadata and must not be proposed for removal."""
-    return not (reflected and compare_to is None and name is not None
-                and (name.startswith("event_fts") or name == "event_search_idx"))
+    return not (
+        reflected
+        and compare_to is None
+        and name is not None
+        and (name.startswith("event_fts") or name == "event_search_idx")
+    )
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -93,4 +99,3 @@ def upgrade(engine: Engine) -> None:
             command.stamp(cfg, BASELINE)
         command.upgrade(cfg, "head")
         log.info("schema_upgraded", from_revision=found, to_revision=target)
-

@@ -21,7 +21,9 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # if_not_exists: a database made by create_all of today's tables (before Alembic, then
     # stamped 0001 on adoption) already has it.
-    op.create_index("ix_event_listing", "event", ["recording_id", "start_s", "id"], if_not_exists=True)
+    op.create_index(
+        "ix_event_listing", "event", ["recording_id", "start_s", "id"], if_not_exists=True
+    )
 
 
 def downgrade() -> None:
