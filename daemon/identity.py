@@ -15,9 +15,19 @@ BLOCK = (
 
 @dataclass(frozen=True, slots=True)
 class FileId:
+    """What intake learns of a file's bytes: content fingerprint, size, mtime, and which file it
+    was (`file_key`: device and inode, "dev:ino"), so a later reader can tell the same file from
+    another one put at its path."""
+
     fingerprint: str
     size: int
     mtime: float
+    file_key: str | None = None
+
+
+def file_key(st: os.stat_result) -> str:
+    """A file's identity on this host: device and inode of an open descriptor's fstat."""
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def fingerprint(path: str | os.PathLike[str]) -> FileId:
@@ -30,7 +40,10 @@ def fingerprint(path: str | os.PathLike[str]) -> FileId:
             f.seek(max(BLOCK, st.st_size - BLOCK))
             h.update(f.read(BLOCK))
     return FileId(
-        fingerprint=f"{st.st_size:x}-{h.hexdigest()[:32]}", size=st.st_size, mtime=st.st_mtime
+        fingerprint=f"{st.st_size:x}-{h.hexdigest()[:32]}",
+        size=st.st_size,
+        mtime=st.st_mtime,
+        file_key=file_key(st),
     )
 
 

@@ -141,7 +141,9 @@ class Worker:
                 path, f"unreadable:{path}", 0, 0.0, profile
             )
             return self.fail(rec, reason), created
-        return self.store.recordings.register(path, fid.fingerprint, fid.size, fid.mtime, profile)
+        return self.store.recordings.register(
+            path, fid.fingerprint, fid.size, fid.mtime, profile, file_key=fid.file_key
+        )
 
     def settings(self, profile: str | None) -> dict[str, Any]:
         """What a recording is analysed with (stored on it, and in each event's provenance)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func
@@ -26,6 +27,15 @@ from daemon.store.tables import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingFile:
+    """One name of a recording's bytes: the size and file (identity.file_key) registered there."""
+
+    path: str
+    size: int
+    file_key: str | None
+
+
 class Recordings:
     """Every read and write of recordings and the paths they were seen under."""
 
@@ -40,6 +50,7 @@ class Recordings:
         mtime: float,
         profile: str | None = None,
         prompt: str | None = None,
+        file_key: str | None = None,
     ) -> tuple[RecordingInfo, bool]:
         """Record that these bytes exist at `path`. Returns the recording and whether it is new.
 
@@ -68,6 +79,7 @@ class Recordings:
                 "size": size,
                 "mtime": mtime,
                 "seen_at": now,
+                "file_key": file_key,
             }
             s.exec(  # type: ignore[call-overload]
                 self.db.insert(RecordingPath)
@@ -109,20 +121,24 @@ class Recordings:
             ).all()
             return [(recording_info(r), n or 0, r.chunks_total) for r, n in rows]
 
-    def files(self, recording_id: int) -> list[tuple[str, int]]:
-        """(path, size when registered) of every name a recording's bytes were seen under: its
-        current path first, then the others, most recently seen first."""
+    def files(self, recording_id: int) -> list[RecordingFile]:
+        """Every name a recording's bytes were seen under, with the size and file (device and
+        inode) registered there: its current path first, then the others, most recently seen
+        first."""
         with self.db.session() as s:
             rec = s.get(Recording, recording_id)
             if rec is None:
                 raise KeyError(recording_id)
             rows = s.exec(
-                select(RecordingPath.path, RecordingPath.size)
+                select(RecordingPath.path, RecordingPath.size, RecordingPath.file_key)
                 .where(RecordingPath.recording_id == recording_id)
                 .order_by(col(RecordingPath.seen_at).desc())
             ).all()
-            out = [(rec.path, rec.size)]
-            return out + [(p, size) for p, size in rows if p != rec.path]
+            found = [RecordingFile(p, size, key) for p, size, key in rows]
+            current = next(
+                (f for f in found if f.path == rec.path), RecordingFile(rec.path, rec.size, None)
+            )
+            return [current] + [f for f in found if f.path != rec.path]
 
     def paths(self) -> dict[str, tuple[int, float]]:
         """(size, mtime) each known path was registered with: a rescan skips files unchanged since."""

@@ -46,6 +46,8 @@ class RecordingPath(SQLModel, table=True):
     size: int
     mtime: float
     seen_at: float = Field(default_factory=time.time)
+    # identity.file_key of the file registered here ("dev:ino"); None for rows from before 0004.
+    file_key: str | None = None
 
 
 class Chunk(SQLModel, table=True):

@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 class _Recordings(Protocol):
     def get(self, recording_id: int) -> RecordingInfo: ...
     def list(self) -> list[tuple[RecordingInfo, int, int]]: ...
-    def files(self, recording_id: int) -> list[tuple[str, int]]: ...
+    def files(self, recording_id: int) -> list[Any]: ...
 
 
 class _Chunks(Protocol):
@@ -452,7 +452,8 @@ def create_app(
             known = store.recordings.files(recording_id)
         except KeyError:
             raise HTTPException(404, "no such recording") from None
-        for path, size in known:
+        for f in known:
+            path, size = f.path, f.size
             try:
                 st = os.stat(path)
             except OSError:
@@ -464,7 +465,7 @@ def create_app(
                     stat_result=st,
                     content_disposition_type="inline",
                 )
-        log.info("web_video_unavailable", recording_id=recording_id, paths=[p for p, _ in known])
+        log.info("web_video_unavailable", recording_id=recording_id, paths=[f.path for f in known])
         raise HTTPException(404, "the recording's file is gone or was changed")
 
     @app.get("/api/search", tags=["search"])
