@@ -504,14 +504,15 @@ def _plugin_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from daemon.log import setup_logging
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, sub = build_parser()
     first = next((a for a in argv if not a.startswith("-")), None)
     if first not in CORE_COMMANDS:  # help, a plugin's command, or a typo: ask the plugins
         _plugin_commands(sub)
     args = parser.parse_args(argv)
+    # After parsing: --help and usage errors exit before paying for the logging stack.
+    from daemon.log import setup_logging
+
     level = {0: args.log_level, 1: "INFO"}.get(args.verbose, "DEBUG")
     setup_logging(level)
     from daemon.config import ConfigError

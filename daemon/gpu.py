@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from daemon.log import get_logger
 
 if TYPE_CHECKING:
     from daemon.config import Config
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)  # lazy: `framewatch --help` imports this module
 
 GIB = 2**30
 

@@ -23,8 +23,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import pluggy
 from pydantic import AfterValidator, BaseModel, SecretStr, ValidationInfo
 
+from daemon.log import get_logger as _get_logger
+
 hookspec = pluggy.HookspecMarker("framewatch")
 hookimpl = pluggy.HookimplMarker("framewatch")
+
+get_logger = _get_logger
+"""A structlog logger for a plugin module (`log = get_logger(__name__)`), imported on first use:
+its lines go through framewatch's logging, with the recording and chunk bound when there is one."""
 
 if TYPE_CHECKING:
     import argparse

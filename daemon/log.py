@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
-import structlog
+
+class LazyLogger:
+    """structlog's logger for one module, imported at the first log call: modules that
+    `framewatch --help` imports to list plugin commands (the plugin host, built-in plugins) must not
+    pay for importing structlog (and, where it is installed, rich) when nothing is logged."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str):
+        self._name = name
+        self._logger: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._logger is None:
+            import structlog
+
+            self._logger = structlog.get_logger(self._name)
+        return getattr(self._logger, attr)
+
+
+def get_logger(name: str) -> Any:
+    """`structlog.get_logger(name)`, imported on first use (LazyLogger)."""
+    return LazyLogger(name)
 
 
 def setup_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure structlog and route stdlib `logging` records through the same renderer (stderr)."""
+    import structlog
+
     if json is None:
         json = not sys.stderr.isatty()
     shared: list[structlog.types.Processor] = [

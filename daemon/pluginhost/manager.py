@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-import structlog
 from pydantic import BaseModel, ValidationError
 
 from daemon import __version__, hookspecs
 from daemon.config import ConfigError
 from daemon.engine.analyzer import AnalyzerRefused
+from daemon.log import get_logger
 from daemon.pluginhost import analyzer as default_analyzer
 from daemon.pluginhost.analyzer import PluginAnalyzer, check_analyzer
 
 if TYPE_CHECKING:
     from daemon.config import Config
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ENTRY_POINT_GROUP = "framewatch"
 # Entry points of this distribution are the built-in plugins: opt-in by their table.

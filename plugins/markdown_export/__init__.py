@@ -13,16 +13,18 @@ import string
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import jinja2
 from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.hookspecs import ConfigPath, hookimpl
 from daemon.models import EventInfo, RecordingInfo, StaticSpan, hms
 from plugins._shared import chapters, one_line, write_atomically
+
+if TYPE_CHECKING:
+    import jinja2
 
 NAME = "markdown_export"
 SUFFIX = ".framewatch.md"
@@ -79,6 +81,8 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
 
 
 def environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
+    import jinja2  # when a report is rendered, not when `framewatch --help` lists plugin commands
+
     env = jinja2.Environment(
         loader=loader,
         autoescape=False,  # HTML escaping is not Markdown escaping; _finalize does the latter

@@ -10,15 +10,14 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from daemon.hookspecs import ConfigPath, read_secret
+from daemon.hookspecs import ConfigPath, get_logger, read_secret
 
 if TYPE_CHECKING:
     import uvicorn
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CREDENTIAL = "web-token"  # file name under $CREDENTIALS_DIRECTORY (systemd LoadCredential=)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")

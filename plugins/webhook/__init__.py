@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import structlog
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
@@ -32,10 +31,10 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.hookspecs import ConfigPath, Gone, RetryLater, hookimpl, read_secret
+from daemon.hookspecs import ConfigPath, Gone, RetryLater, get_logger, hookimpl, read_secret
 from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan, event_json
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 NAME = "webhook"
 CREDENTIAL = "webhook-secret"  # file name under $CREDENTIALS_DIRECTORY (systemd LoadCredential=)
