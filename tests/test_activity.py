@@ -4,6 +4,7 @@ with a `static` note instead of going to the model, and every event lies in an a
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,7 +14,6 @@ from markdown_it import MarkdownIt
 from daemon.analysis import analyze_recording
 from daemon.config import parse_config
 from daemon.engine.activity import (
-    active_spans,
     change_score,
     scan_times,
     scan_window,
@@ -28,11 +28,28 @@ from daemon.worker import Worker
 from tests.services import Receiver
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
 # (start_s, duration_s, kind) on a 90 s clip; chunks are 10 s with 2 s overlap.
 EVENTS = [(12.3, 2.0, "object"), (41.0, 1.5, "flash"), (66.5, 0.0, "scene")]
 SECONDS = 90.0
+
+
+# What the activity scores show, as spans: only these tests need it.
+def active_spans(
+    times: Sequence[float], scores: Sequence[float], threshold: float
+) -> list[tuple[float, float]]:
+    """Merged [start, end] spans between scan frames whose change exceeds `threshold`."""
+    spans: list[tuple[float, float]] = []
+    for (a, b), score in zip(pairwise(times), scores, strict=False):
+        if score <= threshold:
+            continue
+        if spans and a <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], b)
+        else:
+            spans.append((a, b))
+    return spans
 
 
 class Recorder:

@@ -14,7 +14,7 @@ import pytest
 
 from daemon import hookspecs
 from daemon.pluginhost.dispatch import Dispatcher
-from daemon.pluginhost.manager import HOOK_NAMES, hook_reference
+from daemon.pluginhost.manager import HOOK_NAMES
 from daemon.store import Store
 from tests.outbox import analysed, ev, make_config, manager
 
@@ -24,6 +24,21 @@ TEST_FILES = [
     *sorted((ROOT / "tests").glob("test_plugins*.py")),
     *(ROOT / "tests" / f for f in ("test_webhook.py", "test_markdown.py", "test_subtitles.py")),
 ]
+
+
+def hook_reference() -> list[str]:
+    """One Markdown line per hook, from its spec: signature and docstring summary (README's hook
+    reference is checked against this)."""
+    import inspect
+
+    lines = []
+    for name in HOOK_NAMES:
+        spec = getattr(hookspecs, name)
+        params = ", ".join(inspect.signature(spec).parameters)
+        summary = " ".join(inspect.getdoc(spec).split("\n\n")[0].split())  # type: ignore[union-attr]
+        first = " (firstresult)" if spec.framewatch_spec.get("firstresult") else ""
+        lines.append(f"- `{name}({params})`{first}: {summary}")
+    return lines
 
 
 def test_every_hook_is_found() -> None:

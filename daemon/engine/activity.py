@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +14,6 @@ from daemon.engine.sampler import sample_frames
 from daemon.models import ChunkWindow
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from pathlib import Path
 
 # Size the pre-pass decodes to: enough for an object of a few percent of the picture to move
@@ -69,21 +67,6 @@ def scan_times(start_s: float, end_s: float, fps: float) -> tuple[float, ...]:
     span = max(end_s - start_s, 0.0)
     n = max(2, math.ceil(span * fps) + 1)
     return tuple(round(start_s + i * span / (n - 1), 6) for i in range(n))
-
-
-def active_spans(
-    times: Sequence[float], scores: Sequence[float], threshold: float
-) -> list[tuple[float, float]]:
-    """Merged [start, end] spans between scan frames whose change exceeds `threshold`."""
-    spans: list[tuple[float, float]] = []
-    for (a, b), score in zip(pairwise(times), scores, strict=False):
-        if score <= threshold:
-            continue
-        if spans and a <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], b)
-        else:
-            spans.append((a, b))
-    return spans
 
 
 def scan_window(path: str | Path, start_s: float, end_s: float, fps: float) -> Activity:

@@ -351,18 +351,3 @@ def load_plugins(
     manager = PluginManager(config)
     manager.load(third_party=third_party, extra=extra)
     return manager
-
-
-def hook_reference() -> list[str]:
-    """One Markdown line per hook, from its spec: signature and docstring summary (README's hook
-    reference is checked against this)."""
-    import inspect
-
-    lines = []
-    for name in HOOK_NAMES:
-        spec = getattr(hookspecs, name)
-        params = ", ".join(inspect.signature(spec).parameters)
-        summary = " ".join(inspect.getdoc(spec).split("\n\n")[0].split())  # type: ignore[union-attr]
-        first = " (firstresult)" if spec.framewatch_spec.get("firstresult") else ""
-        lines.append(f"- `{name}({params})`{first}: {summary}")
-    return lines
