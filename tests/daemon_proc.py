@@ -74,6 +74,22 @@ def unique_copies(base: bytes, n: int) -> list[bytes]:
     return [base + (24).to_bytes(4, "big") + b"free" + i.to_bytes(16, "big") for i in range(n)]
 
 
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`framewatch ARGS` in a subprocess of this checkout (offline), its output captured."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
 class Daemon:
     """One `framewatch run` subprocess; its JSON log lines are collected by a reader thread."""
 

@@ -21,6 +21,7 @@ from daemon.cli import main
 from daemon.config import load_config
 from daemon.store import Store
 from daemon.worker import Worker
+from tests.daemon_proc import run_cli
 from tests.media import BLUE, GREEN, RED, make_bad_inputs, make_video, vfr_times
 
 
@@ -44,16 +45,7 @@ def write_config(tmp: Path, model: Path, **over: Any) -> Path:
     return path
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+cli = run_cli
 
 
 class Spy:

@@ -260,7 +260,7 @@ def test_grammar_admits_the_schema_layout_and_nothing_unsafe(analyzer: QwenAnaly
 
 
 def test_parse_events() -> None:
-    from daemon.engine.backends.qwen3vl import parse_events
+    from daemon.engine.prompts import parse_events
 
     assert parse_events('{"events": [{"label": "x"}]}') == ([{"label": "x"}], None)
     assert parse_events('{"events": [')[1].startswith("not JSON")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from daemon.config import Config, ConfigError, load_config, parse_config
+from tests.daemon_proc import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,14 +70,7 @@ def test_not_toml(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    return run_cli(*args, timeout=120)
 
 
 def test_config_check_command_accepts_the_example() -> None:

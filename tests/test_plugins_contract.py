@@ -13,16 +13,14 @@ run through `framewatch analyze` and `framewatch run` in subprocesses.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from daemon.store import Store
-from tests.daemon_proc import Daemon, install_plugin, status_json, wait_until, write_config
+from tests.daemon_proc import Daemon, install_plugin, run_cli, status_json, wait_until, write_config
 from tests.media import make_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,25 +75,8 @@ def config(tmp_path: Path, **daemon: float) -> Path:
 
 
 def analyze(tmp_path: Path, site: Path, clip: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "daemon.cli",
-            "analyze",
-            str(clip),
-            "--json",
-            "--config",
-            str(config(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    args = ("analyze", str(clip), "--json", "--config", str(config(tmp_path)))
+    return run_cli(*args, env={"PYTHONPATH": str(site)}, timeout=120)
 
 
 @pytest.fixture
@@ -223,22 +204,13 @@ def greet(args, context):
 
 def test_hook_register_commands_adds_a_subcommand_with_its_settings(tmp_path: Path) -> None:
     site = install_plugin(tmp_path / "site", "greeter", "fw_greeter", COMMAND_PLUGIN)
-    env = {**os.environ, "PYTHONPATH": str(site)}
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         f'[storage]\nurl = "sqlite:///{tmp_path / "fw.db"}"\n[plugins.greeter]\ngreeting = "howdy"\n'
     )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "daemon.cli", *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(*args, env={"PYTHONPATH": str(site)}, timeout=60)
 
     listed = cli("--help")
     assert listed.returncode == 0 and "greet" in listed.stdout and "say hello" in listed.stdout

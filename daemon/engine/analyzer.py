@@ -50,4 +50,16 @@ class Analyzer(Protocol):
         ...
 
 
-__all__ = ["Analyzer", "AnalyzerFailed", "AnalyzerRefused", "ModelLoadError"]
+def new_stats(frames: int) -> dict[str, Any]:
+    """The figures a backend reports for one chunk as `last_stats` (kept in the chunk's
+    provenance under "analyzer"), before the model ran."""
+    return {
+        "frames": frames,
+        "prompt_tokens": 0,
+        "generated_tokens": 0,
+        "truncated": False,
+        "parse_error": None,
+    }
+
+
+__all__ = ["Analyzer", "AnalyzerFailed", "AnalyzerRefused", "ModelLoadError", "new_stats"]

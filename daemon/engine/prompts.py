@@ -74,3 +74,17 @@ def event_schema(max_events: int, label_chars: int, description_chars: int) -> d
 def schema_key(schema: dict[str, Any]) -> str:
     """Stable text form of a schema (for caching a compiled grammar)."""
     return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+def parse_events(text: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The event dicts in the model's JSON answer, or ([], why) when it is not usable."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [], f"not JSON: {exc.msg} at character {exc.pos}"
+    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        return [], 'not an object with an "events" list'
+    events = data["events"]
+    if not all(isinstance(e, dict) for e in events):
+        return [], "an event is not an object"
+    return events, None

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.engine import prompts
-from daemon.engine.analyzer import ModelLoadError
+from daemon.engine.analyzer import ModelLoadError, new_stats
+from daemon.engine.prompts import parse_events
 
 if TYPE_CHECKING:
     import numpy as np
@@ -168,16 +169,8 @@ class OpenAIAnalyzer:
     def analyze(self, chunk: ChunkInput) -> list[dict[str, Any]]:
         """Events for one chunk; [] when the answer is cut off or not the schema's JSON. Raises
         ServerError when the server cannot answer (the chunk fails and is retried)."""
-        from daemon.engine.backends.qwen3vl import parse_events
-
         started = time.perf_counter()
-        stats: dict[str, Any] = {
-            "frames": len(chunk.frames),
-            "prompt_tokens": 0,
-            "generated_tokens": 0,
-            "truncated": False,
-            "parse_error": None,
-        }
+        stats = new_stats(len(chunk.frames))
         self.last_stats = stats
         if not chunk.frames:
             stats["parse_error"] = "no frames"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,8 +13,9 @@ import structlog
 
 from daemon.config import DEFAULT_MODEL
 from daemon.engine import prompts
-from daemon.engine.analyzer import ModelLoadError
+from daemon.engine.analyzer import ModelLoadError, new_stats
 from daemon.engine.budget import resolve_dtype, round_side
+from daemon.engine.prompts import parse_events
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -109,20 +109,6 @@ def video_payload(
         options["do_resize"] = True
         options["size"] = {"shortest_edge": pixels, "longest_edge": pixels}
     return video, metadata, options
-
-
-def parse_events(text: str) -> tuple[list[dict[str, Any]], str | None]:
-    """The event dicts in the model's JSON answer, or ([], why) when it is not usable."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return [], f"not JSON: {exc.msg} at character {exc.pos}"
-    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
-        return [], 'not an object with an "events" list'
-    events = data["events"]
-    if not all(isinstance(e, dict) for e in events):
-        return [], "an event is not an object"
-    return events, None
 
 
 # One character of a label or description: anything but a quote, a backslash or a control
@@ -374,13 +360,7 @@ class QwenAnalyzer:
         from transformers import LogitsProcessorList
 
         started = time.perf_counter()
-        stats: dict[str, Any] = {
-            "frames": len(chunk.frames),
-            "prompt_tokens": 0,
-            "generated_tokens": 0,
-            "truncated": False,
-            "parse_error": None,
-        }
+        stats = new_stats(len(chunk.frames))
         self.last_stats = stats
         if not chunk.frames:
             stats["parse_error"] = "no frames"
