@@ -15,13 +15,16 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
+from sqlalchemy import text
 
 from daemon.config import ConfigError
+from daemon.identity import fingerprint
 from daemon.store import Store
 from plugins import web
 from plugins.web.app import create_app
@@ -317,3 +320,193 @@ def test_api_conforms_to_its_openapi_document(store: Store, video: Path) -> None
 def _with_id(case: schemathesis.Case, recording_id: int) -> schemathesis.Case:
     case.path_parameters = {**(case.path_parameters or {}), "recording_id": recording_id}
     return case
+
+
+# -- the video route against a file swapped after intake (issue 14) -------------------------------
+
+
+def _intake(store: Store, path: Path) -> int:
+    """Register `path` as Worker.ingest does: content fingerprint, size, mtime and the device and
+    inode of the descriptor it hashed (identity.fingerprint)."""
+    fid = fingerprint(path)
+    rec, _ = store.recordings.register(
+        str(path), fid.fingerprint, fid.size, fid.mtime, "general", file_key=fid.file_key
+    )
+    return rec.id
+
+
+def _swap_for_symlink(path: Path, target: Path) -> None:
+    """Atomically replace `path` by a symlink to `target` (what a writer of the folder can do)."""
+    link = path.with_name(path.name + ".swap")
+    link.symlink_to(target)
+    os.replace(link, path)
+
+
+@pytest.mark.parametrize("registered_key", [True, False], ids=["file_key", "before_0004"])
+def test_video_symlink_swap_to_a_secret_of_the_same_size_is_refused(
+    tmp_path: Path, registered_key: bool
+) -> None:
+    secret = tmp_path / "web-token"
+    secret.write_text("token-" + "k" * 40 + "\n")
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        clip = tmp_path / "clip.mp4"
+        clip.write_bytes(b"\x00" * secret.stat().st_size)  # any bytes, the secret's size
+        rid = _intake(store, clip)
+        if not registered_key:  # a row registered before revision 0004 has no device:inode
+            with store.db.session() as s:
+                s.exec(text("UPDATE recording_path SET file_key = NULL"))  # type: ignore[call-overload]
+        store.recordings.set_status(rid, "done")
+        client = TestClient(create_app(store, token="tok"))
+        auth = {"Authorization": "Bearer tok"}
+        url = f"/api/recordings/{rid}/video"
+        assert client.get(url, headers=auth).content == clip.read_bytes()
+
+        _swap_for_symlink(clip, secret)
+        assert clip.stat().st_size == os.lstat(secret).st_size  # same size through the link
+        r = client.get(url, headers=auth)
+        assert r.status_code == 404 and "token-" not in r.text
+        assert r.json() == {"detail": "the recording's file is gone or was changed"}
+        ranged = client.get(url, headers={**auth, "Range": "bytes=0-5"})
+        assert ranged.status_code == 404 and "token" not in ranged.text
+
+        # The issue's own example: a link to /etc/passwd, with a recording of its size.
+        passwd = Path("/etc/passwd")
+        other = tmp_path / "other.mp4"
+        other.write_bytes(b"\x01" * passwd.stat().st_size)
+        oid = _intake(store, other)
+        store.recordings.set_status(oid, "done")
+        _swap_for_symlink(other, passwd)
+        r = client.get(f"/api/recordings/{oid}/video", headers=auth)
+        assert r.status_code == 404 and "root:" not in r.text
+    finally:
+        store.close()
+
+
+def test_video_another_file_of_the_same_size_is_refused(tmp_path: Path, video: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        rid = _intake(store, video)
+        store.recordings.set_status(rid, "done")
+        client = TestClient(create_app(store))
+        url = f"/api/recordings/{rid}/video"
+        assert client.get(url).content == video.read_bytes()
+        # Same size, a regular file, not a link; another inode: not the registered file.
+        impostor = tmp_path / "impostor"
+        impostor.write_bytes(b"\xff" * video.stat().st_size)
+        os.replace(impostor, video)
+        assert client.get(url).status_code == 404
+        # A symlinked folder above the file (O_NOFOLLOW covers only the last component) leads
+        # to another inode as well.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        real = make_video(elsewhere / "camera.mp4", seconds=2.0, size=(64, 36))
+        linked = tmp_path / "linked"
+        linked.symlink_to(elsewhere)
+        store.recordings.register(
+            str(linked / "camera.mp4"), "fp:other", real.stat().st_size, 0.0, file_key="1:1"
+        )
+        other = store.recordings.find(str(linked / "camera.mp4"))
+        assert other is not None
+        store.recordings.set_status(other.id, "done")
+        assert client.get(f"/api/recordings/{other.id}/video").status_code == 404
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("state", ["failed", "skipped"])
+def test_video_of_a_failed_recording_serves_nothing(tmp_path: Path, state: str) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        junk = tmp_path / "notes.mp4"
+        junk.write_bytes(b"not a video at all, but a file all the same\n")
+        rid = _intake(store, junk)
+        store.recordings.set_status(rid, state, "not a media file")
+        client = TestClient(create_app(store))
+        r = client.get(f"/api/recordings/{rid}/video")
+        assert r.status_code == 404 and "not a video" not in r.text
+        assert r.json() == {"detail": f"a {state} recording has no video to serve"}
+        # The same file while it waits or is analysed: intact, so it is served.
+        store.recordings.set_status(rid, "queued")
+        assert client.get(f"/api/recordings/{rid}/video").content == junk.read_bytes()
+    finally:
+        store.close()
+
+
+def test_video_a_fifo_at_the_path_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO opened for reading blocks until a writer comes; O_NONBLOCK opens it at once and
+    fstat refuses it. (Were the open blocking, this test would hang, not pass.)"""
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        path = tmp_path / "cam.mp4"
+        store.recordings.register(str(path), "fp:cam", 0, 0.0)
+        rec = store.recordings.find(str(path))
+        assert rec is not None
+        store.recordings.set_status(rec.id, "done")
+        os.mkfifo(path)
+        r = TestClient(create_app(store)).get(f"/api/recordings/{rec.id}/video")
+        assert r.status_code == 404
+    finally:
+        store.close()
+
+
+def test_video_streams_from_the_descriptor_it_checked(
+    tmp_path: Path, video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst moment for a swap: right after the checks. What is sent is still the file that
+    was checked, never what the path leads to now."""
+    from plugins.web import app as web_app
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"S" * video.stat().st_size)
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        original = video.read_bytes()
+        rid = _intake(store, video)
+        store.recordings.set_status(rid, "done")
+        checked = web_app.open_registered
+
+        def then_swap(path: str, size: int, key: str | None) -> Any:
+            opened = checked(path, size, key)
+            _swap_for_symlink(Path(path), secret)
+            return opened
+
+        monkeypatch.setattr(web_app, "open_registered", then_swap)
+        client = TestClient(create_app(store))
+        r = client.get(f"/api/recordings/{rid}/video", headers={"Range": "bytes=10-"})
+        assert r.status_code == 206 and r.content == original[10:]
+        assert video.is_symlink()
+        assert client.get(f"/api/recordings/{rid}/video").status_code == 404  # next request
+    finally:
+        store.close()
+
+
+def test_video_descriptors_are_closed(client: TestClient, store: Store, video: Path) -> None:
+    url = f"/api/recordings/{camera_id(store, video)}/video"
+    size = video.stat().st_size
+    for headers in (
+        {},
+        {"Range": "bytes=100-199"},
+        {"Range": "bytes=0-9,20-29,5-12"},
+        {"Range": f"bytes={size}-"},
+        {"Range": "bytes=abc"},
+        {"Range": "bytes=0-5", "If-Range": '"another"'},
+    ):
+        assert client.get(url, headers=headers).status_code in (200, 206, 400, 416)
+    multi = client.get(url, headers={"Range": "bytes=0-9,20-29,5-12"})
+    assert multi.headers["content-type"].startswith("multipart/byteranges")
+    assert int(multi.headers["content-length"]) == len(multi.content)
+    data = video.read_bytes()
+    assert data[0:13] in multi.content and data[20:30] in multi.content
+
+    def open_on_video() -> list[str]:
+        out = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == str(video):
+                    out.append(fd)
+            except OSError:
+                pass
+        return out
+
+    assert open_on_video() == []
