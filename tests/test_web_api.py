@@ -173,6 +173,38 @@ def test_only_loopback_host_names_when_bound_to_loopback(store: Store) -> None:
         assert client.get("/api/status", headers={"Host": host}).status_code == 200
 
 
+def test_host_check_takes_exact_loopback_names_only(store: Store) -> None:
+    """DNS rebinding: a name under the attacker's control that merely starts or ends like a
+    loopback name resolves to this machine but is not one (issue 14, item 10)."""
+    client = TestClient(create_app(store, trusted_hosts=web.LOOPBACK_NAMES))
+    for host in (
+        "[::1].evil.com",
+        "[::1]evil.com:8765",
+        "[::1]:8765.evil.com",
+        "127.0.0.1.evil.com",
+        "localhost.evil.com:8765",
+        "evil.com#@localhost",
+        "localhost@evil.com",
+        "localhost:8765:1",
+        "localhost:",
+        "[::1",
+        "::1",
+        "127.0.0.1.",
+        "",
+    ):
+        r = client.get("/api/status", headers={"Host": host})
+        assert r.status_code == 421 and r.json() == {"detail": "unknown host"}, host
+    for host in ("localhost:8765", "LOCALHOST", "127.0.0.1", "[::1]", "[::1]:1"):
+        assert client.get("/api/status", headers={"Host": host}).status_code == 200, host
+    # Not bound to loopback (trusted_hosts None): the token, not the name, is the guard.
+    assert (
+        TestClient(create_app(store))
+        .get("/api/status", headers={"Host": "[::1].evil.com"})
+        .status_code
+        == 200
+    )
+
+
 def test_pages_escape_event_text_and_set_csp(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'hostile.db'}")
     rec = populate(

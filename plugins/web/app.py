@@ -14,6 +14,7 @@ import binascii
 import datetime as dt
 import hmac
 import mimetypes
+import re
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -237,10 +238,17 @@ def token_matches(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets, then an optional port.
+# Nothing may follow the closing bracket but the port, so "[::1].evil.com" is not "::1".
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\[\]:@/\s]+))(?::[0-9]{1,5})?")
+
+
 def _host_name(header: str) -> str:
-    if header.startswith("["):
-        return header[1:].split("]", 1)[0]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    """The host part of a Host header, lowercased; "" when the header is not of that form."""
+    found = _HOST.fullmatch(header)
+    if found is None:
+        return ""
+    return (found["v6"] or found["name"]).lower()
 
 
 class Guard(BaseHTTPMiddleware):
