@@ -62,11 +62,13 @@ class CommandFailed(Exception):
 class CommandContext:
     """What a plugin's command receives besides its parsed arguments: the validated config, the
     plugin's own validated settings (None when its `[plugins.<name>]` table is absent), and a way
-    to open the store (the caller closes it)."""
+    to open the store (the caller closes it). `open_store(read_only=True)` opens a store that is
+    already at this framewatch's schema without migrating it, over connections that cannot
+    write; it raises RuntimeError with a one-line reason when that store cannot be read."""
 
     config: Config
     settings: BaseModel | None
-    open_store: Callable[[], Any]
+    open_store: Callable[..., Any]
 
 
 class Commands:

@@ -542,3 +542,119 @@ def test_video_descriptors_are_closed(client: TestClient, store: Store, video: P
         return out
 
     assert open_on_video() == []
+
+
+# -- `framewatch serve` on a store it cannot write (issue 14, item 10) ----------------------------
+
+
+def _unprivileged() -> list[str]:
+    """The command prefix that runs a process without the right to write the store: none for an
+    ordinary user (the store is chmod'ed read-only), `setpriv` to user nobody for root, whom file
+    modes do not stop (a read-only mount is not available here)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is needed to run this test's server as nobody")
+    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+
+
+@pytest.fixture
+def read_only_dir() -> Iterator[Path]:
+    """A folder every user may read (pytest's tmp_path is root's alone when root runs it)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="fw-readonly-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)
+        shutil.rmtree(path)
+
+
+def _serve_as_unprivileged(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(
+        [
+            *_unprivileged(),
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "serve",
+            "--config",
+            str(folder / "config.toml"),
+            "--port",
+            str(port),
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(root),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HOME": str(folder),
+        },
+    )
+
+
+def _read_only_store(folder: Path, video: Path) -> Store:
+    store = Store(f"sqlite:///{folder / 'fw.db'}")
+    populate(store, video, CAMERA, chunk_s=600, size=video.stat().st_size)
+    (folder / "config.toml").write_text(
+        f'[storage]\nurl = "sqlite:///{folder / "fw.db"}"\n\n[plugins.web]\nport = 1\n'
+    )
+    return store
+
+
+def _lock(folder: Path) -> dict[str, bytes]:
+    for p in folder.iterdir():
+        p.chmod(0o444)
+    folder.chmod(0o555)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_serve_reads_a_store_it_cannot_write(read_only_dir: Path, video: Path) -> None:
+    """The store's file and folder are not writable by the server's user and no -wal/-shm exist
+    (the writer closed cleanly): serving works, and not one file of the folder changes."""
+    _read_only_store(read_only_dir, video).close()
+    before = _lock(read_only_dir)
+    assert set(before) == {"fw.db", "config.toml"}
+    port = free_port()
+    proc = _serve_as_unprivileged(read_only_dir, port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/api/recordings", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(proc.communicate()[1].decode()) from None
+                time.sleep(0.1)
+        assert status == 200 and b"camera.mp4" in body
+        for path in ("/api/status", "/metrics", "/", "/api/search?q=red", "/search?q=red"):
+            assert _get(f"http://127.0.0.1:{port}{path}")[0] == 200, path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert {p.name: p.read_bytes() for p in read_only_dir.iterdir()} == before
+
+
+def test_serve_refuses_an_older_store_in_one_line(read_only_dir: Path, video: Path) -> None:
+    from sqlalchemy import text as sql
+
+    store = _read_only_store(read_only_dir, video)
+    with store.db.engine.begin() as c:
+        c.execute(sql("UPDATE alembic_version SET version_num = '0003'"))
+    store.close()
+    before = _lock(read_only_dir)
+    proc = _serve_as_unprivileged(read_only_dir, free_port())
+    _, err = proc.communicate(timeout=60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in err.decode()
+    assert lines[-1].startswith("framewatch: error: the store at ")
+    assert "schema revision 0003" in lines[-1] and "never migrates" in lines[-1]
+    assert {p.name: p.read_bytes() for p in read_only_dir.iterdir()} == before
