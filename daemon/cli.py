@@ -525,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
+        # The values are redacted (ConfigError): a secret is never printed, nor a URL's password.
         for key, value, msg in exc.errors:
             print(
                 f"framewatch: config error: {exc.path or ''}: {key}: {msg} (got {value!r})",
