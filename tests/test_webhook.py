@@ -5,7 +5,9 @@ redirects, timeouts, filters and secret sources."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from daemon.pluginhost.dispatch import Dispatcher
 from daemon.store import Store
 from plugins.webhook import WebhookSettings, signing_key
 from tests.outbox import HOSTILE, Clock, analysed, ev, make_config, manager
-from tests.services import Receiver, free_port
+from tests.services import LoopbackServer, QuietHandler, Receiver, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"framewatch-test-secret-32-bytes!").decode()
 
@@ -252,3 +254,79 @@ def test_unsigned_without_any_secret(tmp_path: Path, receiver: Receiver) -> None
         "msg_"
     )
     assert json.loads(req["body"])["type"] == "events.found"
+
+
+# -- hardening (issue 14): total deadline, URLs shown without credentials, Retry-After ------------
+
+
+class Trickler(LoopbackServer):
+    """A receiver that answers its first `trickle` requests a byte every `gap_s`, without end,
+    until the client hangs up (or the test stops it); later requests get 204 at once."""
+
+    def __init__(self, trickle: int = 1, gap_s: float = 0.2):
+        self.stop = threading.Event()
+        self.requests: list[str] = []
+        self.hung_up = threading.Event()
+        outer = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append(self.path)
+                if len(outer.requests) > trickle:
+                    self.send_response(204)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                head = b"HTTP/1.1 200 OK\r\nX-Trickle: "
+                try:
+                    for byte in itertools.chain(head, itertools.repeat(ord("a"))):
+                        if outer.stop.is_set():
+                            return
+                        self.wfile.write(bytes([byte]))
+                        outer.stop.wait(gap_s)
+                except OSError:
+                    outer.hung_up.set()  # the client gave up on it
+
+        super().__init__(Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        self.stop.set()
+        super().close()
+
+
+def _rows(store: Store) -> list[Any]:
+    from sqlmodel import col, select
+
+    from daemon.store.tables import Delivery
+
+    with store.db.session() as s:
+        return list(s.exec(select(Delivery).order_by(col(Delivery.id))).all())
+
+
+def test_a_trickling_receiver_cannot_hold_the_lane(tmp_path: Path) -> None:
+    """A byte every 0.2 s never trips a 1 s timeout per read; the attempt's total deadline ends
+    it, and the next notification goes out in the same round. (Without the deadline the lane
+    would still be trickling when the round stops waiting, and nothing would be delivered.)"""
+    receiver = Trickler(trickle=1, gap_s=0.2)
+    try:
+        cfg, pm, store = setup(tmp_path, receiver.url, timeout_s=1)
+        analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2)], [ev(61, 62)]], finish=None)
+        clock = Clock()
+        d = Dispatcher(store, pm, cfg, clock=clock, round_timeout_s=60)
+        assert d.deliver_due() == 1
+        first, second = _rows(store)
+        assert first.delivered_at is None and not first.dead and first.attempts == 1
+        assert first.last_error == (
+            f"TimeoutError: {receiver.url}: no complete answer within timeout_s = 1 s"
+        )
+        assert second.delivered_at is not None
+        assert receiver.hung_up.wait(30)  # the connection was closed, not left trickling
+        clock.advance(3600)  # nothing lost: the timed-out one is retried, and answered now
+        assert d.deliver_all() == 1 and store.outbox.counts()["delivered"] == 2
+    finally:
+        receiver.close()

@@ -4,6 +4,9 @@ Sends `events.found` for every analysed chunk that has (matching) events and
 `recording.finished` at the end, with the static spans the model was not shown. The `webhook-id` is derived from the outbox row, so it is the same
 on every retry and a receiver can drop duplicates. Redirects are not followed (a signed request
 is for the configured URL only). 410 Gone disables the endpoint; 429/503 honour Retry-After.
+
+Each attempt has a total deadline of `timeout_s` (_Deadline): a receiver that trickles its answer
+a byte at a time cannot hold the delivery lane.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import http.client
 import json
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -71,7 +77,13 @@ class WebhookSettings(BaseModel):
     profiles: list[str] | None = Field(
         None, description="Only recordings analysed with one of these profiles."
     )
-    timeout_s: float = Field(10.0, gt=0, le=300, description="Seconds to wait for the receiver.")
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds one attempt may take in all (connect, send, answer), however the "
+        "receiver trickles its answer.",
+    )
 
     @field_validator("secret")
     @classmethod
@@ -123,10 +135,103 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _Deadline:
+    """One attempt's total time. urllib's timeout bounds each socket operation, so a receiver
+    sending a byte every few seconds held an attempt (and the plugin's delivery lane) for as long
+    as it liked. Connections opened for the attempt get the remaining time as their timeout, and
+    a timer shuts their sockets down when it runs out (through a duplicate descriptor, which
+    also reaches a socket in its TLS handshake), which ends any read or write blocked on them.
+    Name resolution is not covered: the system resolver's own timeouts bound it."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(0.001, self._end - time.monotonic())
+
+    def watch(self, sock: socket.socket) -> None:
+        try:
+            dup = sock.dup()
+        except OSError:
+            return
+        with self._lock:
+            self._socks.append(dup)
+            expired = self.expired
+        if expired:
+            self._shut(dup)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            self._shut(sock)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+
+    def handlers(self) -> list[urllib.request.BaseHandler]:
+        """urllib's HTTP and HTTPS handlers with connections bound to this deadline."""
+        deadline = self
+
+        def bounded(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+            class Bounded(base):  # type: ignore[valid-type, misc]
+                def __init__(self, *args: Any, **kwargs: Any):
+                    super().__init__(*args, **kwargs)
+                    create = getattr(self, "_create_connection", None)
+                    if create is not None:  # the plain socket, before a TLS handshake on it
+
+                        def create_watched(*a: Any, **kw: Any) -> socket.socket:
+                            sock = create(*a, **kw)
+                            deadline.watch(sock)
+                            return sock
+
+                        self._create_connection = create_watched
+
+                def connect(self) -> None:
+                    self.timeout = deadline.remaining()
+                    super().connect()
+                    deadline.watch(self.sock)
+
+            return Bounded
+
+        class Http(urllib.request.HTTPHandler):
+            def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
+                return super().do_open(bounded(http_class), req, **kw)
+
+        class Https(urllib.request.HTTPSHandler):
+            def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
+                return super().do_open(bounded(http_class), req, **kw)
+
+        return [Http(), Https()]
+
+
 def post(
     url: str, msg_id: str, payload: dict[str, Any], key: bytes | None, timeout_s: float
 ) -> int:
-    """POST one message; returns the 2xx status or raises (Gone, RetryLater, or OSError)."""
+    """POST one message within `timeout_s` in all; returns the 2xx status or raises (Gone,
+    RetryLater, or OSError: TimeoutError when the deadline passed)."""
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     ts = int(time.time())  # fresh on every attempt: receivers reject stale timestamps
     headers = {
@@ -138,24 +243,32 @@ def post(
     if key is not None:
         headers["webhook-signature"] = sign(key, msg_id, ts, body)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    opener = urllib.request.build_opener(_NoRedirects)
-    try:
-        with opener.open(request, timeout=timeout_s) as resp:
-            resp.read(65536)
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 410:
-            raise Gone(f"{url} answered 410 Gone") from None
-        if exc.code in (429, 503):
-            raise RetryLater(
-                f"{url} answered {exc.code}", _retry_after(exc.headers.get("Retry-After"))
-            ) from None
-        if 300 <= exc.code < 400:
-            raise OSError(
-                f"{url} answered {exc.code} (to {exc.headers.get('Location')!r}); not followed"
-            ) from None
-        raise OSError(f"{url} answered {exc.code} {exc.reason}") from None
+    with _Deadline(timeout_s) as deadline:
+        opener = urllib.request.build_opener(_NoRedirects, *deadline.handlers())
+        try:
+            with opener.open(request, timeout=timeout_s) as resp:
+                resp.read(65536)
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            answer = exc
+        except Exception:
+            if deadline.expired:
+                raise TimeoutError(
+                    f"{url}: no complete answer within timeout_s = {timeout_s:g} s"
+                ) from None
+            raise
+    if answer.code == 410:
+        raise Gone(f"{url} answered 410 Gone")
+    if answer.code in (429, 503):
+        raise RetryLater(
+            f"{url} answered {answer.code}", _retry_after(answer.headers.get("Retry-After"))
+        )
+    if 300 <= answer.code < 400:
+        raise OSError(
+            f"{url} answered {answer.code} (to {answer.headers.get('Location')!r}); not followed"
+        )
+    raise OSError(f"{url} answered {answer.code} {answer.reason}")
 
 
 def _recording_json(r: RecordingInfo) -> dict[str, Any]:
