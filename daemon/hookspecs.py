@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import pluggy
 from pydantic import AfterValidator, BaseModel, SecretStr, ValidationInfo
 
+# Re-exported for plugins: a URL as it may be logged or stored (no credentials, no query string).
+from daemon.redact import redact_url as redact_url
+
 hookspec = pluggy.HookspecMarker("framewatch")
 hookimpl = pluggy.HookimplMarker("framewatch")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 
 from daemon.config import ConfigError
 from daemon.pluginhost.dispatch import Dispatcher
@@ -328,5 +331,73 @@ def test_a_trickling_receiver_cannot_hold_the_lane(tmp_path: Path) -> None:
         assert receiver.hung_up.wait(30)  # the connection was closed, not left trickling
         clock.advance(3600)  # nothing lost: the timed-out one is retried, and answered now
         assert d.deliver_all() == 1 and store.outbox.counts()["delivered"] == 2
+    finally:
+        receiver.close()
+
+
+def test_credentials_in_the_url_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as ei:
+        manager(make_config(tmp_path, {"webhook": {"url": "https://alice:hunter2@example.com/h"}}))
+    ((key, value, msg),) = ei.value.errors
+    assert key == "plugins.webhook.url" and "user name or password" in msg
+    assert value == "https://…@example.com/h" and "hunter2" not in str(ei.value)
+    conf = tmp_path / "config.toml"
+    conf.write_text('[plugins.webhook]\nurl = "http://bob:hunter2@127.0.0.1:9/hook?apikey=k3y"\n')
+    r = _cli("config", "check", "--config", str(conf))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("framewatch: config error:") and "plugins.webhook.url" in line
+    assert "hunter2" not in line and "k3y" not in line and "bob" not in line
+    assert "(got 'http://…@127.0.0.1:9/hook?…')" in line
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
+
+
+def test_the_url_query_is_never_logged_or_stored(tmp_path: Path) -> None:
+    """`?apikey=...` goes to the receiver and nowhere else: not into a log line, not into the
+    outbox's last_error, whatever the failure."""
+    answers = iter(
+        [
+            (500, {}),
+            (503, {"Retry-After": "20"}),
+            (307, {"Location": "https://elsewhere.example/x?token=SEKRIT-2"}),
+            (410, {}),
+        ]
+    )
+    receiver = Receiver(respond=lambda req: next(answers))
+    closed = free_port()
+    try:
+        with capture_logs() as logs:
+            errors = []
+            for i, url in enumerate([receiver.url, f"http://127.0.0.1:{closed}/hook"]):
+                cfg, pm, store = setup(tmp_path / str(i), url + "?apikey=SEKRIT-1", timeout_s=2)
+                clock = Clock()
+                d = Dispatcher(store, pm, cfg, clock=clock)
+                analysed(store, pm, tmp_path / f"a{i}.mp4", [[ev(1, 2)]], finish=None)
+                for _ in range(4):
+                    d.deliver_due()
+                    errors += [r.last_error for r in _rows(store)]
+                    clock.advance(3600)
+        assert [r["path"] for r in receiver.requests] == ["/hook?apikey=SEKRIT-1"] * 4
+        shown = {e for e in errors if e}
+        assert f"OSError: {receiver.url}?… answered 500 Internal Server Error" in shown
+        assert f"RetryLater: {receiver.url}?… answered 503" in shown
+        assert (
+            f"OSError: {receiver.url}?… answered 307 (to 'https://elsewhere.example/x?…'); "
+            "not followed" in shown
+        )
+        assert f"destination gone: {receiver.url}?… answered 410 Gone" in shown
+        assert any(e.startswith(f"OSError: http://127.0.0.1:{closed}/hook?…: ") for e in shown)
+        assert "SEKRIT" not in repr(shown) and "SEKRIT" not in repr(logs)
     finally:
         receiver.close()

@@ -6,7 +6,9 @@ on every retry and a receiver can drop duplicates. Redirects are not followed (a
 is for the configured URL only). 410 Gone disables the endpoint; 429/503 honour Retry-After.
 
 Each attempt has a total deadline of `timeout_s` (_Deadline): a receiver that trickles its answer
-a byte at a time cannot hold the delivery lane.
+a byte at a time cannot hold the delivery lane. The URL is shown (logs, errors stored in the
+outbox) without user name, password, query string or fragment, and a URL with credentials is
+refused by the settings: they would reach the name resolver and the logs.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.hookspecs import ConfigPath, Gone, RetryLater, hookimpl, read_secret
+from daemon.hookspecs import ConfigPath, Gone, RetryLater, hookimpl, read_secret, redact_url
 from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan, event_json
+from plugins._shared import one_line
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +87,17 @@ class WebhookSettings(BaseModel):
         description="Seconds one attempt may take in all (connect, send, answer), however the "
         "receiver trickles its answer.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, v: AnyHttpUrl) -> AnyHttpUrl:
+        if v.username is not None or v.password is not None:
+            raise ValueError(
+                "must not contain a user name or password (user:password@): they would be sent "
+                "to the name resolver and logged; receivers verify framewatch by the signature "
+                "(secret_file)"
+            )
+        return v
 
     @field_validator("secret")
     @classmethod
@@ -227,11 +241,22 @@ class _Deadline:
         return [Http(), Https()]
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        inner = exc.reason
+        return (
+            f"{type(inner).__name__}: {inner}" if isinstance(inner, BaseException) else str(inner)
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
 def post(
     url: str, msg_id: str, payload: dict[str, Any], key: bytes | None, timeout_s: float
 ) -> int:
     """POST one message within `timeout_s` in all; returns the 2xx status or raises (Gone,
-    RetryLater, or OSError: TimeoutError when the deadline passed)."""
+    RetryLater, or OSError: TimeoutError when the deadline passed). Messages show the URL
+    through redact_url only."""
+    shown = redact_url(url)
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     ts = int(time.time())  # fresh on every attempt: receivers reject stale timestamps
     headers = {
@@ -252,23 +277,22 @@ def post(
         except urllib.error.HTTPError as exc:
             exc.close()
             answer = exc
-        except Exception:
+        except Exception as exc:  # any failure of the exchange; the message names the URL safely
             if deadline.expired:
                 raise TimeoutError(
-                    f"{url}: no complete answer within timeout_s = {timeout_s:g} s"
+                    f"{shown}: no complete answer within timeout_s = {timeout_s:g} s"
                 ) from None
-            raise
+            raise OSError(f"{shown}: {_reason(exc)}".replace(url, shown)) from None
     if answer.code == 410:
-        raise Gone(f"{url} answered 410 Gone")
+        raise Gone(f"{shown} answered 410 Gone")
     if answer.code in (429, 503):
         raise RetryLater(
-            f"{url} answered {answer.code}", _retry_after(answer.headers.get("Retry-After"))
+            f"{shown} answered {answer.code}", _retry_after(answer.headers.get("Retry-After"))
         )
     if 300 <= answer.code < 400:
-        raise OSError(
-            f"{url} answered {answer.code} (to {answer.headers.get('Location')!r}); not followed"
-        )
-    raise OSError(f"{url} answered {answer.code} {answer.reason}")
+        location = redact_url(answer.headers.get("Location") or "")
+        raise OSError(f"{shown} answered {answer.code} (to {location!r}); not followed")
+    raise OSError(f"{shown} answered {answer.code} {one_line(answer.reason, 200)}")
 
 
 def _recording_json(r: RecordingInfo) -> dict[str, Any]:
