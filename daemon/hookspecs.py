@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 class RetryLater(Exception):
     """Raise from a notification to have it retried no sooner than `retry_after` seconds
-    (an HTTP 429/503 with Retry-After); None lets the dispatcher's backoff decide."""
+    (an HTTP 429/503 with Retry-After); None lets the dispatcher's backoff decide. The wait is
+    kept within the backoff's range: at least 15 s, at most an hour."""
 
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)

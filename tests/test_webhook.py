@@ -401,3 +401,41 @@ def test_the_url_query_is_never_logged_or_stored(tmp_path: Path) -> None:
         assert "SEKRIT" not in repr(shown) and "SEKRIT" not in repr(logs)
     finally:
         receiver.close()
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "wait_s"),
+    [
+        ("0", 15),  # no minimum before: retried on the next round, a busy loop
+        ("7", 15),
+        ("120", 120),
+        ("9" * 400, 3600),  # was: an infinite delay, the row dead at once
+        ("²", 30),  # a Unicode digit: was a traceback; now the backoff decides (rng below)
+        ("1.5", 30),
+        ("-5", 30),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 15),  # a date in the past
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 3600),
+    ],
+)
+def test_retry_after_is_ascii_digits_or_a_date_within_the_backoff_range(
+    tmp_path: Path, retry_after: str, wait_s: float
+) -> None:
+    answers = iter([(429, {"Retry-After": retry_after})])
+    receiver = Receiver(respond=lambda req: next(answers, (204, {})))
+    try:
+        cfg, pm, store = setup(tmp_path, receiver.url)
+        clock = Clock()
+        # rng 0.999: the first backoff is 30 s x (0.5 + 0.999 / 2), just under 30 s
+        d = Dispatcher(store, pm, cfg, clock=clock, rng=lambda: 0.999)
+        analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2)]], finish=None)
+        with capture_logs() as logs:
+            assert d.deliver_due() == 0
+        (row,) = _rows(store)
+        assert row.last_error == f"RetryLater: {receiver.url} answered 429" and not row.dead
+        assert not [e for e in logs if e.get("exc_info") or e["log_level"] == "error"], logs
+        clock.advance(wait_s - 1)
+        assert d.deliver_due() == 0 and len(receiver.requests) == 1
+        clock.advance(2)
+        assert d.deliver_due() == 1 and len(receiver.requests) == 2
+    finally:
+        receiver.close()

@@ -136,17 +136,30 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError with the 3xx status
 
 
+# More digits than any real wait ("Retry-After: 999...9", 400 digits): read as this, and the
+# dispatcher keeps it within its backoff range.
+_LONGEST_WAIT_S = 1e10
+
+
 def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for: delta-seconds in ASCII digits, or an HTTP date;
+    None for anything else ("²" is a digit to str.isdigit, not to HTTP), and the dispatcher's
+    backoff decides. The dispatcher clamps the result to its range (15 s to 1 h)."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return float(value) if len(value) <= 10 else _LONGEST_WAIT_S
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    if when.tzinfo is None:  # "-0000": UTC, by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    try:
+        return max(0.0, when.timestamp() - time.time())
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 class _Deadline:
