@@ -57,10 +57,10 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(path)
 
 
-def _store(cfg: Config) -> Store:
+def _store(cfg: Config, read_only: bool = False) -> Store:
     from daemon.store import Store
 
-    return Store(cfg.storage_url())
+    return Store(cfg.storage_url(), read_only=read_only)
 
 
 def _plugins(cfg: Config) -> PluginManager:
@@ -496,7 +496,11 @@ def _plugin_commands(sub: Any) -> None:
         def call(args: argparse.Namespace) -> int:
             cfg = _config(args)
             settings = _plugins(cfg).settings.get(plugin)
-            return int(run(args, CommandContext(cfg, settings, lambda: _store(cfg))) or 0)
+
+            def open_store(read_only: bool = False) -> Store:
+                return _store(cfg, read_only)
+
+            return int(run(args, CommandContext(cfg, settings, open_store)) or 0)
 
         return call
 
@@ -522,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
+        # The values are redacted (ConfigError): a secret is never printed, nor a URL's password.
         for key, value, msg in exc.errors:
             print(
                 f"framewatch: config error: {exc.path or ''}: {key}: {msg} (got {value!r})",

@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.redact import SECRET, is_secret_key, redact_value
+
 DEFAULT_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
 
 # Built-in prompt profiles (analysis.profile, [[watch]] profile): one fixed task per kind of
@@ -473,14 +475,31 @@ class Config(_Section):
 
 
 class ConfigError(Exception):
-    """The config is unusable; `errors` holds (key path, value, message) triples."""
+    """The config is unusable; `errors` holds (key path, value, message) triples. The values are
+    kept as they may be shown (daemon.redact): a secret-looking key's value, and every such value
+    inside an echoed table, is SECRET; URLs lose their credentials and query strings. Callers that
+    know more secret fields (a plugin's SecretStr settings) redact those before."""
 
     def __init__(self, path: str | None, errors: list[tuple[str, Any, str]]):
         self.path = path
-        self.errors = errors
-        where = f"{path}: " if path else ""
-        lines = [f"{where}{key}: {msg} (got {value!r})" for key, value, msg in errors]
-        super().__init__("\n".join(lines))
+        self.errors = [(key, _shown(key, value), msg) for key, value, msg in errors]
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One line per error: `<file>: <key path>: <message> (got <value>)`."""
+        where = f"{self.path}: " if self.path else ""
+        return [f"{where}{key}: {msg} (got {value!r})" for key, value, msg in self.errors]
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A config error's value as it may be printed: SECRET under a secret-looking key (any part
+    of the key path but a plugin's name: `plugins.<name>.api_keys.0`), else redacted inside."""
+    parts = key.split(".")
+    if parts[0] == "plugins":
+        parts = parts[2:]
+    if any(is_secret_key(p) for p in parts):
+        return SECRET
+    return redact_value(value)
 
 
 def _errors_from(exc: ValidationError) -> list[tuple[str, Any, str]]:

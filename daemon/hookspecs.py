@@ -25,6 +25,9 @@ from pydantic import AfterValidator, BaseModel, SecretStr, ValidationInfo
 
 from daemon.log import get_logger as _get_logger
 
+# Re-exported for plugins: a URL as it may be logged or stored (no credentials, no query string).
+from daemon.redact import redact_url as redact_url
+
 hookspec = pluggy.HookspecMarker("framewatch")
 hookimpl = pluggy.HookimplMarker("framewatch")
 
@@ -42,7 +45,8 @@ if TYPE_CHECKING:
 
 class RetryLater(Exception):
     """Raise from a notification to have it retried no sooner than `retry_after` seconds
-    (an HTTP 429/503 with Retry-After); None lets the dispatcher's backoff decide."""
+    (an HTTP 429/503 with Retry-After); None lets the dispatcher's backoff decide. The wait is
+    kept within the backoff's range: at least 15 s, at most an hour."""
 
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
@@ -68,11 +72,13 @@ class CommandFailed(Exception):
 class CommandContext:
     """What a plugin's command receives besides its parsed arguments: the validated config, the
     plugin's own validated settings (None when its `[plugins.<name>]` table is absent), and a way
-    to open the store (the caller closes it)."""
+    to open the store (the caller closes it). `open_store(read_only=True)` opens a store that is
+    already at this framewatch's schema without migrating it, over connections that cannot
+    write; it raises RuntimeError with a one-line reason when that store cannot be read."""
 
     config: Config
     settings: BaseModel | None
-    open_store: Callable[[], Any]
+    open_store: Callable[..., Any]
 
 
 class Commands:

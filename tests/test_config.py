@@ -89,3 +89,84 @@ def test_config_check_command_lists_each_error_with_its_key_path(tmp_path: Path)
     joined = "\n".join(lines)
     assert "sampling.fps" in joined and "sampling.max_sid: unknown key" in joined
     assert "chunking.overlap_seconds" in joined and "Traceback" not in r.stderr
+
+
+# -- secrets are never printed (issue 14, item 7) --------------------------------------------------
+
+SECRETS = ("tok-SEKRIT-1", "SEKRIT2", "pw-SEKRIT-3", "SEKRIT-4", "SEKRIT-5", "SEKRIT-6", "SEKRIT-7")
+
+
+def _checked(path: Path, text: str) -> list[str]:
+    path.write_text(text)
+    r = _cli("config", "check", "--config", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert all(line.startswith("framewatch: config error:") for line in lines), lines
+    for secret in (*SECRETS, "SEKRIT"):
+        assert secret not in r.stderr and secret not in r.stdout, secret
+    return lines
+
+
+def test_config_check_never_prints_a_secret(tmp_path: Path) -> None:
+    """Every way a secret used to reach the error lines: a SecretStr field's bad value, a whole
+    table echoed by a table-level check (token and token_file), a table of a plugin that is not
+    installed, a misspelt secret key, credentials in a URL, a secret in a list. (The core
+    sections are checked before the plugins' tables, so they are two files.)"""
+    core = "\n".join(
+        _checked(
+            tmp_path / "core.toml",
+            """
+[queue]
+backend = "redis"
+url = ["redis://:pw-SEKRIT-3@queue:6379/0"]
+password = "SEKRIT-8"
+lease_seconds = -1
+""",
+        )
+    )
+    assert "queue.url: Input should be a valid string (got ['redis://…@queue:6379/0'])" in core
+    assert "queue.password: unknown key (got <secret, not shown>)" in core
+    assert "queue.lease_seconds: Input should be greater than 0 (got -1)" in core
+
+    joined = "\n".join(
+        _checked(
+            tmp_path / "plugins.toml",
+            """
+[plugins.web]
+token = "tok-SEKRIT-1"
+token_file = "/etc/framewatch/web-token"
+
+[plugins.webhook]
+url = "ftp://hooks.example/h?apikey=SEKRIT-4"
+secret = "whsec_SEKRIT2"
+secert = "SEKRIT-5"
+
+[plugins.notinstalled]
+api_key = "SEKRIT-6"
+endpoint = {url = "https://u:SEKRIT-7@x.example/", tokens = ["SEKRIT-7"]}
+""",
+        )
+    )
+    # Still each key path, and what is not secret: the token file's path, the URL's host.
+    for key in (
+        "plugins.web: Value error, set token or token_file, not both",
+        "(got 'ftp://hooks.example/h?…')",
+        "plugins.webhook.secret: Value error, must be base64",
+        "plugins.webhook.secert: unknown key (got <secret, not shown>)",
+        "plugins.notinstalled: no such plugin is installed",
+    ):
+        assert key in joined, key
+    assert "'token_file': '/etc/framewatch/web-token'" in joined
+    assert "'token': <secret, not shown>" in joined
+    assert "'api_key': <secret, not shown>" in joined and "https://…@x.example/" in joined
+
+
+def test_config_error_values_are_redacted_in_the_exception_too(tmp_path: Path) -> None:
+    from tests.outbox import make_config, manager
+
+    with pytest.raises(ConfigError) as ei:
+        manager(make_config(tmp_path, {"webhook": {"url": "http://x/", "secret": "whsec_SEKRIT"}}))
+    assert "SEKRIT" not in str(ei.value) and "SEKRIT" not in repr(ei.value.errors)
+    with pytest.raises(ConfigError) as ei:
+        parse_config({"storage": {"url": "postgresql://fw:SEKRIT@db/fw", "urll": 1}})
+    assert "SEKRIT" not in str(ei.value)

@@ -185,3 +185,81 @@ def test_outbox_calibration_and_housekeeping(store: Store) -> None:
     assert store.chunks.retry_failed(max_attempts=3, backoff_s=0.0) == [rec.id]
     assert store.recordings.defer(rec.id, "err", 100).attempts == 1
     assert store.recordings.due() == []
+
+
+# -- read-only: `framewatch serve` (issue 14, item 10) --------------------------------------------
+
+
+def test_read_only_store_reads_everything_and_writes_nothing(store: Store, url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from tests.eventdata import CAMERA, populate
+
+    rec = populate(store, "/v/camera.mp4", CAMERA, chunk_s=600)
+    reader = Store(url, read_only=True)
+    try:
+        # Every read the web plugin makes, against what the writer sees.
+        assert reader.recordings.list() == store.recordings.list()
+        assert reader.recordings.get(rec.id) == rec
+        assert reader.recordings.files(rec.id) == store.recordings.files(rec.id)
+        assert reader.chunks.of(rec.id) == store.chunks.of(rec.id)
+        assert reader.chunks.running() == store.chunks.running()
+        assert reader.events.of(rec.id) == store.events.of(rec.id)
+        assert [h.event for h in reader.events.search("red")] == [
+            h.event for h in store.events.search("red")
+        ]
+        assert reader.outbox.counts() == store.outbox.counts()
+        assert reader.stats() == store.stats()
+        # The database itself refuses the reader's writes, on both backends.
+        with pytest.raises(DBAPIError, match="(?i)read-?only"):
+            reader.recordings.register("/v/new.mp4", "fp-new", 1, 0.0)
+        with pytest.raises(DBAPIError, match="(?i)read-?only"):
+            reader.recordings.set_status(rec.id, "failed", "written by a reader")
+        assert store.recordings.get(rec.id).status == "done"
+        # What a writer commits meanwhile, the reader sees in its next transaction.
+        store.recordings.register("/v/later.mp4", "fp-later", 1, 0.0)
+        assert store.recordings.find("/v/later.mp4") == reader.recordings.find("/v/later.mp4")
+    finally:
+        reader.close()
+    with store.db.engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+
+
+def test_read_only_store_refuses_an_older_schema_without_migrating(store: Store, url: str) -> None:
+    from sqlalchemy import text
+
+    from daemon.store import ReadOnlyStoreError
+
+    with store.db.engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    # A password in the URL (PostgreSQL's trust authentication ignores it) is never shown.
+    with_password = url.replace("postgres@", "postgres:hunter2-pw@")
+    with pytest.raises(ReadOnlyStoreError) as ei:
+        Store(with_password, read_only=True)
+    message = str(ei.value)
+    assert "schema revision 0003" in message and "never migrates" in message
+    assert "\n" not in message and "hunter2" not in message
+    with store.db.engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+    with store.db.engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(ReadOnlyStoreError, match="newer than this framewatch knows"):
+        Store(url, read_only=True)
+
+
+def test_read_only_store_creates_nothing(tmp_path: Path) -> None:
+    from daemon.store import ReadOnlyStoreError
+
+    missing = tmp_path / "state" / "fw.db"
+    with pytest.raises(ReadOnlyStoreError, match="no store at"):
+        Store(f"sqlite:///{missing}", read_only=True)
+    assert not missing.parent.exists()
+    Store(f"sqlite:///{tmp_path / 'fw.db'}").close()  # a writer's clean close removes its WAL
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"fw.db"}
+    reader = Store(f"sqlite:///{tmp_path / 'fw.db'}", read_only=True)
+    assert reader.recordings.list() == []
+    reader.close()
+    # No -wal or -shm (immutable=1 without a writer), not one byte changed.
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -15,13 +15,16 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
+from sqlalchemy import text
 
 from daemon.config import ConfigError
+from daemon.identity import fingerprint
 from daemon.store import Store
 from plugins import web
 from plugins.web.app import create_app
@@ -168,6 +171,38 @@ def test_only_loopback_host_names_when_bound_to_loopback(store: Store) -> None:
     assert client.get("/api/status", headers={"Host": "evil.example:8765"}).status_code == 421
     for host in ("127.0.0.1:8765", "localhost", "[::1]:8765"):
         assert client.get("/api/status", headers={"Host": host}).status_code == 200
+
+
+def test_host_check_takes_exact_loopback_names_only(store: Store) -> None:
+    """DNS rebinding: a name under the attacker's control that merely starts or ends like a
+    loopback name resolves to this machine but is not one (issue 14, item 10)."""
+    client = TestClient(create_app(store, trusted_hosts=web.LOOPBACK_NAMES))
+    for host in (
+        "[::1].evil.com",
+        "[::1]evil.com:8765",
+        "[::1]:8765.evil.com",
+        "127.0.0.1.evil.com",
+        "localhost.evil.com:8765",
+        "evil.com#@localhost",
+        "localhost@evil.com",
+        "localhost:8765:1",
+        "localhost:",
+        "[::1",
+        "::1",
+        "127.0.0.1.",
+        "",
+    ):
+        r = client.get("/api/status", headers={"Host": host})
+        assert r.status_code == 421 and r.json() == {"detail": "unknown host"}, host
+    for host in ("localhost:8765", "LOCALHOST", "127.0.0.1", "[::1]", "[::1]:1"):
+        assert client.get("/api/status", headers={"Host": host}).status_code == 200, host
+    # Not bound to loopback (trusted_hosts None): the token, not the name, is the guard.
+    assert (
+        TestClient(create_app(store))
+        .get("/api/status", headers={"Host": "[::1].evil.com"})
+        .status_code
+        == 200
+    )
 
 
 def test_pages_escape_event_text_and_set_csp(tmp_path: Path) -> None:
@@ -317,3 +352,309 @@ def test_api_conforms_to_its_openapi_document(store: Store, video: Path) -> None
 def _with_id(case: schemathesis.Case, recording_id: int) -> schemathesis.Case:
     case.path_parameters = {**(case.path_parameters or {}), "recording_id": recording_id}
     return case
+
+
+# -- the video route against a file swapped after intake (issue 14) -------------------------------
+
+
+def _intake(store: Store, path: Path) -> int:
+    """Register `path` as Worker.ingest does: content fingerprint, size, mtime and the device and
+    inode of the descriptor it hashed (identity.fingerprint)."""
+    fid = fingerprint(path)
+    rec, _ = store.recordings.register(
+        str(path), fid.fingerprint, fid.size, fid.mtime, "general", file_key=fid.file_key
+    )
+    return rec.id
+
+
+def _swap_for_symlink(path: Path, target: Path) -> None:
+    """Atomically replace `path` by a symlink to `target` (what a writer of the folder can do)."""
+    link = path.with_name(path.name + ".swap")
+    link.symlink_to(target)
+    os.replace(link, path)
+
+
+@pytest.mark.parametrize("registered_key", [True, False], ids=["file_key", "before_0004"])
+def test_video_symlink_swap_to_a_secret_of_the_same_size_is_refused(
+    tmp_path: Path, registered_key: bool
+) -> None:
+    secret = tmp_path / "web-token"
+    secret.write_text("token-" + "k" * 40 + "\n")
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        clip = tmp_path / "clip.mp4"
+        clip.write_bytes(b"\x00" * secret.stat().st_size)  # any bytes, the secret's size
+        rid = _intake(store, clip)
+        if not registered_key:  # a row registered before revision 0004 has no device:inode
+            with store.db.session() as s:
+                s.exec(text("UPDATE recording_path SET file_key = NULL"))  # type: ignore[call-overload]
+        store.recordings.set_status(rid, "done")
+        client = TestClient(create_app(store, token="tok"))
+        auth = {"Authorization": "Bearer tok"}
+        url = f"/api/recordings/{rid}/video"
+        assert client.get(url, headers=auth).content == clip.read_bytes()
+
+        _swap_for_symlink(clip, secret)
+        assert clip.stat().st_size == os.lstat(secret).st_size  # same size through the link
+        r = client.get(url, headers=auth)
+        assert r.status_code == 404 and "token-" not in r.text
+        assert r.json() == {"detail": "the recording's file is gone or was changed"}
+        ranged = client.get(url, headers={**auth, "Range": "bytes=0-5"})
+        assert ranged.status_code == 404 and "token" not in ranged.text
+
+        # The issue's own example: a link to /etc/passwd, with a recording of its size.
+        passwd = Path("/etc/passwd")
+        other = tmp_path / "other.mp4"
+        other.write_bytes(b"\x01" * passwd.stat().st_size)
+        oid = _intake(store, other)
+        store.recordings.set_status(oid, "done")
+        _swap_for_symlink(other, passwd)
+        r = client.get(f"/api/recordings/{oid}/video", headers=auth)
+        assert r.status_code == 404 and "root:" not in r.text
+    finally:
+        store.close()
+
+
+def test_video_another_file_of_the_same_size_is_refused(tmp_path: Path, video: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        rid = _intake(store, video)
+        store.recordings.set_status(rid, "done")
+        client = TestClient(create_app(store))
+        url = f"/api/recordings/{rid}/video"
+        assert client.get(url).content == video.read_bytes()
+        # Same size, a regular file, not a link; another inode: not the registered file.
+        impostor = tmp_path / "impostor"
+        impostor.write_bytes(b"\xff" * video.stat().st_size)
+        os.replace(impostor, video)
+        assert client.get(url).status_code == 404
+        # A symlinked folder above the file (O_NOFOLLOW covers only the last component) leads
+        # to another inode as well.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        real = make_video(elsewhere / "camera.mp4", seconds=2.0, size=(64, 36))
+        linked = tmp_path / "linked"
+        linked.symlink_to(elsewhere)
+        store.recordings.register(
+            str(linked / "camera.mp4"), "fp:other", real.stat().st_size, 0.0, file_key="1:1"
+        )
+        other = store.recordings.find(str(linked / "camera.mp4"))
+        assert other is not None
+        store.recordings.set_status(other.id, "done")
+        assert client.get(f"/api/recordings/{other.id}/video").status_code == 404
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("state", ["failed", "skipped"])
+def test_video_of_a_failed_recording_serves_nothing(tmp_path: Path, state: str) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        junk = tmp_path / "notes.mp4"
+        junk.write_bytes(b"not a video at all, but a file all the same\n")
+        rid = _intake(store, junk)
+        store.recordings.set_status(rid, state, "not a media file")
+        client = TestClient(create_app(store))
+        r = client.get(f"/api/recordings/{rid}/video")
+        assert r.status_code == 404 and "not a video" not in r.text
+        assert r.json() == {"detail": f"a {state} recording has no video to serve"}
+        # The same file while it waits or is analysed: intact, so it is served.
+        store.recordings.set_status(rid, "queued")
+        assert client.get(f"/api/recordings/{rid}/video").content == junk.read_bytes()
+    finally:
+        store.close()
+
+
+def test_video_a_fifo_at_the_path_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO opened for reading blocks until a writer comes; O_NONBLOCK opens it at once and
+    fstat refuses it. (Were the open blocking, this test would hang, not pass.)"""
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        path = tmp_path / "cam.mp4"
+        store.recordings.register(str(path), "fp:cam", 0, 0.0)
+        rec = store.recordings.find(str(path))
+        assert rec is not None
+        store.recordings.set_status(rec.id, "done")
+        os.mkfifo(path)
+        r = TestClient(create_app(store)).get(f"/api/recordings/{rec.id}/video")
+        assert r.status_code == 404
+    finally:
+        store.close()
+
+
+def test_video_streams_from_the_descriptor_it_checked(
+    tmp_path: Path, video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst moment for a swap: right after the checks. What is sent is still the file that
+    was checked, never what the path leads to now."""
+    from plugins.web import app as web_app
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"S" * video.stat().st_size)
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        original = video.read_bytes()
+        rid = _intake(store, video)
+        store.recordings.set_status(rid, "done")
+        checked = web_app.open_registered
+
+        def then_swap(path: str, size: int, key: str | None) -> Any:
+            opened = checked(path, size, key)
+            _swap_for_symlink(Path(path), secret)
+            return opened
+
+        monkeypatch.setattr(web_app, "open_registered", then_swap)
+        client = TestClient(create_app(store))
+        r = client.get(f"/api/recordings/{rid}/video", headers={"Range": "bytes=10-"})
+        assert r.status_code == 206 and r.content == original[10:]
+        assert video.is_symlink()
+        assert client.get(f"/api/recordings/{rid}/video").status_code == 404  # next request
+    finally:
+        store.close()
+
+
+def test_video_descriptors_are_closed(client: TestClient, store: Store, video: Path) -> None:
+    url = f"/api/recordings/{camera_id(store, video)}/video"
+    size = video.stat().st_size
+    for headers in (
+        {},
+        {"Range": "bytes=100-199"},
+        {"Range": "bytes=0-9,20-29,5-12"},
+        {"Range": f"bytes={size}-"},
+        {"Range": "bytes=abc"},
+        {"Range": "bytes=0-5", "If-Range": '"another"'},
+    ):
+        assert client.get(url, headers=headers).status_code in (200, 206, 400, 416)
+    multi = client.get(url, headers={"Range": "bytes=0-9,20-29,5-12"})
+    assert multi.headers["content-type"].startswith("multipart/byteranges")
+    assert int(multi.headers["content-length"]) == len(multi.content)
+    data = video.read_bytes()
+    assert data[0:13] in multi.content and data[20:30] in multi.content
+
+    def open_on_video() -> list[str]:
+        out = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == str(video):
+                    out.append(fd)
+            except OSError:
+                pass
+        return out
+
+    assert open_on_video() == []
+
+
+# -- `framewatch serve` on a store it cannot write (issue 14, item 10) ----------------------------
+
+
+def _unprivileged() -> list[str]:
+    """The command prefix that runs a process without the right to write the store: none for an
+    ordinary user (the store is chmod'ed read-only), `setpriv` to user nobody for root, whom file
+    modes do not stop (a read-only mount is not available here)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is needed to run this test's server as nobody")
+    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+
+
+@pytest.fixture
+def read_only_dir() -> Iterator[Path]:
+    """A folder every user may read (pytest's tmp_path is root's alone when root runs it)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="fw-readonly-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)
+        shutil.rmtree(path)
+
+
+def _serve_as_unprivileged(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(
+        [
+            *_unprivileged(),
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "serve",
+            "--config",
+            str(folder / "config.toml"),
+            "--port",
+            str(port),
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(root),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HOME": str(folder),
+        },
+    )
+
+
+def _read_only_store(folder: Path, video: Path) -> Store:
+    store = Store(f"sqlite:///{folder / 'fw.db'}")
+    populate(store, video, CAMERA, chunk_s=600, size=video.stat().st_size)
+    (folder / "config.toml").write_text(
+        f'[storage]\nurl = "sqlite:///{folder / "fw.db"}"\n\n[plugins.web]\nport = 1\n'
+    )
+    return store
+
+
+def _lock(folder: Path) -> dict[str, bytes]:
+    for p in folder.iterdir():
+        p.chmod(0o444)
+    folder.chmod(0o555)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_serve_reads_a_store_it_cannot_write(read_only_dir: Path, video: Path) -> None:
+    """The store's file and folder are not writable by the server's user and no -wal/-shm exist
+    (the writer closed cleanly): serving works, and not one file of the folder changes."""
+    _read_only_store(read_only_dir, video).close()
+    before = _lock(read_only_dir)
+    assert set(before) == {"fw.db", "config.toml"}
+    port = free_port()
+    proc = _serve_as_unprivileged(read_only_dir, port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/api/recordings", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(proc.communicate()[1].decode()) from None
+                time.sleep(0.1)
+        assert status == 200 and b"camera.mp4" in body
+        for path in ("/api/status", "/metrics", "/", "/api/search?q=red", "/search?q=red"):
+            assert _get(f"http://127.0.0.1:{port}{path}")[0] == 200, path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert {p.name: p.read_bytes() for p in read_only_dir.iterdir()} == before
+
+
+def test_serve_refuses_an_older_store_in_one_line(read_only_dir: Path, video: Path) -> None:
+    from sqlalchemy import text as sql
+
+    store = _read_only_store(read_only_dir, video)
+    with store.db.engine.begin() as c:
+        c.execute(sql("UPDATE alembic_version SET version_num = '0003'"))
+    store.close()
+    before = _lock(read_only_dir)
+    proc = _serve_as_unprivileged(read_only_dir, free_port())
+    _, err = proc.communicate(timeout=60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in err.decode()
+    assert lines[-1].startswith("framewatch: error: the store at ")
+    assert "schema revision 0003" in lines[-1] and "never migrates" in lines[-1]
+    assert {p.name: p.read_bytes() for p in read_only_dir.iterdir()} == before

@@ -5,7 +5,11 @@ redirects, timeouts, filters and secret sources."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +17,14 @@ from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 
 from daemon.config import ConfigError
 from daemon.pluginhost.dispatch import Dispatcher
 from daemon.store import Store
 from plugins.webhook import WebhookSettings, signing_key
 from tests.outbox import HOSTILE, Clock, analysed, ev, make_config, manager
-from tests.services import Receiver, free_port
+from tests.services import LoopbackServer, QuietHandler, Receiver, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"framewatch-test-secret-32-bytes!").decode()
 
@@ -252,3 +257,185 @@ def test_unsigned_without_any_secret(tmp_path: Path, receiver: Receiver) -> None
         "msg_"
     )
     assert json.loads(req["body"])["type"] == "events.found"
+
+
+# -- hardening (issue 14): total deadline, URLs shown without credentials, Retry-After ------------
+
+
+class Trickler(LoopbackServer):
+    """A receiver that answers its first `trickle` requests a byte every `gap_s`, without end,
+    until the client hangs up (or the test stops it); later requests get 204 at once."""
+
+    def __init__(self, trickle: int = 1, gap_s: float = 0.2):
+        self.stop = threading.Event()
+        self.requests: list[str] = []
+        self.hung_up = threading.Event()
+        outer = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append(self.path)
+                if len(outer.requests) > trickle:
+                    self.send_response(204)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                head = b"HTTP/1.1 200 OK\r\nX-Trickle: "
+                try:
+                    for byte in itertools.chain(head, itertools.repeat(ord("a"))):
+                        if outer.stop.is_set():
+                            return
+                        self.wfile.write(bytes([byte]))
+                        outer.stop.wait(gap_s)
+                except OSError:
+                    outer.hung_up.set()  # the client gave up on it
+
+        super().__init__(Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        self.stop.set()
+        super().close()
+
+
+def _rows(store: Store) -> list[Any]:
+    from sqlmodel import col, select
+
+    from daemon.store.tables import Delivery
+
+    with store.db.session() as s:
+        return list(s.exec(select(Delivery).order_by(col(Delivery.id))).all())
+
+
+def test_a_trickling_receiver_cannot_hold_the_lane(tmp_path: Path) -> None:
+    """A byte every 0.2 s never trips a 1 s timeout per read; the attempt's total deadline ends
+    it, and the next notification goes out in the same round. (Without the deadline the lane
+    would still be trickling when the round stops waiting, and nothing would be delivered.)"""
+    receiver = Trickler(trickle=1, gap_s=0.2)
+    try:
+        cfg, pm, store = setup(tmp_path, receiver.url, timeout_s=1)
+        analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2)], [ev(61, 62)]], finish=None)
+        clock = Clock()
+        d = Dispatcher(store, pm, cfg, clock=clock, round_timeout_s=60)
+        assert d.deliver_due() == 1
+        first, second = _rows(store)
+        assert first.delivered_at is None and not first.dead and first.attempts == 1
+        assert first.last_error == (
+            f"TimeoutError: {receiver.url}: no complete answer within timeout_s = 1 s"
+        )
+        assert second.delivered_at is not None
+        assert receiver.hung_up.wait(30)  # the connection was closed, not left trickling
+        clock.advance(3600)  # nothing lost: the timed-out one is retried, and answered now
+        assert d.deliver_all() == 1 and store.outbox.counts()["delivered"] == 2
+    finally:
+        receiver.close()
+
+
+def test_credentials_in_the_url_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as ei:
+        manager(make_config(tmp_path, {"webhook": {"url": "https://alice:hunter2@example.com/h"}}))
+    ((key, value, msg),) = ei.value.errors
+    assert key == "plugins.webhook.url" and "user name or password" in msg
+    assert value == "https://…@example.com/h" and "hunter2" not in str(ei.value)
+    conf = tmp_path / "config.toml"
+    conf.write_text('[plugins.webhook]\nurl = "http://bob:hunter2@127.0.0.1:9/hook?apikey=k3y"\n')
+    r = _cli("config", "check", "--config", str(conf))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("framewatch: config error:") and "plugins.webhook.url" in line
+    assert "hunter2" not in line and "k3y" not in line and "bob" not in line
+    assert "(got 'http://…@127.0.0.1:9/hook?…')" in line
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
+
+
+def test_the_url_query_is_never_logged_or_stored(tmp_path: Path) -> None:
+    """`?apikey=...` goes to the receiver and nowhere else: not into a log line, not into the
+    outbox's last_error, whatever the failure."""
+    answers = iter(
+        [
+            (500, {}),
+            (503, {"Retry-After": "20"}),
+            (307, {"Location": "https://elsewhere.example/x?token=SEKRIT-2"}),
+            (410, {}),
+        ]
+    )
+    receiver = Receiver(respond=lambda req: next(answers))
+    closed = free_port()
+    try:
+        with capture_logs() as logs:
+            errors = []
+            for i, url in enumerate([receiver.url, f"http://127.0.0.1:{closed}/hook"]):
+                cfg, pm, store = setup(tmp_path / str(i), url + "?apikey=SEKRIT-1", timeout_s=2)
+                clock = Clock()
+                d = Dispatcher(store, pm, cfg, clock=clock)
+                analysed(store, pm, tmp_path / f"a{i}.mp4", [[ev(1, 2)]], finish=None)
+                for _ in range(4):
+                    d.deliver_due()
+                    errors += [r.last_error for r in _rows(store)]
+                    clock.advance(3600)
+        assert [r["path"] for r in receiver.requests] == ["/hook?apikey=SEKRIT-1"] * 4
+        shown = {e for e in errors if e}
+        assert f"OSError: {receiver.url}?… answered 500 Internal Server Error" in shown
+        assert f"RetryLater: {receiver.url}?… answered 503" in shown
+        assert (
+            f"OSError: {receiver.url}?… answered 307 (to 'https://elsewhere.example/x?…'); "
+            "not followed" in shown
+        )
+        assert f"destination gone: {receiver.url}?… answered 410 Gone" in shown
+        assert any(e.startswith(f"OSError: http://127.0.0.1:{closed}/hook?…: ") for e in shown)
+        assert "SEKRIT" not in repr(shown) and "SEKRIT" not in repr(logs)
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "wait_s"),
+    [
+        ("0", 15),  # no minimum before: retried on the next round, a busy loop
+        ("7", 15),
+        ("120", 120),
+        ("9" * 400, 3600),  # was: an infinite delay, the row dead at once
+        ("²", 30),  # a Unicode digit: was a traceback; now the backoff decides (rng below)
+        ("1.5", 30),
+        ("-5", 30),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 15),  # a date in the past
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 3600),
+    ],
+)
+def test_retry_after_is_ascii_digits_or_a_date_within_the_backoff_range(
+    tmp_path: Path, retry_after: str, wait_s: float
+) -> None:
+    answers = iter([(429, {"Retry-After": retry_after})])
+    receiver = Receiver(respond=lambda req: next(answers, (204, {})))
+    try:
+        cfg, pm, store = setup(tmp_path, receiver.url)
+        clock = Clock()
+        # rng 0.999: the first backoff is 30 s x (0.5 + 0.999 / 2), just under 30 s
+        d = Dispatcher(store, pm, cfg, clock=clock, rng=lambda: 0.999)
+        analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2)]], finish=None)
+        with capture_logs() as logs:
+            assert d.deliver_due() == 0
+        (row,) = _rows(store)
+        assert row.last_error == f"RetryLater: {receiver.url} answered 429" and not row.dead
+        assert not [e for e in logs if e.get("exc_info") or e["log_level"] == "error"], logs
+        clock.advance(wait_s - 1)
+        assert d.deliver_due() == 0 and len(receiver.requests) == 1
+        clock.advance(2)
+        assert d.deliver_due() == 1 and len(receiver.requests) == 2
+    finally:
+        receiver.close()

@@ -12,6 +12,7 @@ retries.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import threading
 import time
@@ -170,9 +171,7 @@ class Dispatcher:
             self._stop(d.plugin, now)
             return "stop"
         except RetryLater as exc:
-            delay = (
-                exc.retry_after if exc.retry_after is not None else self._backoff(d.attempts + 1)
-            )
+            delay = self._retry_delay(exc.retry_after, d.attempts + 1)
             return self._failed(d, f"{type(exc).__name__}: {exc}", now, delay, stop=True)
         except Exception as exc:  # a plugin may fail in any way; the row records why
             # Network errors are expected weather; anything else is likely a plugin bug: traceback.
@@ -207,6 +206,19 @@ class Dispatcher:
     def _stop(self, plugin: str, until: float) -> None:
         with self._lock:
             self._stop_until[plugin] = until
+
+    def _retry_delay(self, asked: Any, attempt: int) -> float:
+        """The wait a destination asked for (RetryLater, from Retry-After), kept within the
+        backoff's range: at least half the first backoff (15 s), so "0" cannot make a busy loop,
+        and at most the longest (1 h), so a huge value cannot make the row dead at once. None, or
+        anything that is not a number, leaves it to the backoff."""
+        try:
+            seconds = float(asked)
+        except (TypeError, ValueError):
+            return self._backoff(attempt)
+        if math.isnan(seconds):
+            return self._backoff(attempt)
+        return min(max(seconds, self.base_delay_s / 2), self.max_delay_s)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.max_delay_s, self.base_delay_s * 2 ** max(0, attempt - 1))

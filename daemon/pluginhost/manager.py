@@ -27,6 +27,7 @@ from daemon.engine.analyzer import AnalyzerRefused
 from daemon.log import get_logger
 from daemon.pluginhost import analyzer as default_analyzer
 from daemon.pluginhost.analyzer import PluginAnalyzer, check_analyzer
+from daemon.redact import SECRET, redact_value, secret_fields
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -208,12 +209,19 @@ class PluginManager:
             try:
                 self.settings[name] = model.model_validate(table, context={"config_dir": base})
             except ValidationError as exc:
+                # The plugin's SecretStr fields are secret whatever they are called; ConfigError
+                # hides secret-looking names besides (redact.is_secret_key).
+                secrets = secret_fields(model)
                 for err in exc.errors():
                     loc = ".".join(str(p) for p in err["loc"])
                     msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                    errors.append(
-                        (f"plugins.{name}" + (f".{loc}" if loc else ""), err.get("input"), msg)
+                    value = err.get("input")
+                    value = (
+                        SECRET
+                        if err["loc"] and str(err["loc"][0]) in secrets
+                        else redact_value(value, secret_keys=secrets)
                     )
+                    errors.append((f"plugins.{name}" + (f".{loc}" if loc else ""), value, msg))
         return errors
 
     # -- introspection ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The store: framewatch's state in SQLite (one box) or PostgreSQL (several), and the local queue.
 
 `Store(url)` opens the database at the newest schema revision and holds one part per kind of
-caller, each in its own module:
+caller, each in its own module (`Store(url, read_only=True)`: a store already at that revision,
+never migrated, over connections that cannot write; `framewatch serve` reads through it):
 
 - `recordings` (recordings.py): register by content, names, state, settle;
 - `chunks` (chunks.py): the plan and each chunk's lifecycle, one set of verbs for every queue;
@@ -20,6 +21,7 @@ from typing import Any
 
 from daemon.store.calibration import Calibrations
 from daemon.store.chunks import Chunks, merge_static_spans
+from daemon.store.db import ReadOnlyStoreError
 from daemon.store.events import Events
 from daemon.store.outbox import DeliveryInfo, Outbox
 from daemon.store.recordings import Recordings
@@ -31,6 +33,7 @@ __all__ = [
     "CHUNK_STATES",
     "RECORDING_STATES",
     "DeliveryInfo",
+    "ReadOnlyStoreError",
     "Store",
     "merge_static_spans",
 ]
@@ -39,9 +42,10 @@ __all__ = [
 class Store:
     """All reads and writes of framewatch's state, by part; methods return frozen objects."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, read_only: bool = False):
         self.url = url
-        self.db = Database(url)
+        self.read_only = read_only
+        self.db = Database(url, read_only=read_only)
         self.recordings = Recordings(self.db)
         self.chunks = Chunks(self.db)
         self.events = Events(self.db)

@@ -8,16 +8,18 @@ from typing import Any
 
 from sqlmodel import Session, SQLModel
 
-from daemon.store.db import open_engine
+from daemon.store.db import open_engine, open_read_only
 
 
 class Database:
-    """The engine at the newest schema revision and the transactions every store part runs."""
+    """The engine at the newest schema revision and the transactions every store part runs.
+    `read_only`: never migrate, and connections that cannot write (db.open_read_only)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, read_only: bool = False):
         self.url = url
+        self.read_only = read_only
         # Alembic, not create_all: an existing database is upgraded too (one query when current).
-        self.engine = open_engine(url)
+        self.engine = open_read_only(url) if read_only else open_engine(url)
 
     @property
     def dialect(self) -> str:

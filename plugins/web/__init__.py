@@ -51,7 +51,12 @@ def _serve(args: argparse.Namespace, context: CommandContext) -> int:
     settings = context.settings if isinstance(context.settings, WebSettings) else WebSettings()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = settings.model_copy(update=overrides)
-    store = context.open_store()
+    try:
+        # Serving only reads: no migration, nothing created, connections that cannot write, so
+        # it also works on a store whose file and folder this user may not write.
+        store = context.open_store(read_only=True)
+    except RuntimeError as exc:
+        raise CommandFailed(str(exc), 2) from None
     try:
         _, server = build(context.config, store, settings)
         print(f"framewatch: serving {server.url}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """The web plugin's ASGI app: read-only JSON API, HTML pages, the video stream and /metrics.
 
 Every route is a GET that reads the store. The one route that reads a file streams a stored
-recording (a path the store registered for that recording, still a regular file of the size it
-was registered with), never a path taken from the request. Model text is untrusted: pages are
+recording (a path the store registered for that recording, still the regular file of the size,
+device and inode it was registered with: video.py), never a path taken from the request. Model text is untrusted: pages are
 rendered with Jinja2 autoescaping and the script only ever writes text with `textContent`; a
 Content-Security-Policy allows scripts from this server alone.
 """
@@ -14,8 +14,7 @@ import binascii
 import datetime as dt
 import hmac
 import mimetypes
-import os
-import stat
+import re
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -33,6 +32,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from daemon.models import ChunkInfo, EventInfo, RecordingInfo, event_json, hms
 from plugins.web.metrics import metrics_registry, metrics_response
+from plugins.web.video import SERVED_STATES, Refused, file_response, open_registered
 
 log = structlog.get_logger(__name__)
 
@@ -238,10 +238,17 @@ def token_matches(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets, then an optional port.
+# Nothing may follow the closing bracket but the port, so "[::1].evil.com" is not "::1".
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\[\]:@/\s]+))(?::[0-9]{1,5})?")
+
+
 def _host_name(header: str) -> str:
-    if header.startswith("["):
-        return header[1:].split("]", 1)[0]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    """The host part of a Host header, lowercased; "" when the header is not of that form."""
+    found = _HOST.fullmatch(header)
+    if found is None:
+        return ""
+    return (found["v6"] or found["name"]).lower()
 
 
 class Guard(BaseHTTPMiddleware):
@@ -443,29 +450,30 @@ def create_app(
             416: {"content": {"text/plain": {}}, "description": "Range not satisfiable."},
         },
     )
-    def recording_video(recording_id: RecordingId) -> FileResponse:
+    def recording_video(recording_id: RecordingId, request: Request) -> Response:
         """The recording's file, for the page's player (seeking uses HTTP Range requests).
 
-        Served from a path the store registered for this recording, and only while that path
-        is still a regular file of the registered size (a replaced file is not this recording)."""
+        Served from a path the store registered for this recording, opened without following a
+        symlink and checked on the open descriptor: a regular file of the registered size and,
+        when intake recorded it, the registered device and inode; then streamed from that
+        descriptor. A failed or skipped recording serves nothing."""
         try:
+            rec = store.recordings.get(recording_id)
             known = store.recordings.files(recording_id)
         except KeyError:
             raise HTTPException(404, "no such recording") from None
+        if rec.status not in SERVED_STATES:
+            log.info("web_video_refused", recording_id=recording_id, status=rec.status)
+            raise HTTPException(404, f"a {rec.status} recording has no video to serve")
+        refused = []
         for f in known:
-            path, size = f.path, f.size
             try:
-                st = os.stat(path)
-            except OSError:
+                opened = open_registered(f.path, f.size, f.file_key)
+            except Refused as exc:
+                refused.append(f"{f.path} {exc}")
                 continue
-            if stat.S_ISREG(st.st_mode) and st.st_size == size:
-                return FileResponse(
-                    path,
-                    media_type=_media_type(path),
-                    stat_result=st,
-                    content_disposition_type="inline",
-                )
-        log.info("web_video_unavailable", recording_id=recording_id, paths=[f.path for f in known])
+            return file_response(opened, request.headers, _media_type(f.path))
+        log.info("web_video_unavailable", recording_id=recording_id, refused=refused)
         raise HTTPException(404, "the recording's file is gone or was changed")
 
     @app.get("/api/search", tags=["search"])

@@ -4,6 +4,11 @@ Sends `events.found` for every analysed chunk that has (matching) events and
 `recording.finished` at the end, with the static spans the model was not shown. The `webhook-id` is derived from the outbox row, so it is the same
 on every retry and a receiver can drop duplicates. Redirects are not followed (a signed request
 is for the configured URL only). 410 Gone disables the endpoint; 429/503 honour Retry-After.
+
+Each attempt has a total deadline of `timeout_s` (_Deadline): a receiver that trickles its answer
+a byte at a time cannot hold the delivery lane. The URL is shown (logs, errors stored in the
+outbox) without user name, password, query string or fragment, and a URL with credentials is
+refused by the settings: they would reach the name resolver and the logs.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import http.client
 import json
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,8 +39,17 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.hookspecs import ConfigPath, Gone, RetryLater, get_logger, hookimpl, read_secret
+from daemon.hookspecs import (
+    ConfigPath,
+    Gone,
+    RetryLater,
+    get_logger,
+    hookimpl,
+    read_secret,
+    redact_url,
+)
 from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan, event_json
+from plugins._shared import one_line
 
 log = get_logger(__name__)
 
@@ -70,7 +87,24 @@ class WebhookSettings(BaseModel):
     profiles: list[str] | None = Field(
         None, description="Only recordings analysed with one of these profiles."
     )
-    timeout_s: float = Field(10.0, gt=0, le=300, description="Seconds to wait for the receiver.")
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds one attempt may take in all (connect, send, answer), however the "
+        "receiver trickles its answer.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, v: AnyHttpUrl) -> AnyHttpUrl:
+        if v.username is not None or v.password is not None:
+            raise ValueError(
+                "must not contain a user name or password (user:password@): they would be sent "
+                "to the name resolver and logged; receivers verify framewatch by the signature "
+                "(secret_file)"
+            )
+        return v
 
     @field_validator("secret")
     @classmethod
@@ -109,23 +143,140 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError with the 3xx status
 
 
+# More digits than any real wait ("Retry-After: 999...9", 400 digits): read as this, and the
+# dispatcher keeps it within its backoff range.
+_LONGEST_WAIT_S = 1e10
+
+
 def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for: delta-seconds in ASCII digits, or an HTTP date;
+    None for anything else ("²" is a digit to str.isdigit, not to HTTP), and the dispatcher's
+    backoff decides. The dispatcher clamps the result to its range (15 s to 1 h)."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return float(value) if len(value) <= 10 else _LONGEST_WAIT_S
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    if when.tzinfo is None:  # "-0000": UTC, by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    try:
+        return max(0.0, when.timestamp() - time.time())
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+class _Deadline:
+    """One attempt's total time. urllib's timeout bounds each socket operation, so a receiver
+    sending a byte every few seconds held an attempt (and the plugin's delivery lane) for as long
+    as it liked. Connections opened for the attempt get the remaining time as their timeout, and
+    a timer shuts their sockets down when it runs out (through a duplicate descriptor, which
+    also reaches a socket in its TLS handshake), which ends any read or write blocked on them.
+    Name resolution is not covered: the system resolver's own timeouts bound it."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(0.001, self._end - time.monotonic())
+
+    def watch(self, sock: socket.socket) -> None:
+        try:
+            dup = sock.dup()
+        except OSError:
+            return
+        with self._lock:
+            self._socks.append(dup)
+            expired = self.expired
+        if expired:
+            self._shut(dup)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            self._shut(sock)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+
+    def handlers(self) -> list[urllib.request.BaseHandler]:
+        """urllib's HTTP and HTTPS handlers with connections bound to this deadline."""
+        deadline = self
+
+        def bounded(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+            class Bounded(base):  # type: ignore[valid-type, misc]
+                def __init__(self, *args: Any, **kwargs: Any):
+                    super().__init__(*args, **kwargs)
+                    create = getattr(self, "_create_connection", None)
+                    if create is not None:  # the plain socket, before a TLS handshake on it
+
+                        def create_watched(*a: Any, **kw: Any) -> socket.socket:
+                            sock = create(*a, **kw)
+                            deadline.watch(sock)
+                            return sock
+
+                        self._create_connection = create_watched
+
+                def connect(self) -> None:
+                    self.timeout = deadline.remaining()
+                    super().connect()
+                    deadline.watch(self.sock)
+
+            return Bounded
+
+        class Http(urllib.request.HTTPHandler):
+            def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
+                return super().do_open(bounded(http_class), req, **kw)
+
+        class Https(urllib.request.HTTPSHandler):
+            def do_open(self, http_class: Any, req: Any, **kw: Any) -> Any:
+                return super().do_open(bounded(http_class), req, **kw)
+
+        return [Http(), Https()]
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        inner = exc.reason
+        return (
+            f"{type(inner).__name__}: {inner}" if isinstance(inner, BaseException) else str(inner)
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def post(
     url: str, msg_id: str, payload: dict[str, Any], key: bytes | None, timeout_s: float
 ) -> int:
-    """POST one message; returns the 2xx status or raises (Gone, RetryLater, or OSError)."""
+    """POST one message within `timeout_s` in all; returns the 2xx status or raises (Gone,
+    RetryLater, or OSError: TimeoutError when the deadline passed). Messages show the URL
+    through redact_url only."""
+    shown = redact_url(url)
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     ts = int(time.time())  # fresh on every attempt: receivers reject stale timestamps
     headers = {
@@ -137,24 +288,31 @@ def post(
     if key is not None:
         headers["webhook-signature"] = sign(key, msg_id, ts, body)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    opener = urllib.request.build_opener(_NoRedirects)
-    try:
-        with opener.open(request, timeout=timeout_s) as resp:
-            resp.read(65536)
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 410:
-            raise Gone(f"{url} answered 410 Gone") from None
-        if exc.code in (429, 503):
-            raise RetryLater(
-                f"{url} answered {exc.code}", _retry_after(exc.headers.get("Retry-After"))
-            ) from None
-        if 300 <= exc.code < 400:
-            raise OSError(
-                f"{url} answered {exc.code} (to {exc.headers.get('Location')!r}); not followed"
-            ) from None
-        raise OSError(f"{url} answered {exc.code} {exc.reason}") from None
+    with _Deadline(timeout_s) as deadline:
+        opener = urllib.request.build_opener(_NoRedirects, *deadline.handlers())
+        try:
+            with opener.open(request, timeout=timeout_s) as resp:
+                resp.read(65536)
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            answer = exc
+        except Exception as exc:  # any failure of the exchange; the message names the URL safely
+            if deadline.expired:
+                raise TimeoutError(
+                    f"{shown}: no complete answer within timeout_s = {timeout_s:g} s"
+                ) from None
+            raise OSError(f"{shown}: {_reason(exc)}".replace(url, shown)) from None
+    if answer.code == 410:
+        raise Gone(f"{shown} answered 410 Gone")
+    if answer.code in (429, 503):
+        raise RetryLater(
+            f"{shown} answered {answer.code}", _retry_after(answer.headers.get("Retry-After"))
+        )
+    if 300 <= answer.code < 400:
+        location = redact_url(answer.headers.get("Location") or "")
+        raise OSError(f"{shown} answered {answer.code} (to {location!r}); not followed")
+    raise OSError(f"{shown} answered {answer.code} {one_line(answer.reason, 200)}")
 
 
 def _recording_json(r: RecordingInfo) -> dict[str, Any]:
