@@ -201,3 +201,105 @@ class Receiver(LoopbackServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
+
+
+class PrivateMosquitto:
+    """A mosquitto broker of the test's own on a free port (never the one the machine may run on
+    1883): it can be stopped and started again to play an outage, and with `users` it refuses
+    anyone else (a password file made with mosquitto_passwd)."""
+
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None):
+        if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+            pytest.fail("mosquitto is not installed (a Debian package; install.sh installs it)")
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.port = free_port()
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        # As root mosquitto would switch to its own user, who cannot read a private test folder.
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        if users:
+            passwd = self.dir / "passwd"
+            passwd.touch()
+            for user, password in users.items():
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(passwd), user, password],
+                    check=True,
+                    capture_output=True,
+                )
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > end or self.proc.poll() is not None:
+                    raise RuntimeError("private mosquitto did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Subscriber:
+    """A real paho subscriber that keeps every message it receives (topic, payload, retain)."""
+
+    def __init__(self, port: int, topics: list[str], **auth: str):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if auth:
+            self.client.username_pw_set(auth["username"], auth["password"])
+
+        def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            for t in topics:
+                client.subscribe(t, qos=1)
+            self.ready.set()
+
+        def on_message(client: Any, userdata: Any, msg: Any) -> None:
+            with self.lock:
+                self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self.ready.wait(10):
+            raise RuntimeError("subscriber did not connect")
+
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, bytes, bool]]], bool], timeout: float = 20
+    ) -> list[tuple[str, bytes, bool]]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                got = list(self.messages)
+            if predicate(got):
+                return got
+            time.sleep(0.05)
+        with self.lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
