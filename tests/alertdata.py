@@ -112,3 +112,34 @@ def run(
     if deliver:
         Dispatcher(store, pm, cfg).deliver_all()
     return store, plugin, rec, cfg
+
+
+def decided(store: Store, recording_id: int, outcomes: list[tuple[str, float, str]]) -> list[Any]:
+    """Alerts of a stored recording, decided as the worker would: (rule, start_s, outcome) each,
+    fired when confirmed. Returns them (a standing-in for the second look; no model)."""
+    import numpy as np
+
+    from daemon.engine.alerts import thumbnail_jpeg
+    from daemon.models import RuleHit
+    from daemon.store.alerts import insert_candidates
+
+    picture = thumbnail_jpeg(np.full((36, 64, 3), 200, dtype=np.uint8))
+    with store.db.session() as s:
+        insert_candidates(
+            s,
+            recording_id,
+            0,
+            [RuleHit(rule, t, t + 2, f"saw {rule}", t, picture, t) for rule, t, _ in outcomes],
+            {},
+            {"model": "stand-in"},
+        )
+    out = []
+    for rule, _, outcome in outcomes:
+        a = store.alerts.claim("test:1", 60, recording_id)
+        assert a is not None and a.rule == rule
+        out.append(
+            store.alerts.decide(
+                a.id, "test:1", outcome, f"{outcome} by the test", fired=outcome == "confirmed"
+            )
+        )
+    return out
