@@ -359,3 +359,54 @@ def test_a_malformed_rule_hit_from_a_plugin_is_refused_not_fatal(tmp_path: Path)
     )
     assert rec.status == "done" and store.alerts.of(rec.id) == []
     assert store.chunks.get(rec.id, 0).provenance["alerts"]["hits"] == []
+
+
+# -- several boxes over one store (SQLite, then PostgreSQL) ---------------------------------------
+
+
+def test_boxes_never_verify_one_candidate_twice_and_the_cooldown_holds_across_them(
+    url: str, tmp_path: Path
+) -> None:
+    from daemon.store.alerts import insert_candidates
+    from tests.eventdata import populate
+
+    box_a, box_b = Store(url), Store(url)  # two processes' connections to one store
+    try:
+        rec = populate(box_a, tmp_path / "yard.mp4", [[]], chunk_s=600, finish=None)
+        with box_a.db.session() as s:
+            insert_candidates(
+                s,
+                rec.id,
+                0,
+                [RuleHit("fence", 10.0, 12.0, "a"), RuleHit("fence", 40.0, 41.0, "b")],
+                {"fence": "warning"},
+                {},
+            )
+        first = box_a.alerts.claim("hostA:1", 60, now=1000.0)
+        second = box_b.alerts.claim("hostB:1", 60, now=1000.0)
+        assert first is not None and second is not None and first.id != second.id
+        assert box_b.alerts.claim("hostB:1", 60, now=1001.0) is None  # both held
+        # Both say yes at once: one fires, the other is inside the 300 s cooldown.
+        a = box_a.alerts.decide(
+            first.id, "hostA:1", "confirmed", "yes", fired=True, cooldown_s=300, notify=["hook"]
+        )
+        b = box_b.alerts.decide(
+            second.id, "hostB:1", "confirmed", "yes", fired=True, cooldown_s=300, notify=["hook"]
+        )
+        assert a is not None and b is not None
+        assert (a.state, a.fired, b.state, b.fired) == ("confirmed", True, "suppressed", False)
+        assert box_a.outbox.counts()["pending"] == 1  # one alert_fired row, for the one that fired
+        # A box that died while verifying: its lease runs out and another takes the candidate;
+        # its late decision is refused.
+        with box_a.db.session() as s:
+            insert_candidates(s, rec.id, 1, [RuleHit("fall", 500.0, 501.0, "c")], {}, {})
+        lost = box_a.alerts.claim("hostA:1", 60, now=1000.0)
+        assert lost is not None and box_b.alerts.claim("hostB:1", 60, now=1030.0) is None
+        taken = box_b.alerts.claim("hostB:1", 60, now=1100.0)
+        assert taken is not None and taken.id == lost.id
+        assert box_a.alerts.decide(lost.id, "hostA:1", "rejected", "no", fired=False) is None
+        assert box_b.alerts.decide(taken.id, "hostB:1", "rejected", "no", fired=False) is not None
+        assert box_b.alerts.decide(taken.id, "hostB:1", "confirmed", "yes", fired=True) is None
+    finally:
+        box_a.close()
+        box_b.close()
