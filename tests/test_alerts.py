@@ -410,3 +410,36 @@ def test_boxes_never_verify_one_candidate_twice_and_the_cooldown_holds_across_th
     finally:
         box_a.close()
         box_b.close()
+
+
+def test_framewatch_alerts_lists_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from daemon.cli import main
+
+    sa = StandIn({"fence": [(1.5, 2.5)], "fall": [(5.0, 6.0)]}, {"fence": True, "fall": False})
+    rules = [{"name": "fence", "when": "a person climbs"}, {"name": "fall", "when": "x falls"}]
+    store, _, rec, _ = run(tmp_path, sa, rules)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "fw.db"}"\n')
+    capsys.readouterr()  # what the analysis logged
+    assert main(["alerts", "--config", str(config), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(a["rule"], a["outcome"]) for a in listed] == [
+        ("fence", "confirmed"),
+        ("fall", "rejected"),
+    ]
+    for a in listed:
+        assert {
+            "id",
+            "rule",
+            "recording",
+            "start_s",
+            "end_s",
+            "outcome",
+            "reason",
+            "thumbnail",
+        } <= set(a)
+        assert a["recording"] == rec.path
+        assert a["thumbnail"]["data_url"].startswith("data:image/jpeg;base64,")
+    assert main(["alerts", "--config", str(config), "--outcome", "confirmed"]) == 0
+    text = capsys.readouterr().out
+    assert "fence (warning) confirmed fired: I see fence" in text and "fall" not in text
