@@ -54,7 +54,7 @@ def analyze_recording(
             on_chunk(done)
         if done.status == "released":
             break
-    if worker.config.alerts and not should_stop():
+    if not should_stop():
         # Candidates the chunks' own passes did not reach (left by an earlier run).
         worker.verify_due(recording_id, should_stop)
     return worker.settle(recording_id)

@@ -104,9 +104,10 @@ class ChunkLoop:
             while not self.stop.is_set():
                 job = self.source.take(self.stop.is_set)
                 if job is None:
-                    if self.config.alerts and self._verify_due():
+                    if self._verify_due():
                         # Alert candidates left by a dead process or another box (or by a
-                        # stop) got their second look; look for chunks again before idling.
+                        # stop, or of a rule since removed) were decided; look for chunks again
+                        # before idling. Without candidates this is one query.
                         sdnotify.notify("WATCHDOG=1")
                         continue
                     self._status(f"idle; {self.chunks} chunks analysed since start")

@@ -315,7 +315,7 @@ class Worker:
                     self.config.analysis.prompt,
                 )
                 done = self._run_chunk(rec, media, chunk, task, settings, should_stop)
-                if done.status == "done" and self.config.alerts:
+                if done.status == "done":
                     # The second looks of this chunk's candidates (and of any this recording
                     # had left), after the commit, before the chunk is reported done. The chunk
                     # stands whatever happens here: a candidate left undecided is verified later.

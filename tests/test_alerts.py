@@ -311,8 +311,9 @@ def test_more_candidates_than_the_cap_are_unverified_saying_so(tmp_path: Path) -
     assert len(sa.looks) == 2
 
 
+@pytest.mark.parametrize("rule_removed", [False, True])
 def test_a_candidate_left_by_a_crash_is_verified_later_and_the_recording_waits(
-    tmp_path: Path,
+    tmp_path: Path, rule_removed: bool
 ) -> None:
     sa = StandIn({"fence": [(1.5, 2.5)]}, {"fence": True})
     folder = tmp_path / "cam"
@@ -339,9 +340,16 @@ def test_a_candidate_left_by_a_crash_is_verified_later_and_the_recording_waits(
     (alert,) = store.alerts.of(rec.id)
     assert alert.state == "candidate"
     assert crashed.settle(rec.id).status == "analyzing"  # done waits for the second look
-    restarted = Worker(store, cfg, pm.make_analyzer, subscribers=pm.subscribers)
+    # Restarted, maybe with the rule taken out of the config meanwhile.
+    now = cfg.model_copy(update={"alerts": []}) if rule_removed else cfg
+    restarted = Worker(store, now, pm.make_analyzer, subscribers=pm.subscribers)
     assert restarted.verify_due() == 1
-    assert store.alerts.get(alert.id).state == "confirmed"
+    after = store.alerts.get(alert.id)
+    if rule_removed:
+        assert (after.state, after.fired) == ("unverified", False)
+        assert "no [[alerts]] rule named 'fence'" in (after.reason or "")
+    else:
+        assert (after.state, after.fired) == ("confirmed", True)
     assert store.recordings.get(rec.id).status == "done"
     assert restarted.verify_due() == 0
 
