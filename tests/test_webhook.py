@@ -299,9 +299,15 @@ def test_hook_alert_fired_once_per_alert_with_the_receiver_down_during_analysis(
         } <= set(body)
         assert body["recording"] == rec.path and body["outcome"] == "confirmed"
         assert body["thumbnail"]["data_url"].startswith("data:image/jpeg;base64,")
-        # Replay re-delivers the alerts that fired, as new messages.
-        assert d.replay([rec.id], "webhook", alerts=True) == 2
-        d.deliver_all()
+        # `framewatch replay --alerts` re-delivers the alerts that fired, as new messages.
+        config = tmp_path / "replay.toml"
+        config.write_text(
+            f'[storage]\nurl = "sqlite:///{tmp_path / "fw.db"}"\n'
+            f'[plugins.webhook]\nurl = "http://127.0.0.1:{port}/hook"\nsecret = "{SECRET}"\n'
+        )
+        from daemon.cli import main
+
+        assert main(["replay", "--alerts", rec.path, "--plugin", "webhook", "-c", str(config)]) == 0
         again = [verified(r) for r in receiver.requests if verified(r)["type"] == "alert.fired"]
         assert len(again) == 4
     finally:
