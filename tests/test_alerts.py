@@ -451,3 +451,14 @@ def test_framewatch_alerts_lists_them(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["alerts", "--config", str(config), "--outcome", "confirmed"]) == 0
     text = capsys.readouterr().out
     assert "fence (warning) confirmed fired: I see fence" in text and "fall" not in text
+
+
+def test_a_rule_naming_an_unknown_plugin_is_a_config_error(tmp_path: Path) -> None:
+    from tests.outbox import make_config
+
+    cfg = make_config(
+        tmp_path, alerts=[{"name": "fence", "when": "a person climbs", "plugins": ["webhok"]}]
+    )
+    with pytest.raises(ConfigError) as info:
+        manager(cfg)
+    assert ("alerts.0.plugins", "webhok", "no such plugin is installed") in info.value.errors
