@@ -462,3 +462,20 @@ def test_a_rule_naming_an_unknown_plugin_is_a_config_error(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as info:
         manager(cfg)
     assert ("alerts.0.plugins", "webhok", "no such plugin is installed") in info.value.errors
+
+
+def test_the_plan_counts_the_rules_that_apply(tiny_model: Path, tmp_path: Path) -> None:
+    from daemon.plan_report import plan_report
+
+    (tmp_path / "cam").mkdir()
+    video = make_video(tmp_path / "cam" / "yard.mp4", seconds=4, fps=10, size=(160, 90))
+    base = {"model": {"name": str(tiny_model), "device": "cpu"}}
+    rules = [{"name": "fence", "when": "a person climbs the fence"}]
+    plain = plan_report(parse_config(base, tmp_path / "c.toml"), str(video))
+    asked = plan_report(parse_config({**base, "alerts": rules}, tmp_path / "c.toml"), str(video))
+    elsewhere = plan_report(
+        parse_config({**base, "alerts": [{**rules[0], "folders": ["other"]}]}, tmp_path / "c.toml"),
+        str(video),
+    )
+    tokens = [r["chunks"][0]["prompt_tokens"] for r in (plain, asked, elsewhere)]
+    assert tokens[1] > tokens[0] == tokens[2]
