@@ -528,6 +528,16 @@ class AlertingConfig(_Section):
         256, ge=16, le=4096, description="Upper bound on generated tokens of one second look."
     )
 
+    @model_validator(mode="after")
+    def _room_for_the_reason(self) -> AlertingConfig:
+        # The verdict's JSON around its reason takes about 16 tokens; a reason can take one
+        # token per character. Less room cuts answers off and leaves every alert unverified.
+        if self.verify_max_new_tokens < self.reason_chars + 16:
+            raise ValueError(
+                f"verify_max_new_tokens must be at least reason_chars + 16 ({self.reason_chars + 16})"
+            )
+        return self
+
 
 class Config(_Section):
     storage: StorageConfig = StorageConfig()
