@@ -203,12 +203,29 @@ class Receiver(LoopbackServer):
         return f"http://127.0.0.1:{self.port}/hook"
 
 
+def make_test_ca(folder: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl), in
+    `folder` (ca.crt, server.crt, server.key); returns the CA certificate's path."""
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=framewatch test CA")  # fmt: skip
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
+    return folder / "ca.crt"
+
+
 class PrivateMosquitto:
     """A mosquitto broker of the test's own on a free port (never the one the machine may run on
     1883): it can be stopped and started again to play an outage, and with `users` it refuses
     anyone else (a password file made with mosquitto_passwd)."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, tls: bool = False):
         if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
             pytest.fail("mosquitto is not installed (a Debian package; install.sh installs it)")
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -220,6 +237,14 @@ class PrivateMosquitto:
         lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
         if os.geteuid() == 0:
             lines.append("user root")
+        self.ca: Path | None = None
+        if tls:
+            self.ca = make_test_ca(self.dir)
+            lines += [
+                f"cafile {self.ca}",
+                f"certfile {self.dir / 'server.crt'}",
+                f"keyfile {self.dir / 'server.key'}",
+            ]
         if users:
             passwd = self.dir / "passwd"
             passwd.touch()
@@ -261,13 +286,15 @@ class PrivateMosquitto:
 class Subscriber:
     """A real paho subscriber that keeps every message it receives (topic, payload, retain)."""
 
-    def __init__(self, port: int, topics: list[str], **auth: str):
+    def __init__(self, port: int, topics: list[str], ca: Path | None = None, **auth: str):
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
         if auth:
             self.client.username_pw_set(auth["username"], auth["password"])
 

@@ -331,3 +331,27 @@ def test_settings_errors_name_their_key(tmp_path: Path) -> None:
         manager(cfg, (mqtt_plugin, "mqtt"))
     keys = {k for k, _, _ in info.value.errors}
     assert {"plugins.mqtt.topic_prefix", "plugins.mqtt.x"} <= keys
+
+
+def test_tls_with_a_private_ca(tmp_path: Path) -> None:
+    broker = PrivateMosquitto(tmp_path / "broker", tls=True)
+    broker.start()
+    try:
+        plugins = {"mqtt": {"port": broker.port, "tls": True, "ca_file": str(broker.ca)}}
+        sa = StandIn({"fence": [(1.5, 2.5)]}, {})
+        store, plugin, rec, cfg = run(
+            tmp_path, sa, RULES, plugins=plugins, deliver=False, extra=[(mqtt_plugin, "mqtt")],
+            seconds=4.0,
+        )  # fmt: skip
+        sub = Subscriber(broker.port, ["framewatch/alerts"], ca=broker.ca)
+        try:
+            clock = Clock()
+            d = Dispatcher(store, plugin.pm, cfg, clock=clock)
+            total = sum(store.outbox.counts()["plugins"]["mqtt"].values())
+            deliver_until(d, store, clock, "mqtt", total)
+            got = sub.wait_for(lambda m: len(m) >= 1)
+            assert [json.loads(p)["data"]["rule"] for _, p, _ in got] == ["fence"]
+        finally:
+            sub.close()
+    finally:
+        broker.stop()
