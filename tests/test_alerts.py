@@ -19,6 +19,7 @@ from daemon.config import ConfigError, parse_config
 from daemon.engine import prompts
 from daemon.engine.alerts import Outcome, capped, decide, verify_window
 from daemon.models import ChunkInput, MediaInfo, RuleHit, RuleQuestion
+from daemon.pluginhost.dispatch import Dispatcher
 from daemon.store import Store
 from daemon.worker import Worker
 from tests.alertdata import NoVerify, Plugin, StandIn, run
@@ -479,3 +480,76 @@ def test_the_plan_counts_the_rules_that_apply(tiny_model: Path, tmp_path: Path) 
     )
     tokens = [r["chunks"][0]["prompt_tokens"] for r in (plain, asked, elsewhere)]
     assert tokens[1] > tokens[0] == tokens[2]
+
+
+def test_on_the_redis_path_a_candidate_a_box_left_is_verified_by_another(tmp_path: Path) -> None:
+    """Two boxes over one PostgreSQL store and one Redis stream (RedisSource, as `framewatch run`
+    and `framewatch worker` use it): box A analyses the chunk with the hit and dies before its
+    second look; box B, running the next chunk, verifies it; the recording settles once."""
+    import threading
+
+    from daemon.work.redis import RedisSource
+    from tests.services import (
+        REDIS_URL,
+        drop_prefix,
+        postgres_database,
+        redis_available,
+        redis_prefix,
+    )
+
+    if not redis_available():
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
+    prefix = redis_prefix()
+    (tmp_path / "cam").mkdir()
+    video = make_video(tmp_path / "cam" / "yard.mp4", seconds=7, fps=10, size=(320, 180))
+    with postgres_database() as url:
+        cfg = parse_config(
+            {
+                "storage": {"url": url},
+                "queue": {"backend": "redis", "url": REDIS_URL, "prefix": prefix},
+                "chunking": {"seconds": 4, "overlap_seconds": 1},
+                "sampling": {"fps": 1, "max_side": 64},
+                "alerts": [{"name": "fence", "when": "a person climbs"}],
+            },
+            tmp_path / "config.toml",
+        )
+        sa = StandIn({"fence": [(1.5, 2.5)]}, {"fence": True})
+        plugin = Plugin(sa)
+        pm = manager(cfg, (plugin, "standin"))
+        stop = threading.Event()
+        boxes = []
+        for name in ("boxA", "boxB"):
+            store = Store(url)
+            worker = Worker(
+                store, cfg, pm.make_analyzer, subscribers=pm.subscribers, owner=f"{name}:1"
+            )
+            boxes.append(
+                (store, worker, RedisSource(cfg, store, worker, stop, produce=name == "boxA"))
+            )
+        (store_a, a, source_a), (store_b, b, source_b) = boxes
+        a.verify_due = lambda *args, **kw: 0  # type: ignore[method-assign]  # dies before it
+        try:
+            rec, _ = a.ingest(str(video))
+            ran = []
+            for source, worker in ((source_a, a), (source_b, b)):
+                job = None
+                while job is None:
+                    job = source.take(stop.is_set)
+                with source.hold(job) as hold:
+                    done = worker.run(job.recording_id, job.index)
+                source.finish(job, done, hold)
+                assert done is not None
+                ran.append(done.chunk.index)
+            assert ran == [0, 1]  # the hit's chunk on box A, the next one on box B
+            (alert,) = store_b.alerts.of(rec.id)
+            assert (alert.state, alert.fired, alert.chunk_index) == ("confirmed", True, 0)
+            assert len(sa.looks) == 1
+            assert store_b.recordings.get(rec.id).status == "done"
+            Dispatcher(store_b, pm, cfg).deliver_all()
+            assert [f[0] for f in plugin.fired] == [alert.id]
+        finally:
+            for store, worker, source in boxes:
+                source.close()
+                worker.close()
+                store.close()
+            drop_prefix(REDIS_URL, prefix)
