@@ -12,6 +12,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # Tests of several boxes talk to Redis and PostgreSQL; .ci/run starts the servers when down.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+# The mqtt plugin's tests start their own Mosquitto broker (and use mosquitto_passwd).
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 # The web plugin's browser test drives Debian's Chromium with Playwright (never a downloaded one).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)

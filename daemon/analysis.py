@@ -54,6 +54,9 @@ def analyze_recording(
             on_chunk(done)
         if done.status == "released":
             break
+    if not should_stop():
+        # Candidates the chunks' own passes did not reach (left by an earlier run).
+        worker.verify_due(recording_id, should_stop)
     return worker.settle(recording_id)
 
 

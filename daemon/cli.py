@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.exits import EXIT_CUDA, EXIT_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE
-from daemon.models import event_json, hms
+from daemon.models import alert_json, event_json, hms
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 CORE_COMMANDS = frozenset(
     {
         "analyze",
+        "alerts",
         "events",
         "run",
         "worker",
@@ -144,6 +145,31 @@ def cmd_events(args: argparse.Namespace) -> int:
     ]
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Stored alerts: each rule's candidates and what became of them."""
+    cfg = _config(args)
+    store = _store(cfg)
+    recording_id = None
+    if args.recording:
+        rec = store.recordings.find(os.path.abspath(args.recording))
+        if rec is None:
+            raise CliError(f"{args.recording}: no such recording in the store")
+        recording_id = rec.id
+    rows = store.alerts.with_paths(recording_id, args.rule)
+    if args.outcome:
+        rows = [(a, p) for a, p in rows if a.state in args.outcome]
+    if args.json:
+        print(json.dumps([alert_json(a, p) for a, p in rows], indent=2))
+        return 0
+    for a, p in rows:
+        mark = " fired" if a.fired else ""
+        print(
+            f"{p} [{hms(a.start_s)}-{hms(a.end_s)}] {a.rule} ({a.severity}) {a.state}{mark}: "
+            f"{a.reason or a.why}"
+        )
     return 0
 
 
@@ -275,8 +301,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from daemon.pluginhost.dispatch import Dispatcher
 
-    if args.all == bool(args.recording):
-        raise CliError("replay: give a RECORDING, or --all with --plugin")
+    if args.alerts and args.all:
+        raise CliError("replay --alerts takes a RECORDING, or none for every recording's alerts")
+    if not args.alerts and args.all == bool(args.recording):
+        raise CliError("replay: give a RECORDING, or --all with --plugin (or --alerts)")
     if args.all and not args.plugin:
         raise CliError("replay --all needs --plugin NAME (it back-fills one plugin)")
     cfg = _config(args)
@@ -295,7 +323,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         ids = [rec.id]
     dispatcher = Dispatcher(store, plugins, cfg)
     try:
-        queued = dispatcher.replay(ids, args.plugin)
+        queued = dispatcher.replay(ids, args.plugin, alerts=args.alerts)
     except LookupError as exc:
         raise CliError(str(exc)) from None
     delivered = dispatcher.deliver_all()
@@ -426,6 +454,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     )
     wk.set_defaults(func=cmd_worker, log_level="INFO")
 
+    al = with_config(
+        sub.add_parser("alerts", help="list alerts: each rule's candidates and their outcome")
+    )
+    al.add_argument("--recording", metavar="PATH", help="only this file's alerts")
+    al.add_argument("--rule", help="only this rule's alerts")
+    al.add_argument(
+        "--outcome",
+        action="append",
+        choices=["candidate", "confirmed", "rejected", "unverified", "suppressed"],
+        help="only alerts with this outcome (repeatable)",
+    )
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=cmd_alerts, log_level="WARNING")
+
     se = with_config(
         sub.add_parser("search", help="find events in every recording (full-text, ranked)")
     )
@@ -459,6 +501,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     r.add_argument("--plugin", help="only this plugin")
     r.add_argument(
         "--all", action="store_true", help="every recording (back-fill a newly enabled plugin)"
+    )
+    r.add_argument(
+        "--alerts",
+        action="store_true",
+        help="the alerts that fired instead (of RECORDING, or of every recording)",
     )
     r.set_defaults(func=cmd_replay, log_level="WARNING")
 

@@ -418,6 +418,129 @@ class QueueConfig(_Section):
         return self
 
 
+SEVERITIES = ("info", "warning", "critical")
+
+
+class AlertRule(_Section):
+    """One `[[alerts]]` table: a plain-language rule the model is asked about in every chunk of
+    the recordings it applies to, and that fires only after a second, focused look confirms it."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$",
+        description="A slug (lower-case letters, digits, - and _): the rule's id in alerts, "
+        "topics and Home Assistant.",
+    )
+    when: str = Field(
+        min_length=3,
+        max_length=300,
+        description='What to look for, in plain language ("a person climbs the fence").',
+    )
+    folders: list[Path] | None = Field(
+        None,
+        description="Only recordings inside these folders (relative: to the config file); "
+        "None: every folder.",
+    )
+    profiles: list[str] | None = Field(
+        None,
+        description="Only recordings analysed with these prompt profiles (a [[watch]] folder's "
+        "profile, or analysis.profile); None: every profile.",
+    )
+    min_duration_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="It must last this long: the second look is asked for it (and its window "
+        "covers it); a rule without verification needs the first answer to last this long.",
+    )
+    cooldown_s: float = Field(
+        300.0,
+        ge=0,
+        description="One alert per rule per this many seconds of a recording: a later candidate "
+        "this close to an alert that fired is suppressed, never verified or delivered.",
+    )
+    severity: Literal["info", "warning", "critical"] = Field(
+        "warning", description="info, warning or critical (carried in every message)."
+    )
+    verify: bool = Field(
+        True,
+        description="Confirm each candidate with a second, focused look before it fires; false: "
+        "fire on the chunk's answer alone (stored and delivered as unverified).",
+    )
+    deliver_unverified: bool = Field(
+        False,
+        description="Also deliver candidates whose second look could not run (unverified, "
+        "with the reason).",
+    )
+    plugins: list[str] | None = Field(
+        None,
+        description="Plugins that deliver this rule's alerts (e.g. webhook, mqtt); None: every "
+        "plugin that takes alerts.",
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        text = " ".join(v.split())
+        if any(ch in text for ch in '"\\'):
+            raise ValueError("must not contain double quotes or backslashes")
+        return text
+
+    @field_validator("profiles")
+    @classmethod
+    def _known_profiles(cls, v: list[str] | None) -> list[str] | None:
+        for p in v or ():
+            if p not in PROFILES:
+                raise ValueError(f"unknown profile {p!r}; one of {', '.join(sorted(PROFILES))}")
+        return v
+
+
+class AlertingConfig(_Section):
+    """`[alerting]`: how candidates of every rule are verified (the second look)."""
+
+    margin_s: float = Field(
+        5.0, ge=0, le=300, description="Seconds added before and after a candidate's window."
+    )
+    verify_fps: float = Field(
+        4.0,
+        gt=0,
+        le=30,
+        description="Frame rate of the second look (at least sampling.fps; stepped down only "
+        "to fit the GPU budget).",
+    )
+    verify_max_side: int = Field(
+        960,
+        ge=32,
+        le=4096,
+        description="Longest frame side of the second look (at least sampling.max_side).",
+    )
+    verify_max_frames: int = Field(
+        64, ge=2, le=1024, description="Most frames one second look may use."
+    )
+    max_verifications_per_chunk: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="A chunk starts at most this many second looks; its further candidates are "
+        "stored unverified, with that reason.",
+    )
+    reason_chars: int = Field(
+        160, ge=8, le=1000, description="Longest reason the model may give for an answer."
+    )
+    verify_max_new_tokens: int = Field(
+        256, ge=16, le=4096, description="Upper bound on generated tokens of one second look."
+    )
+
+    @model_validator(mode="after")
+    def _room_for_the_reason(self) -> AlertingConfig:
+        # The verdict's JSON around its reason takes about 16 tokens; a reason can take one
+        # token per character. Less room cuts answers off and leaves every alert unverified.
+        if self.verify_max_new_tokens < self.reason_chars + 16:
+            raise ValueError(
+                f"verify_max_new_tokens must be at least reason_chars + 16 ({self.reason_chars + 16})"
+            )
+        return self
+
+
 class Config(_Section):
     storage: StorageConfig = StorageConfig()
     model: ModelConfig = ModelConfig()
@@ -429,7 +552,32 @@ class Config(_Section):
     watch: list[WatchConfig] = Field(default_factory=list, description="[[watch]] folders.")
     daemon: DaemonConfig = DaemonConfig()
     queue: QueueConfig = QueueConfig()
+    alerts: list[AlertRule] = Field(default_factory=list, description="[[alerts]] rules.")
+    alerting: AlertingConfig = AlertingConfig()
     source: Path | None = Field(None, exclude=True, description="The file this was loaded from.")
+
+    def rules_for(self, path: str | os.PathLike[str], profile: str | None) -> list[AlertRule]:
+        """The [[alerts]] rules that apply to a recording at `path` analysed with `profile`, in
+        config order."""
+        target = Path(os.path.abspath(Path(path).expanduser()))
+        base = self.source.parent if self.source else Path.cwd()
+        out = []
+        for rule in self.alerts:
+            if rule.profiles is not None and profile not in rule.profiles:
+                continue
+            if rule.folders is not None:
+                roots = [
+                    Path(os.path.abspath(f if f.is_absolute() else base / f.expanduser()))
+                    for f in rule.folders
+                ]
+                if not any(target.is_relative_to(r) for r in roots):
+                    continue
+            out.append(rule)
+        return out
+
+    def rule(self, name: str) -> AlertRule | None:
+        """The [[alerts]] rule called `name`, or None (a rule removed since its alert was found)."""
+        return next((r for r in self.alerts if r.name == name), None)
 
     def storage_url(self) -> str:
         """The store's SQLAlchemy URL, with defaults and relative SQLite paths resolved."""
@@ -519,6 +667,20 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(str(source) if source else None, _errors_from(exc)) from None
+    seen: dict[str, int] = {}
+    duplicates = []
+    for i, rule in enumerate(cfg.alerts):
+        if rule.name in seen:
+            duplicates.append(
+                (
+                    f"alerts.{i}.name",
+                    rule.name,
+                    f"duplicate rule name (also alerts.{seen[rule.name]})",
+                )
+            )
+        seen.setdefault(rule.name, i)
+    if duplicates:
+        raise ConfigError(str(source) if source else None, duplicates)
     return cfg.model_copy(update={"source": source.resolve() if source else None})
 
 

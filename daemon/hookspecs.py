@@ -6,7 +6,7 @@ never database rows. Every hook except `register_settings` and `register_command
 registered, or None; a command receives them in its CommandContext). An implementation may take fewer arguments than its spec, so specs can grow without breaking
 plugins.
 
-Notifications (`events_found`, `recording_finished`, `recording_failed`) are not called while the
+Notifications (`events_found`, `recording_finished`, `recording_failed`, `alert_fired`) are not called while the
 recording is analysed: they are written to the outbox with the events they announce and delivered
 later, one plugin at a time, retried with backoff until they succeed. They therefore also take
 `delivery_id`, the same on every retry of one notification (an idempotency key).
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from daemon.config import Config
     from daemon.engine.analyzer import Analyzer
-    from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan
+    from daemon.models import AlertInfo, ChunkInfo, EventInfo, RecordingInfo, StaticSpan
 
 
 class RetryLater(Exception):
@@ -228,6 +228,7 @@ def recording_finished(
     recording: RecordingInfo,
     events: list[EventInfo],
     static_spans: list[StaticSpan],
+    alerts: list[AlertInfo],
     settings: BaseModel | None,
     delivery_id: str,
 ) -> None:
@@ -237,6 +238,8 @@ def recording_finished(
     events: every event of the recording, by start time.
     static_spans: the spans not sent to the model (or sent at a floor rate) because nothing
     changed in them, by time, each with its reason; empty unless `[sampling] skip_static` is on.
+    alerts: every alert of the recording ([[alerts]] rules), decided, by start time; empty
+    without rules.
     settings: this plugin's validated settings, or None.
     delivery_id: stable across retries of this notification.
     Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).
@@ -260,5 +263,27 @@ def recording_failed(
     """
 
 
-NOTIFICATION_HOOKS = ("events_found", "recording_finished", "recording_failed")
+@hookspec
+def alert_fired(
+    recording: RecordingInfo,
+    alert: AlertInfo,
+    settings: BaseModel | None,
+    delivery_id: str,
+) -> None:
+    """An alert rule fired: its candidate was confirmed by the second look (or is delivered
+    unverified because its rule says `verify = false` or `deliver_unverified = true`).
+
+    recording: the recording it happened in.
+    alert: the alert: rule, severity, outcome ("confirmed" or "unverified") and its reason,
+    start_s/end_s, the first answer's `why`, the second look (`verification`), a JPEG thumbnail
+    and provenance; `daemon.models.alert_json(alert, recording.path)` is its JSON form. Called
+    once per alert id and plugin (at least once: `delivery_id` tells retries apart), only for
+    the plugins its rule names (all that implement this hook when it names none).
+    settings: this plugin's validated settings, or None.
+    delivery_id: stable across retries of this notification.
+    Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).
+    """
+
+
+NOTIFICATION_HOOKS = ("events_found", "recording_finished", "recording_failed", "alert_fired")
 """Hooks delivered through the outbox, one plugin at a time."""

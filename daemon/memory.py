@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from daemon.engine.alerts import questions, rule_answer_tokens
 from daemon.engine.budget import (
     BudgetError,
     Estimator,
@@ -87,10 +89,16 @@ class GpuMemory:
                 return None
             ratio = self.store.calibration.ratio(*self._key()) or 1.0
             task = instructions(c.analysis.profile, c.analysis.prompt)
-            prompt = build_prompt(task, 0.0, 0.0, c.analysis.max_events)
+            # Every configured alert rule counted, whether or not it applies to a recording: its
+            # question lengthens the prompt and its verdict the answer.
+            rules = questions(c.alerts)
+            prompt = build_prompt(task, 0.0, 0.0, c.analysis.max_events, rules)
             est = estimator_for(
                 c, spec, self.gpu.device, ratio=ratio, prompt=prompt, bf16_supported=self.gpu.bf16
             )
+            if rules:
+                extra = rule_answer_tokens(rules, c.alerting.reason_chars)
+                est = replace(est, max_new_tokens=est.max_new_tokens + extra)
             self._model = (est, budget)
         return self._model
 
@@ -185,6 +193,29 @@ class GpuMemory:
                 if should_stop():
                     return None
                 time.sleep(min(0.5, g.busy_poll_seconds))
+
+    def fit_window(
+        self, window: ChunkWindow, media: MediaInfo
+    ) -> tuple[ChunkWindow | None, dict[str, Any]]:
+        """A window of its own (an alert's second look) fitted to the budget: as it is, or
+        stepped down (frame size, then fps) until its estimate fits; (None, what was tried) when
+        even the floors do not fit. Unbudgeted (CPU, a server): as it is."""
+        memory = self.budget()
+        if memory is None:
+            return window, {}
+        est, budget = memory
+
+        def fits(w: ChunkWindow) -> bool:
+            return est.peak_gib(len(w.sample_times), w.width, w.height) <= budget
+
+        if fits(window):
+            return window, {}
+        smaller = step_down_window(
+            window, media, Floors.from_config(self.config), self.config.sampling.max_pixels, fits
+        )
+        if smaller is None or not fits(smaller):
+            return None, {"budget_gib": round(budget, 3)}
+        return smaller, dict(window_steps(window, smaller))
 
     def calibrate(self, window: ChunkWindow, stats: dict[str, Any]) -> None:
         """Keep the measured peak against the estimate, so later plans use the ratio."""

@@ -58,13 +58,60 @@ class ChunkWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleQuestion:
+    """One `[[alerts]]` rule as an analyzer is asked about it: did `when` happen in this chunk
+    (lasting at least `min_duration_s`)? `name` is the rule's slug."""
+
+    name: str
+    when: str
+    min_duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkInput:
-    """What an Analyzer receives for one chunk (the `make_analyzer` contract)."""
+    """What an Analyzer receives for one chunk (the `make_analyzer` contract). `rules`: the alert
+    rules that apply to this recording (empty without [[alerts]]); the prompt then asks them too,
+    and an analyzer may answer each with a rule hit (README, "Your own model")."""
 
     recording_path: str
     index: int
     start_s: float
     end_s: float
+    prompt: str
+    frames: tuple[Frame, ...]
+    rules: tuple[RuleQuestion, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    """A rule the chunk's answer says happened, checked and placed on the recording's clock: an
+    alert candidate before its second look. `thumbnail` is a JPEG of the sampled frame nearest
+    its start (at `thumbnail_s`)."""
+
+    rule: str
+    start_s: float
+    end_s: float
+    why: str
+    evidence_s: float | None = None
+    thumbnail: bytes | None = None
+    thumbnail_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyInput:
+    """What an analyzer's `verify(request)` receives: one rule's candidate, to be confirmed or
+    rejected from `frames` (sampled more densely and sharper than the chunk) of the window
+    [window_start_s, window_end_s] around the candidate [start_s, end_s]. `prompt` asks the
+    yes/no question; answer {"happened": bool, "reason": str}."""
+
+    recording_path: str
+    rule: str
+    when: str
+    min_duration_s: float
+    start_s: float
+    end_s: float
+    window_start_s: float
+    window_end_s: float
     prompt: str
     frames: tuple[Frame, ...]
 
@@ -162,6 +209,69 @@ class StaticSpan:
             else "sampled at the static floor rate"
         )
         return f"no change above {self.threshold:g} (largest {self.peak_change:.4f}): {done}"
+
+
+ALERT_STATES = ("candidate", "confirmed", "rejected", "unverified", "suppressed")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertInfo:
+    """One alert: a rule's candidate from a chunk's answer and what became of it.
+
+    `state` moves `candidate -> confirmed | rejected | unverified(reason)` (or `suppressed`:
+    within the rule's cooldown of an alert that fired). `fired` alerts are delivered, once per id.
+    `why` is the chunk answer's reason; `verification` the second look (its answer, reason,
+    window, frames, timing and model), empty when none ran; `reason` the outcome's reason as a
+    person reads it. Times are seconds from the recording's start."""
+
+    id: int
+    recording_id: int
+    chunk_index: int
+    rule: str
+    severity: str
+    state: str
+    start_s: float
+    end_s: float
+    why: str
+    reason: str | None = None
+    fired: bool = False
+    verification: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    thumbnail: bytes | None = None  # JPEG
+    thumbnail_s: float | None = None
+    created_at: float | None = None
+    decided_at: float | None = None
+
+
+def alert_json(a: AlertInfo, recording: str | None = None) -> dict[str, Any]:
+    """One alert as JSON (`framewatch alerts --json`, webhook and MQTT payloads): id, rule,
+    recording (its path, when given), start_s, end_s, outcome, reason, thumbnail ({"t_s",
+    "data_url"} of a JPEG, or null), then severity, why, fired, verification and provenance."""
+    import base64
+
+    thumb = None
+    if a.thumbnail:
+        thumb = {
+            "t_s": a.thumbnail_s,
+            "data_url": "data:image/jpeg;base64," + base64.b64encode(a.thumbnail).decode(),
+        }
+    return {
+        "id": a.id,
+        "rule": a.rule,
+        "recording": recording,
+        "recording_id": a.recording_id,
+        "start_s": a.start_s,
+        "end_s": a.end_s,
+        "outcome": a.state,
+        "reason": a.reason,
+        "thumbnail": thumb,
+        "severity": a.severity,
+        "why": a.why,
+        "fired": a.fired,
+        "chunk": a.chunk_index,
+        "verification": dict(a.verification),
+        "provenance": dict(a.provenance),
+    }
 
 
 @dataclass(frozen=True, slots=True)

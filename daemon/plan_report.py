@@ -8,9 +8,11 @@ plan is printed only when every chunk fits the budget that applies (else BudgetE
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.engine.alerts import questions, rule_answer_tokens
 from daemon.engine.budget import (
     BudgetError,
     budget_from,
@@ -82,9 +84,13 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
     spec = load_model_spec(name, cfg.model.revision)
     ratio = _calibration(cfg, device, gpu)
     task = instructions(cfg.analysis.profile, cfg.analysis.prompt)
-    prompt = build_prompt(task, 0.0, media.duration_s, cfg.analysis.max_events)
+    rules = questions(cfg.rules_for(path, cfg.analysis.profile))
+    prompt = build_prompt(task, 0.0, media.duration_s, cfg.analysis.max_events, rules)
     bf16 = gpu.bf16 if gpu is not None else True
     est = estimator_for(cfg, spec, device, ratio=ratio, prompt=prompt, bf16_supported=bf16)
+    if rules:  # each rule's verdict lengthens the answer
+        extra = rule_answer_tokens(rules, cfg.alerting.reason_chars)
+        est = replace(est, max_new_tokens=est.max_new_tokens + extra)
     on_gpu = device.startswith("cuda")
     budget, source = (
         budget_from(cfg, gpu.total_gib if gpu is not None else None) if on_gpu else (None, "")

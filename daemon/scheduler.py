@@ -104,6 +104,12 @@ class ChunkLoop:
             while not self.stop.is_set():
                 job = self.source.take(self.stop.is_set)
                 if job is None:
+                    if self._verify_due():
+                        # Alert candidates left by a dead process or another box (or by a
+                        # stop, or of a rule since removed) were decided; look for chunks again
+                        # before idling. Without candidates this is one query.
+                        sdnotify.notify("WATCHDOG=1")
+                        continue
                     self._status(f"idle; {self.chunks} chunks analysed since start")
                     sdnotify.notify("WATCHDOG=1")
                     self.source.idle()
@@ -128,6 +134,15 @@ class ChunkLoop:
         finally:
             self.current = None
             self.source.close()
+
+    def _verify_due(self) -> int:
+        try:
+            return self.worker.verify_due(should_stop=self.stop.is_set)
+        except (CudaFault, GpuLeaseBusy):
+            raise
+        except Exception:  # e.g. the store briefly away: the candidates wait for the next try
+            log.exception("verification_failed")
+            return 0
 
     def _run_job(self, job: Job) -> None:
         with structlog.contextvars.bound_contextvars(recording_id=job.recording_id):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.engine.activity import StaticSettings
+from daemon.engine.alerts import capped, questions
 from daemon.engine.analyzer import AnalyzerFailed
 from daemon.engine.events import merge_overlaps
 from daemon.engine.pipeline import ChunkResult, Prepared, analyze_prepared, prepare_chunk
@@ -29,11 +30,12 @@ from daemon.engine.planner import (
 )
 from daemon.engine.prefetch import Prefetcher
 from daemon.engine.probe import UnsupportedMedia, probe
-from daemon.engine.prompts import instructions, prompt_hash
+from daemon.engine.prompts import instructions, prompt_hash, rules_hash
 from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_memory, trim_heap
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
-from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo
+from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion
+from daemon.verification import Verifier
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -106,6 +108,8 @@ class Worker:
         self._media: tuple[int, str, MediaInfo] | None = None
         # Samples the next chunk of a recording while the current one is on the model.
         self._prefetch: Prefetcher[Prepared] = Prefetcher(depth=1)
+        # Alert candidates' second looks, on this thread (the same model and GPU lease).
+        self.verifier = Verifier(self)
 
     @property
     def analyzer(self) -> Analyzer:
@@ -190,7 +194,7 @@ class Worker:
             return []
         with structlog.contextvars.bound_contextvars(recording_id=rec.id, path=rec.path):
             try:
-                media = self._probe(rec)
+                media = self.probe(rec)
             except UnsupportedMedia as exc:
                 self.fail(rec, exc.reason)
                 return []
@@ -216,7 +220,8 @@ class Worker:
             log.info("recording_planned", chunks=len(chunks), duration_s=round(media.duration_s, 3))
             return chunks
 
-    def _probe(self, rec: RecordingInfo) -> MediaInfo:
+    def probe(self, rec: RecordingInfo) -> MediaInfo:
+        """The recording's file, probed once while it is the one being worked on."""
         if self._media is not None and self._media[:2] == (rec.id, rec.path):
             return self._media[2]
         media = probe(rec.path)
@@ -301,7 +306,7 @@ class Worker:
                 on_start(rec, chunk)
             with structlog.contextvars.bound_contextvars(chunk=chunk.index):
                 try:
-                    media = self._probe(rec)
+                    media = self.probe(rec)
                 except UnsupportedMedia as exc:
                     return self._failed(rec, chunk, exc.reason, permanent=True)
                 settings = rec.settings or self.settings(rec.profile)
@@ -309,7 +314,38 @@ class Worker:
                     str(settings.get("profile") or self.config.analysis.profile),
                     self.config.analysis.prompt,
                 )
-                return self._run_chunk(rec, media, chunk, task, settings, should_stop)
+                done = self._run_chunk(rec, media, chunk, task, settings, should_stop)
+                if done.status == "done":
+                    # The second looks of this chunk's candidates (and of any this recording
+                    # had left), after the commit, before the chunk is reported done. The chunk
+                    # stands whatever happens here: a candidate left undecided is verified later.
+                    try:
+                        self.verify_due(rec.id, should_stop)
+                    except CudaFault:
+                        raise
+                    except Exception:
+                        log.exception("verification_failed")
+                return done
+
+    def rules(
+        self, rec: RecordingInfo, settings: dict[str, Any] | None = None
+    ) -> tuple[RuleQuestion, ...]:
+        """The [[alerts]] rules asked in this recording's chunks (by its folder and profile)."""
+        if not self.config.alerts:
+            return ()
+        profile = str(
+            (settings or rec.settings).get("profile") or rec.profile or self.config.analysis.profile
+        )
+        return questions(self.config.rules_for(rec.path, profile))
+
+    def verify_due(
+        self, recording_id: int | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> int:
+        """Give every alert candidate waiting for its second look (of one recording, when given)
+        that look now, on this thread; settles their recordings once nothing is left. Returns how
+        many were decided. The chunk loop calls it when there is no chunk to run, so candidates
+        a dead process or another box left behind are verified too."""
+        return self.verifier.run_due(recording_id, should_stop)
 
     def _prepare(self, rec: RecordingInfo, media: MediaInfo, window: ChunkWindow) -> Prepared:
         """The chunk's frames: from the prefetch thread when it prepared this exact window, else now."""
@@ -338,7 +374,13 @@ class Worker:
         )
 
     def _attempt(
-        self, rec: RecordingInfo, chunk: ChunkInfo, window: ChunkWindow, media: MediaInfo, task: str
+        self,
+        rec: RecordingInfo,
+        chunk: ChunkInfo,
+        window: ChunkWindow,
+        media: MediaInfo,
+        task: str,
+        rules: tuple[RuleQuestion, ...] = (),
     ) -> ChunkResult | ChunkDone | None:
         """One try at a chunk: its result, a failed ChunkDone, or None for out of memory.
 
@@ -347,7 +389,9 @@ class Worker:
         try:
             prepared = self._prepare(rec, media, window)
             self._prefetch_after(rec, media, chunk.index)
-            return analyze_prepared(prepared, self.analyzer, task, self.config.analysis.max_events)
+            return analyze_prepared(
+                prepared, self.analyzer, task, self.config.analysis.max_events, rules
+            )
         except UnsupportedMedia as exc:
             return self._failed(rec, chunk, exc.reason, permanent=True)
         except AnalyzerFailed as exc:
@@ -386,8 +430,9 @@ class Worker:
             return ChunkDone(rec, chunk, "released", 0)
         window = ready
         floors = Floors.from_config(self.config)
+        rules = self.rules(rec, settings)
         while True:
-            outcome = self._attempt(rec, chunk, window, media, task)
+            outcome = self._attempt(rec, chunk, window, media, task, rules)
             if isinstance(outcome, ChunkDone):
                 return outcome
             if outcome is not None:
@@ -442,6 +487,15 @@ class Worker:
             # Recorded, not silent: a person can see the chunk was judged static, and why.
             provenance["static"] = result.static
             provenance["skipped_static"] = result.static["action"] == "skipped"
+        alerting: dict[str, Any] = {}
+        if result.asked:
+            # Only when rules were asked: a chunk without them stores what it always stored.
+            provenance["alerts"] = {
+                "asked": list(result.asked),
+                "hits": [h.rule for h in result.hits],
+                "refused": result.refused_hits,
+            }
+            alerting = self._candidates(rec, chunk, task, rules, result, own)
         stored = self.store.chunks.commit(
             rec.id,
             chunk.index,
@@ -449,6 +503,7 @@ class Worker:
             events,
             provenance,
             notify=self.subscribers("events_found"),
+            **alerting,
         )
         n = len(stored) if stored is not None else 0
         if result.static is not None:
@@ -459,6 +514,42 @@ class Worker:
             )
         log.info("chunk_analyzed", events=n, **result.counts.as_dict())
         return ChunkDone(rec, chunk, "done", n)
+
+    def _candidates(
+        self,
+        rec: RecordingInfo,
+        chunk: ChunkInfo,
+        task: str,
+        rules: tuple[RuleQuestion, ...],
+        result: ChunkResult,
+        own: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The chunk commit's alert arguments: its hits as candidates, with their severity, the
+        first answer's provenance, and which get no second look (beyond the per-chunk cap)."""
+        if not result.hits:
+            return {}
+        severity = {r.name: r.severity for r in self.config.alerts}
+        verifying = [
+            h for h in result.hits if (r := self.config.rule(h.rule)) is not None and r.verify
+        ]
+        cap = self.config.alerting.max_verifications_per_chunk
+        _, over = capped(verifying, severity, cap)
+        notes = {
+            h.rule: f"one of more than {cap} candidates in chunk {chunk.index} "
+            "(alerting.max_verifications_per_chunk)"
+            for h in over
+        }
+        return {
+            "hits": result.hits,
+            "severity": severity,
+            "alert_provenance": {
+                **own,
+                "prompt_hash": rules_hash(task, rules),
+                "chunk": chunk.index,
+                "asked": list(result.asked),
+            },
+            "alert_notes": notes,
+        }
 
     @staticmethod
     def _overlaps(window: ChunkWindow, chunks: Sequence[ChunkInfo]) -> list[tuple[float, float]]:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from daemon.engine import prompts
-from daemon.models import ChunkInput, Frame
+from daemon.models import ChunkInput, Frame, RuleQuestion, VerifyInput
 from tests.services import LoopbackServer, QuietHandler
 
 _TIME = re.compile(r"^<(\d+(?:\.\d+)?) seconds>$")
@@ -73,13 +73,46 @@ class OpenAICompatibleServer(LoopbackServer):
             return 400, {
                 "error": {"message": "this server only answers with response_format json_schema"}
             }
-        if self.schema is not None and prompts.schema_key(schema) != prompts.schema_key(
-            self.schema
-        ):
-            return 400, {"error": {"message": "schema differs from the compiled grammar"}}
+        name = fmt["json_schema"].get("name")
+        rules = tuple(schema["properties"].get("rules", {}).get("required", ()))
+        if self.schema is not None:
+            # The schemas the analyzer compiles: events (with the request's rules) or a verdict.
+            a = self.analyzer
+            expected = (
+                prompts.verify_schema(a.reason_chars)
+                if name == "verdict"
+                else prompts.event_schema(*a.bounds, rules=rules, reason_chars=a.reason_chars)
+            )
+            if prompts.schema_key(schema) != prompts.schema_key(expected) or (
+                not rules and name != "verdict" and schema != self.schema
+            ):
+                return 400, {"error": {"message": "schema differs from the compiled grammar"}}
         chunk = self._chunk(body["messages"])
         with self._lock:
-            events = self.analyzer.analyze(chunk)
+            if name == "verdict":
+                answer = self.analyzer.verify(self._verify(chunk))
+                content = json.dumps(answer)
+            else:
+                asked = tuple(RuleQuestion(r, r) for r in rules)
+                items = self.analyzer.analyze(
+                    ChunkInput(
+                        chunk.recording_path,
+                        0,
+                        chunk.start_s,
+                        chunk.end_s,
+                        chunk.prompt,
+                        chunk.frames,
+                        asked,
+                    )
+                )
+                events = [e for e in items if "rule" not in e]
+                verdicts: dict[str, Any] = {r: {"happened": False} for r in rules}
+                for h in (e for e in items if "rule" in e):
+                    verdicts[h["rule"]] = {
+                        "happened": True,
+                        **{k: h[k] for k in ("start_s", "end_s", "why")},
+                    }
+                content = json.dumps({"events": events, **({"rules": verdicts} if rules else {})})
             stats = dict(self.analyzer.last_stats)
         truncated = bool(stats.get("truncated"))
         return 200, {
@@ -91,7 +124,7 @@ class OpenAICompatibleServer(LoopbackServer):
                     "index": 0,
                     "message": {
                         "role": "assistant",
-                        "content": "" if truncated else json.dumps({"events": events}),
+                        "content": "" if truncated else content,
                     },
                     "finish_reason": "length" if truncated else "stop",
                 }
@@ -101,6 +134,13 @@ class OpenAICompatibleServer(LoopbackServer):
                 "completion_tokens": stats.get("generated_tokens", 0),
             },
         }
+
+    @staticmethod
+    def _verify(chunk: ChunkInput) -> VerifyInput:
+        return VerifyInput(
+            chunk.recording_path, "remote", "", 0.0, chunk.start_s, chunk.end_s,
+            chunk.start_s, chunk.end_s, chunk.prompt, chunk.frames,
+        )  # fmt: skip
 
     @staticmethod
     def _chunk(messages: list[dict[str, Any]]) -> ChunkInput:

@@ -201,3 +201,132 @@ class Receiver(LoopbackServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
+
+
+def make_test_ca(folder: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl), in
+    `folder` (ca.crt, server.crt, server.key); returns the CA certificate's path."""
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=framewatch test CA")  # fmt: skip
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
+    return folder / "ca.crt"
+
+
+class PrivateMosquitto:
+    """A mosquitto broker of the test's own on a free port (never the one the machine may run on
+    1883): it can be stopped and started again to play an outage, and with `users` it refuses
+    anyone else (a password file made with mosquitto_passwd)."""
+
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, tls: bool = False):
+        if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+            pytest.fail("mosquitto is not installed (a Debian package; install.sh installs it)")
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.port = free_port()
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        # As root mosquitto would switch to its own user, who cannot read a private test folder.
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        self.ca: Path | None = None
+        if tls:
+            self.ca = make_test_ca(self.dir)
+            lines += [
+                f"cafile {self.ca}",
+                f"certfile {self.dir / 'server.crt'}",
+                f"keyfile {self.dir / 'server.key'}",
+            ]
+        if users:
+            passwd = self.dir / "passwd"
+            passwd.touch()
+            for user, password in users.items():
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(passwd), user, password],
+                    check=True,
+                    capture_output=True,
+                )
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > end or self.proc.poll() is not None:
+                    raise RuntimeError("private mosquitto did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Subscriber:
+    """A real paho subscriber that keeps every message it receives (topic, payload, retain)."""
+
+    def __init__(self, port: int, topics: list[str], ca: Path | None = None, **auth: str):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
+        if auth:
+            self.client.username_pw_set(auth["username"], auth["password"])
+
+        def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            for t in topics:
+                client.subscribe(t, qos=1)
+            self.ready.set()
+
+        def on_message(client: Any, userdata: Any, msg: Any) -> None:
+            with self.lock:
+                self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self.ready.wait(10):
+            raise RuntimeError("subscriber did not connect")
+
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, bytes, bool]]], bool], timeout: float = 20
+    ) -> list[tuple[str, bytes, bool]]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                got = list(self.messages)
+            if predicate(got):
+                return got
+            time.sleep(0.05)
+        with self.lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

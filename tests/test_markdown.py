@@ -165,3 +165,30 @@ def test_md_escape_round_trips_as_plain_text(raw: str) -> None:
     if tokens:
         assert tokens[1].children and {c.type for c in tokens[1].children} == {"text"}
         assert text_of(tokens[1]) == one_line(raw)
+
+
+def test_hook_recording_finished_lists_every_alert_with_its_outcome(tmp_path: Path) -> None:
+    from tests.alertdata import decided
+
+    cfg = make_config(tmp_path, {"markdown_export": {}})
+    pm = manager(cfg)
+    store = Store(cfg.storage_url())
+    video = tmp_path / "yard.mp4"
+    rec = analysed(store, pm, video, [[ev(1, 2, "person", "walks")]], finish=None)
+    decided(store, rec.id, [("fence", 12.0, "confirmed"), ("fall", 30.0, "rejected")])
+    store.recordings.set_status(
+        rec.id,
+        "done",
+        notify=[(p, "recording_finished") for p in pm.subscribers("recording_finished")],
+    )
+    assert Dispatcher(store, pm, cfg).deliver_all() == 1
+    text = (tmp_path / "yard.framewatch.md").read_text(encoding="utf-8")
+    assert "## Alerts" in text
+    assert (
+        "[00:00:12](yard.mp4#t=12) **fence** (warning, confirmed, delivered): confirmed by the test"
+        in text
+    )
+    assert "**fall** (warning, rejected): rejected by the test" in text
+    # Without alerts the report has no such section (reports of today stay as they were).
+    plain, _ = report(tmp_path / "plain", [[ev(1, 2, "person", "walks")]])
+    assert "## Alerts" not in plain.read_text(encoding="utf-8")

@@ -127,3 +127,32 @@ def test_an_empty_store_has_no_made_up_numbers(tmp_path: Path) -> None:
         assert scrape(store)[0] == text
     finally:
         store.close()
+
+
+def test_alerts_counted_by_rule_and_outcome(tmp_path: Path) -> None:
+    from tests.alertdata import decided
+
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    try:
+        rec = populate(store, tmp_path / "cam.mp4", CAMERA, chunk_s=600)
+        decided(
+            store,
+            rec.id,
+            [
+                ("fence", 10.0, "confirmed"),
+                ("fence", 400.0, "rejected"),
+                ("fall", 50.0, "confirmed"),
+            ],
+        )
+        _, values = scrape(store)
+        assert (
+            values[("framewatch_alerts_total", (("outcome", "confirmed"), ("rule", "fence")))] == 1
+        )
+        assert (
+            values[("framewatch_alerts_total", (("outcome", "rejected"), ("rule", "fence")))] == 1
+        )
+        assert (
+            values[("framewatch_alerts_total", (("outcome", "confirmed"), ("rule", "fall")))] == 1
+        )
+    finally:
+        store.close()

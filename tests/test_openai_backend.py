@@ -163,3 +163,36 @@ def test_api_key_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert read_api_key(client_config(tmp_path, url)) == "sk-cred"
     with pytest.raises(Exception, match="base_url"):
         parse_config({"model": {"backend": "openai"}})
+
+
+def test_rules_and_the_second_look_through_the_server(server: OpenAICompatibleServer) -> None:
+    import numpy as np
+
+    from daemon.models import ChunkInput, Frame, RuleQuestion, VerifyInput
+
+    cfg = parse_config(
+        {"model": {"backend": "openai", "base_url": server.base_url, "max_new_tokens": 24}, **SMALL}
+    )
+    client = OpenAIAnalyzer.from_config(cfg)
+    client.api_key = "sk-test"
+    rng = np.random.default_rng(3)
+    frames = tuple(
+        Frame(t, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for t in (0, 1, 2, 3)
+    )
+    rules = (RuleQuestion("fence", "a person climbs the fence"),)
+    prompt = prompts.build_prompt("Describe.", 0.0, 4.0, 1, rules)
+    answer = client.analyze(ChunkInput("clip.mp4", 0, 0.0, 3.0, prompt, frames, rules))
+    body = server.requests[-1]["body"]
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["rules"]["required"] == ["fence"]
+    assert body["max_tokens"] > 24  # room for the verdict
+    assert client.last_stats["parse_error"] is None, client.last_stats
+    assert all(a.get("rule") in (None, "fence") for a in answer)
+    q = rules[0]
+    verdict = client.verify(
+        VerifyInput("clip.mp4", "fence", q.when, 0.0, 1.0, 2.0, 0.0, 3.0,
+                    prompts.verify_prompt(q, 1.0, 2.0, 0.0, 3.0), frames)
+    )  # fmt: skip
+    body = server.requests[-1]["body"]
+    assert body["response_format"]["json_schema"]["name"] == "verdict"
+    assert set(verdict) == {"happened", "reason"} and isinstance(verdict["happened"], bool)

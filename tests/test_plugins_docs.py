@@ -52,6 +52,7 @@ def test_every_hook_is_found() -> None:
         "events_found",
         "recording_finished",
         "recording_failed",
+        "alert_fired",
     }
 
 

@@ -145,6 +145,8 @@ def test_nothing_writes(client: TestClient, store: Store) -> None:
         "/api/recordings",
         "/api/recordings/{recording_id}",
         "/api/recordings/{recording_id}/events",
+        "/api/recordings/{recording_id}/alerts",
+        "/api/alerts/{alert_id}/thumbnail",
         "/api/recordings/{recording_id}/video",
         "/api/search",
         "/api/status",
@@ -346,7 +348,7 @@ def test_api_conforms_to_its_openapi_document(store: Store, video: Path) -> None
 
         check()
         checked.append(operation.label)
-    assert len(checked) == 7, checked
+    assert len(checked) == 9, checked
 
 
 def _with_id(case: schemathesis.Case, recording_id: int) -> schemathesis.Case:
@@ -658,3 +660,27 @@ def test_serve_refuses_an_older_store_in_one_line(read_only_dir: Path, video: Pa
     assert lines[-1].startswith("framewatch: error: the store at ")
     assert "schema revision 0003" in lines[-1] and "never migrates" in lines[-1]
     assert {p.name: p.read_bytes() for p in read_only_dir.iterdir()} == before
+
+
+def test_alerts_in_the_api_and_on_the_timeline(
+    client: TestClient, store: Store, video: Path
+) -> None:
+    from tests.alertdata import decided
+
+    rid = camera_id(store, video)
+    fired, rejected = decided(
+        store, rid, [("fence", 30.0, "confirmed"), ("fall", 80.0, "rejected")]
+    )
+    body = client.get(f"/api/recordings/{rid}/alerts").json()
+    assert [(a["rule"], a["outcome"], a["fired"]) for a in body] == [
+        ("fence", "confirmed", True),
+        ("fall", "rejected", False),
+    ]
+    assert body[0]["thumbnail"] == f"/api/alerts/{fired.id}/thumbnail"
+    pic = client.get(body[0]["thumbnail"])
+    assert pic.status_code == 200 and pic.headers["content-type"] == "image/jpeg"
+    assert pic.content[:2] == b"\xff\xd8"
+    assert client.get("/api/alerts/999/thumbnail").status_code == 404
+    page = client.get(f"/recordings/{rid}").text
+    assert page.count('class="mark alert-mark') == 1  # only what fired is on the timeline bar
+    assert "Alerts (1 fired of 2)" in page and "rejected by the test" in page

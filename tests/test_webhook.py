@@ -439,3 +439,63 @@ def test_retry_after_is_ascii_digits_or_a_date_within_the_backoff_range(
         assert d.deliver_due() == 1 and len(receiver.requests) == 2
     finally:
         receiver.close()
+
+
+def test_hook_alert_fired_once_per_alert_with_the_receiver_down_during_analysis(
+    tmp_path: Path,
+) -> None:
+    from tests.alertdata import StandIn, run
+
+    port = free_port()
+    clock = Clock()
+    plugins = {
+        "webhook": {"url": f"http://127.0.0.1:{port}/hook", "secret": SECRET, "timeout_s": 2}
+    }
+    sa = StandIn({"fence": [(1.5, 2.5), (6.5, 7.0)], "fall": [(6.2, 7.0)]}, {"fall": False})
+    rules = [
+        {"name": "fence", "when": "a person climbs the fence", "cooldown_s": 0},
+        {"name": "fall", "when": "someone falls"},
+        {"name": "quiet", "when": "nothing", "plugins": []},  # delivered by no plugin
+    ]
+    store, plugin, rec, cfg = run(tmp_path, sa, rules, plugins=plugins, deliver=False)
+    d = Dispatcher(store, plugin.pm, cfg, clock=clock)
+    d.deliver_due()  # nobody listening while the recording is analysed
+    assert store.outbox.counts()["plugins"]["webhook"]["delivered"] == 0
+    fired = [a for a in store.alerts.of(rec.id) if a.fired]
+    assert [(a.rule, a.state) for a in fired] == [("fence", "confirmed"), ("fence", "confirmed")]
+
+    receiver = Receiver(port)
+    try:
+        for _ in range(4):  # several rounds of retries: none may send an alert twice
+            clock.advance(3600)
+            d.deliver_all()
+        alerts = [verified(r) for r in receiver.requests if verified(r)["type"] == "alert.fired"]
+        assert sorted(a["data"]["alert"]["id"] for a in alerts) == sorted(a.id for a in fired)
+        ids = [r["headers"]["webhook-id"] for r in receiver.requests]
+        assert len(ids) == len(set(ids))
+        body = alerts[0]["data"]["alert"]
+        assert {
+            "id",
+            "rule",
+            "recording",
+            "start_s",
+            "end_s",
+            "outcome",
+            "reason",
+            "thumbnail",
+        } <= set(body)
+        assert body["recording"] == rec.path and body["outcome"] == "confirmed"
+        assert body["thumbnail"]["data_url"].startswith("data:image/jpeg;base64,")
+        # `framewatch replay --alerts` re-delivers the alerts that fired, as new messages.
+        config = tmp_path / "replay.toml"
+        config.write_text(
+            f'[storage]\nurl = "sqlite:///{tmp_path / "fw.db"}"\n'
+            f'[plugins.webhook]\nurl = "http://127.0.0.1:{port}/hook"\nsecret = "{SECRET}"\n'
+        )
+        from daemon.cli import main
+
+        assert main(["replay", "--alerts", rec.path, "--plugin", "webhook", "-c", str(config)]) == 0
+        again = [verified(r) for r in receiver.requests if verified(r)["type"] == "alert.fired"]
+        assert len(again) == 4
+    finally:
+        receiver.close()

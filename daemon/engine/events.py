@@ -43,7 +43,7 @@ def clean_text(value: Any, limit: int) -> str:
     return text[:limit]
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -58,7 +58,7 @@ def _number(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _nearest(times: Sequence[float], t: float) -> float | None:
+def nearest_time(times: Sequence[float], t: float) -> float | None:
     if not times:
         return None
     return min(times, key=lambda x: abs(x - t))
@@ -78,7 +78,7 @@ def normalize(
         if not isinstance(item, dict):
             counts.invalid += 1
             continue
-        s, e = _number(item.get("start_s")), _number(item.get("end_s"))
+        s, e = as_number(item.get("start_s")), as_number(item.get("end_s"))
         if e is None and s is not None:
             e = s
         label = clean_text(item.get("label", ""), MAX_LABEL)
@@ -95,7 +95,7 @@ def normalize(
             s, e = max(s, start_s), min(e, end_s)
             counts.clamped += 1
         description = clean_text(item.get("description", ""), MAX_DESCRIPTION)
-        confidence = _number(item.get("confidence"))
+        confidence = as_number(item.get("confidence"))
         if confidence is not None:
             confidence = min(max(confidence, 0.0), 1.0)
         key = (label.casefold(), round(s, 3), round(e, 3))
@@ -116,7 +116,7 @@ def normalize(
                 label=label,
                 description=description,
                 confidence=confidence,
-                evidence_s=_nearest(frame_times, s),
+                evidence_s=nearest_time(frame_times, s),
                 extra=extra,
             )
         )

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from daemon.engine.activity import StaticSettings, scan_window, static_window
+from daemon.engine.alerts import normalize_hits, split_hits
 from daemon.engine.events import Candidate, Counts, normalize
 from daemon.engine.prompts import build_prompt
 from daemon.engine.sampler import sample_frames
-from daemon.models import ChunkInput, ChunkWindow, Frame
+from daemon.models import ChunkInput, ChunkWindow, Frame, RuleHit, RuleQuestion
 
 if TYPE_CHECKING:
     from daemon.engine.analyzer import Analyzer
@@ -27,6 +28,10 @@ class ChunkResult:
     # Set when the activity pre-pass found the chunk static: what it measured and what was done
     # ("skipped": not sent to the model; "low_fps": sampled at static_fps).
     static: dict[str, Any] | None = None
+    # Alert rules the chunk was asked (names) and those its answer says happened.
+    hits: tuple[RuleHit, ...] = ()
+    asked: tuple[str, ...] = ()
+    refused_hits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +85,14 @@ def prepare_chunk(
 
 
 def analyze_prepared(
-    prepared: Prepared, analyzer: Analyzer, task: str, max_events: int
+    prepared: Prepared,
+    analyzer: Analyzer,
+    task: str,
+    max_events: int,
+    rules: tuple[RuleQuestion, ...] = (),
 ) -> ChunkResult:
     """Run `analyzer` on prepared frames and normalise what it returns; a chunk skipped as static
-    gives no events without calling it."""
+    gives no events without calling it. `rules`: the alert rules asked in the same answer."""
     window = prepared.window
     if prepared.used is None:
         return ChunkResult([], Counts(), (), prepared.decode_s, 0.0, {}, prepared.static)
@@ -94,8 +103,9 @@ def analyze_prepared(
         index=window.index,
         start_s=window.start_s,
         end_s=window.end_s,
-        prompt=build_prompt(task, window.start_s, window.end_s, max_events),
+        prompt=build_prompt(task, window.start_s, window.end_s, max_events, rules),
         frames=frames,
+        rules=rules,
     )
     return _finish(chunk, analyzer, prepared.decode_s, t1, prepared.static)
 
@@ -106,10 +116,21 @@ def _finish(
     raw = analyzer.analyze(chunk)
     t2 = time.perf_counter()
     frame_times = tuple(f.t_s for f in chunk.frames)
-    events, counts = normalize(
-        raw if isinstance(raw, list) else [], chunk.start_s, chunk.end_s, frame_times
-    )
+    items, found = split_hits(raw if isinstance(raw, list) else [], (r.name for r in chunk.rules))
+    events, counts = normalize(items, chunk.start_s, chunk.end_s, frame_times)
     if not isinstance(raw, list):
         counts.invalid += 1
+    hits, refused = normalize_hits(found, chunk.start_s, chunk.end_s, chunk.frames)
     stats = dict(getattr(analyzer, "last_stats", None) or {})
-    return ChunkResult(events, counts, frame_times, decode_s, t2 - t1, stats, static)
+    return ChunkResult(
+        events,
+        counts,
+        frame_times,
+        decode_s,
+        t2 - t1,
+        stats,
+        static,
+        tuple(hits),
+        tuple(r.name for r in chunk.rules),
+        refused,
+    )

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from daemon.config import PROFILES
+
+if TYPE_CHECKING:
+    from daemon.models import RuleQuestion
 
 _FORMAT = (
     "Each frame group is preceded by its time as <T seconds>, counted from the start of the "
@@ -34,14 +38,70 @@ def instructions(profile: str, custom: str | None) -> str:
         raise UnknownProfile(f"unknown analysis profile {profile!r}; known: {known}") from None
 
 
-def build_prompt(task: str, start_s: float, end_s: float, max_events: int) -> str:
-    """The full text sent with one chunk's frames."""
-    return task + "\n\n" + _FORMAT.format(start=start_s, end=end_s, max_events=max_events)
+# Only for recordings that [[alerts]] rules apply to: without rules the prompt is _FORMAT alone,
+# byte for byte, and so is the answer's grammar.
+_RULES = (
+    'Also answer each question below in "rules", after "events", keyed by its name: '
+    '{{"happened": true, "start_s": number, "end_s": number, "why": one sentence}} when it '
+    'happens in this part, else {{"happened": false}}. The whole answer is then {{"events": '
+    '[...], "rules": {{{keys}}}}}. Say true only when you can see it happen.\n{questions}'
+)
+
+
+def rule_line(rule: RuleQuestion) -> str:
+    """One rule as the prompts ask it."""
+    lasting = (
+        f" (lasting at least {rule.min_duration_s:g} seconds)" if rule.min_duration_s > 0 else ""
+    )
+    return f"{rule.when}{lasting}"
+
+
+def build_prompt(
+    task: str,
+    start_s: float,
+    end_s: float,
+    max_events: int,
+    rules: Sequence[RuleQuestion] = (),
+) -> str:
+    """The full text sent with one chunk's frames; with `rules`, their questions too."""
+    text = task + "\n\n" + _FORMAT.format(start=start_s, end=end_s, max_events=max_events)
+    if not rules:
+        return text
+    keys = ", ".join(f'"{r.name}": ...' for r in rules)
+    questions = "\n".join(f"- {r.name}: {rule_line(r)}?" for r in rules)
+    return text + "\n\n" + _RULES.format(keys=keys, questions=questions)
+
+
+_VERIFY = (
+    "Each frame group is preceded by its time as <T seconds>, counted from the start of the "
+    "recording. These frames run from {window_start:.1f} to {window_end:.1f} seconds. Look "
+    "closely: between {start:.1f} and {end:.1f} seconds, does this happen: {question}? "
+    'Answer with JSON only: {{"happened": true or false, "reason": one sentence saying what you '
+    "see}}. Say true only when you can see it happen."
+)
+
+
+def verify_prompt(
+    rule: RuleQuestion, start_s: float, end_s: float, window_start_s: float, window_end_s: float
+) -> str:
+    """The one yes/no question of a candidate's second look."""
+    return _VERIFY.format(
+        window_start=window_start_s,
+        window_end=window_end_s,
+        start=start_s,
+        end=end_s,
+        question=rule_line(rule),
+    )
 
 
 def prompt_hash(task: str) -> str:
     """Short stable id of the task text, kept in every event's provenance."""
     return hashlib.sha256(task.encode("utf-8")).hexdigest()[:16]
+
+
+def rules_hash(task: str, rules: Sequence[RuleQuestion]) -> str:
+    """Short stable id of the task and the rules asked with it (an alert's provenance)."""
+    return prompt_hash(task + "\n\n" + "\n".join(f"{r.name}: {rule_line(r)}" for r in rules))
 
 
 def _bounded_text(max_chars: int) -> dict[str, Any]:
@@ -50,8 +110,16 @@ def _bounded_text(max_chars: int) -> dict[str, Any]:
     return {"type": "string", "pattern": f'^[^"\\\\\\x00-\\x1f]{{0,{max_chars}}}$'}
 
 
-def event_schema(max_events: int, label_chars: int, description_chars: int) -> dict[str, Any]:
-    """JSON schema of one chunk's answer. `end_s >= start_s` cannot be expressed; events.py checks it."""
+def event_schema(
+    max_events: int,
+    label_chars: int,
+    description_chars: int,
+    rules: Sequence[str] = (),
+    reason_chars: int = 160,
+) -> dict[str, Any]:
+    """JSON schema of one chunk's answer. `end_s >= start_s` cannot be expressed; events.py checks it.
+
+    With `rules` (their names) the answer also holds "rules": one verdict per rule, no other."""
     event = {
         "type": "object",
         "properties": {
@@ -63,10 +131,46 @@ def event_schema(max_events: int, label_chars: int, description_chars: int) -> d
         "required": ["start_s", "end_s", "label", "description"],
         "additionalProperties": False,
     }
-    return {
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": {"events": {"type": "array", "items": event, "maxItems": max_events}},
         "required": ["events"],
+        "additionalProperties": False,
+    }
+    if rules:
+        no = {
+            "type": "object",
+            "properties": {"happened": {"type": "boolean", "enum": [False]}},
+            "required": ["happened"],
+            "additionalProperties": False,
+        }
+        yes = {
+            "type": "object",
+            "properties": {
+                "happened": {"type": "boolean", "enum": [True]},
+                "start_s": {"type": "number"},
+                "end_s": {"type": "number"},
+                "why": _bounded_text(reason_chars),
+            },
+            "required": ["happened", "start_s", "end_s", "why"],
+            "additionalProperties": False,
+        }
+        schema["properties"]["rules"] = {
+            "type": "object",
+            "properties": {name: {"anyOf": [no, yes]} for name in rules},
+            "required": list(rules),
+            "additionalProperties": False,
+        }
+        schema["required"] = ["events", "rules"]
+    return schema
+
+
+def verify_schema(reason_chars: int) -> dict[str, Any]:
+    """JSON schema of a second look's answer: one yes/no and its reason."""
+    return {
+        "type": "object",
+        "properties": {"happened": {"type": "boolean"}, "reason": _bounded_text(reason_chars)},
+        "required": ["happened", "reason"],
         "additionalProperties": False,
     }
 

@@ -12,7 +12,13 @@ that names it:
   queue.max_deliveries);
 - `name` is optional (default: the plugin's name), and must be a non-empty string;
 - `provenance() -> dict` is optional (default: {"model": name, "plugin": ..., "plugin_version":
-  ...} from the plugin's distribution); it must return a JSON object.
+  ...} from the plugin's distribution); it must return a JSON object;
+- alert rules: when `chunk.rules` is not empty, a dict in the answer whose `rule` names one of
+  them is a rule hit; one without a numeric `start_s` is refused (logged in one line naming the
+  plugin) and the chunk goes on;
+- `verify(request) -> dict` is optional: without it every candidate stays unverified, saying so;
+  an answer without a boolean `happened` (or an exception) makes that one alert unverified with
+  a reason naming the plugin, never a retry loop.
 """
 
 from __future__ import annotations
@@ -20,14 +26,18 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from daemon.engine.alerts import finite
 from daemon.engine.analyzer import AnalyzerFailed, AnalyzerRefused
 from daemon.gpu import is_cuda_fault, is_oom
 from daemon.hookspecs import hookimpl
+from daemon.log import get_logger
 
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.engine.analyzer import Analyzer
-    from daemon.models import ChunkInput
+    from daemon.models import ChunkInput, VerifyInput
+
+log = get_logger(__name__)
 
 # The host's own analyzer is not a stranger: its errors (a server's HTTP error, a load failure)
 # pass through unchanged.
@@ -90,6 +100,54 @@ class PluginAnalyzer:
                 "not a list of events (return [] for an unusable answer)",
                 permanent=True,
             )
+        if chunk.rules and self._stranger:
+            raw = self._checked_hits(raw, {r.name for r in chunk.rules})
+        return raw
+
+    def _checked_hits(self, raw: list[Any], asked: set[str]) -> list[Any]:
+        out = []
+        for item in raw:
+            if (
+                isinstance(item, dict)
+                and item.get("rule") in asked
+                and not finite(item.get("start_s"))
+            ):
+                log.warning(
+                    "rule_hit_refused",
+                    reason=f"the analyzer of plugin {self.plugin!r} answered rule "
+                    f'{item["rule"]!r} without a numeric start_s (README, "Your own model")',
+                )
+                continue
+            out.append(item)
+        return out
+
+    @property
+    def can_verify(self) -> bool:
+        """Whether the analyzer offers the optional second look (`verify`)."""
+        return callable(getattr(self.inner, "verify", None))
+
+    def verify(self, request: VerifyInput) -> dict[str, Any]:
+        """The analyzer's answer to one candidate's yes/no question, checked: a dict with a
+        boolean `happened` (and a `reason`), or {"error": why} when it cannot be used."""
+        try:
+            raw = self.inner.verify(request)
+        except Exception as exc:
+            if not self._stranger or is_oom(exc) or is_cuda_fault(exc):
+                raise
+            raise AnalyzerFailed(
+                f"the analyzer of plugin {self.plugin!r}: verify() raised "
+                f"{type(exc).__name__}: {exc}",
+                permanent=False,
+            ) from exc
+        if not isinstance(raw, dict) or not (
+            isinstance(raw.get("happened"), bool) or isinstance(raw.get("error"), str)
+        ):
+            what = type(raw).__name__ if not isinstance(raw, dict) else "an object"
+            raise AnalyzerFailed(
+                f"the analyzer of plugin {self.plugin!r}: verify() returned {what} without a "
+                'boolean "happened" (README, "Your own model")',
+                permanent=True,
+            )
         return raw
 
     def provenance(self) -> dict[str, Any]:
@@ -137,6 +195,9 @@ def check_analyzer(made: Any, plugin: str, version: str | None) -> PluginAnalyze
     provenance = getattr(made, "provenance", None)
     if provenance is not None and not callable(provenance):
         raise refuse("whose provenance is not a method")
+    verify = getattr(made, "verify", None)
+    if verify is not None and not callable(verify):
+        raise refuse("whose verify is not a method")
     checked = PluginAnalyzer(made, plugin, version, name)
     if provenance is not None:
         try:

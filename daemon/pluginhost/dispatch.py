@@ -239,17 +239,29 @@ class Dispatcher:
                 "recording": recording,
                 "events": self.store.events.of(d.recording_id),
                 "static_spans": self.store.chunks.static_spans(d.recording_id),
+                "alerts": self.store.alerts.of(d.recording_id),
             }
         if d.hook == "recording_failed":
             return {"recording": recording, "error": recording.reason or ""}
+        if d.hook == "alert_fired":
+            if d.alert_id is None:
+                raise KeyError("alert_fired without an alert id")
+            return {"recording": recording, "alert": self.store.alerts.get(d.alert_id)}
         raise KeyError(f"hook {d.hook}")
 
     # -- replay -------------------------------------------------------------------------------
 
-    def replay(self, recording_ids: Sequence[int] | None, plugin: str | None = None) -> int:
+    def replay(
+        self,
+        recording_ids: Sequence[int] | None,
+        plugin: str | None = None,
+        *,
+        alerts: bool = False,
+    ) -> int:
         """Queue every notification of these recordings (None: all) again, for one plugin or all
         that subscribe. New rows, so each is a new message with a new delivery_id. Lifts a
-        plugin's block after HTTP 410. Returns how many rows were queued."""
+        plugin's block after HTTP 410. `alerts`: the alerts that fired instead (alert_fired, to
+        the plugins each rule names). Returns how many rows were queued."""
         if plugin is not None:
             if plugin not in self.plugins.names():
                 raise LookupError(f"no active plugin named {plugin!r}")
@@ -261,6 +273,20 @@ class Dispatcher:
         }
         if recording_ids is None:
             recording_ids = [r.id for r, _, _ in reversed(self.store.recordings.list())]
+        if alerts:
+            fired: list[tuple[str, int, int, int]] = []
+            for rid in recording_ids:
+                for a in self.store.alerts.of(rid, thumbnails=False):
+                    if not a.fired:
+                        continue
+                    rule = self.config.rule(a.rule)
+                    names = rule.plugins if rule is not None else None
+                    fired += [
+                        (p, rid, a.chunk_index, a.id)
+                        for p in subs["alert_fired"]
+                        if names is None or p in names
+                    ]
+            return self.store.outbox.add([], fired)
         rows: list[tuple[str, str, int, int | None]] = []
         for rid in recording_ids:
             rec = self.store.recordings.get(rid)

@@ -142,6 +142,11 @@ class PluginManager:
         for name in tables:
             if not self.pm.has_plugin(name) and name not in self._inactive:
                 errors.append((f"plugins.{name}", tables[name], "no such plugin is installed"))
+        known = set(self._meta) | set(self._inactive)
+        for i, rule in enumerate(self.config.alerts):
+            for name in rule.plugins or ():
+                if name not in known:
+                    errors.append((f"alerts.{i}.plugins", name, "no such plugin is installed"))
         if errors:
             raise ConfigError(str(self.config.source) if self.config.source else None, errors)
         log.debug("plugins_loaded", active=sorted(self._meta), inactive=sorted(self._inactive))

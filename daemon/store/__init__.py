@@ -8,6 +8,7 @@ never migrated, over connections that cannot write; `framewatch serve` reads thr
 - `chunks` (chunks.py): the plan and each chunk's lifecycle, one set of verbs for every queue;
 - `events` (events.py): stored events, the plain listing, full-text search (search.py);
 - `outbox` (outbox.py): plugin notifications and plugin blocks;
+- `alerts` (alerts.py): alert rules' candidates, their second look and outcome;
 - `calibration` (calibration.py): measured GPU memory against estimates.
 
 Only frozen data objects (daemon.models, DeliveryInfo) leave the store; its tables (tables.py)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.store.alerts import Alerts
 from daemon.store.calibration import Calibrations
 from daemon.store.chunks import Chunks, merge_static_spans
 from daemon.store.db import ReadOnlyStoreError
@@ -50,6 +52,7 @@ class Store:
         self.chunks = Chunks(self.db)
         self.events = Events(self.db)
         self.outbox = Outbox(self.db)
+        self.alerts = Alerts(self.db)
         self.calibration = Calibrations(self.db)
 
     def close(self) -> None:
@@ -57,4 +60,8 @@ class Store:
 
     def stats(self) -> dict[str, Any]:
         """Totals for the metrics endpoint (stats.py) with the outbox's counts as `deliveries`."""
-        return {**stats(self.db), "deliveries": self.outbox.counts()}
+        return {
+            **stats(self.db),
+            "deliveries": self.outbox.counts(),
+            "alerts": self.alerts.counts(),
+        }

@@ -10,7 +10,7 @@ previous run stored for it, so a crash at any point loses nothing and stores not
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -18,7 +18,8 @@ from sqlalchemy import func
 from sqlmodel import Session, col, delete, select
 
 from daemon.identity import owner_is_dead
-from daemon.models import Candidate, ChunkInfo, ChunkWindow, EventInfo, StaticSpan
+from daemon.models import Candidate, ChunkInfo, ChunkWindow, EventInfo, RuleHit, StaticSpan
+from daemon.store.alerts import insert_candidates
 from daemon.store.session import Database
 from daemon.store.tables import Chunk, Delivery, Event, Recording, chunk_info, event_info
 
@@ -180,10 +181,15 @@ class Chunks:
         provenance: dict[str, Any],
         *,
         notify: Sequence[str] = (),
+        hits: Sequence[RuleHit] = (),
+        severity: Mapping[str, str] | None = None,
+        alert_provenance: Mapping[str, Any] | None = None,
+        alert_notes: Mapping[str, str] | None = None,
     ) -> list[EventInfo] | None:
         """Store a chunk's events and mark it done, in one transaction, replacing any events a
         previous run stored for it. Outbox rows for `notify` plugins (hook events_found) go in
-        the same transaction. Returns None when the chunk is no longer ours (lease taken over)."""
+        the same transaction, and so do the alert candidates of `hits` (store/alerts.py). Returns
+        None when the chunk is no longer ours (lease taken over)."""
         with self.db.session() as s:
             # Locked: two boxes that computed the same chunk commit one after the other, and the
             # second sees it done (events stored once, one outbox row per plugin).
@@ -224,6 +230,16 @@ class Chunks:
                         recording_id=recording_id,
                         chunk_index=index,
                     )
+                )
+            if hits:
+                insert_candidates(
+                    s,
+                    recording_id,
+                    index,
+                    hits,
+                    severity or {},
+                    alert_provenance or {},
+                    alert_notes,
                 )
             s.flush()
             return [event_info(r) for r in rows]

@@ -36,6 +36,7 @@ class DeliveryInfo:
     created_at: float
     lease: float
     last_error: str | None = None
+    alert_id: int | None = None
 
 
 class Outbox:
@@ -84,6 +85,7 @@ class Outbox:
                         d.created_at,
                         until,
                         d.last_error,
+                        d.alert_id,
                     )
                 )
             return out
@@ -137,13 +139,22 @@ class Outbox:
                 .values(next_attempt_at=next_attempt_at)
             )
 
-    def add(self, rows: Sequence[tuple[str, str, int, int | None]]) -> int:
-        """New rows (plugin, hook, recording id, chunk index), e.g. for a replay."""
+    def add(
+        self,
+        rows: Sequence[tuple[str, str, int, int | None]],
+        alerts: Sequence[tuple[str, int, int, int]] = (),
+    ) -> int:
+        """New rows (plugin, hook, recording id, chunk index), e.g. for a replay, and alert_fired
+        rows (plugin, recording id, chunk index, alert id)."""
         with self.db.session() as s:
             s.add_all(
                 Delivery(plugin=p, hook=h, recording_id=r, chunk_index=c) for p, h, r, c in rows
             )
-        return len(rows)
+            s.add_all(
+                Delivery(plugin=p, hook="alert_fired", recording_id=r, chunk_index=c, alert_id=a)
+                for p, r, c, a in alerts
+            )
+        return len(rows) + len(alerts)
 
     def block(self, plugin: str, settings_hash: str, reason: str) -> int:
         """Stop delivering to `plugin` while it has these settings; its undelivered rows die with

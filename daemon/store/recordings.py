@@ -19,6 +19,7 @@ from daemon.store import listing
 from daemon.store.session import Database
 from daemon.store.tables import (
     RECORDING_STATES,
+    Alert,
     Chunk,
     Delivery,
     Recording,
@@ -205,8 +206,9 @@ class Recordings:
     def settle(
         self, recording_id: int, finished: Sequence[str] = (), failed: Sequence[str] = ()
     ) -> RecordingInfo:
-        """Once no chunk is pending or running, move the recording to done (or failed, naming the
-        first failed chunk) with its outbox rows for `finished` / `failed` plugins. Under the
+        """Once no chunk is pending or running and no alert candidate waits for its second look,
+        move the recording to done (or failed, naming the first failed chunk) with its outbox
+        rows for `finished` / `failed` plugins (so a report lists every alert's outcome). Under the
         recording's row lock, so when the last chunks end on two boxes at once exactly one of them
         settles it and plugins hear of it once."""
         with self.db.session() as s:
@@ -221,6 +223,13 @@ class Recordings:
                 select(Chunk).where(Chunk.recording_id == recording_id).order_by(col(Chunk.index))
             ).all()
             if not chunks or any(c.status in ("pending", "running") for c in chunks):
+                return recording_info(rec)
+            waiting = s.exec(
+                select(Alert.id)
+                .where(Alert.recording_id == recording_id, Alert.state == "candidate")
+                .limit(1)
+            ).first()
+            if waiting is not None:
                 return recording_info(rec)
             bad = [c for c in chunks if c.status == "failed"]
             if bad:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from daemon.models import ChunkInfo, EventInfo, RecordingInfo
+from daemon.models import AlertInfo, ChunkInfo, EventInfo, RecordingInfo
 
 RECORDING_STATES = ("queued", "analyzing", "done", "failed", "skipped")
 CHUNK_STATES = ("pending", "running", "done", "failed")
@@ -96,12 +96,46 @@ class Delivery(SQLModel, table=True):
     hook: str
     recording_id: int = Field(foreign_key="recording.id", index=True)
     chunk_index: int | None = None
+    # The alert an alert_fired row announces (revision 0005).
+    alert_id: int | None = Field(default=None, foreign_key="alert.id", index=True)
     attempts: int = 0
     next_attempt_at: float = Field(default_factory=time.time, index=True)
     last_error: str | None = None
     delivered_at: float | None = Field(default=None, index=True)
     dead: bool = False
     created_at: float = Field(default_factory=time.time)
+
+
+class Alert(SQLModel, table=True):
+    """An alert rule's candidate from a chunk's answer and its outcome (revision 0005).
+
+    `state` candidate -> confirmed | rejected | unverified | suppressed; a candidate is claimed
+    for its second look like a chunk (owner, lease_until), so several boxes never verify one
+    twice and one left by a dead process is verified again."""
+
+    __table_args__ = (Index("ix_alert_recording_rule", "recording_id", "rule", "start_s"),)
+    id: int | None = Field(default=None, primary_key=True)
+    recording_id: int = Field(foreign_key="recording.id", index=True)
+    chunk_index: int
+    rule: str
+    severity: str
+    state: str = Field(default="candidate", index=True)
+    reason: str | None = None
+    fired: bool = False
+    start_s: float
+    end_s: float
+    why: str = ""
+    owner: str | None = None
+    lease_until: float | None = None
+    attempts: int = 0
+    verification: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    thumbnail: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    thumbnail_s: float | None = None
+    created_at: float = Field(default_factory=time.time)
+    decided_at: float | None = None
 
 
 class PluginBlock(SQLModel, table=True):
@@ -182,4 +216,27 @@ def event_info(e: Event) -> EventInfo:
         confidence=e.confidence,
         evidence_s=e.evidence_s,
         provenance={"model": e.model, "prompt_hash": e.prompt_hash, **e.settings},
+    )
+
+
+def alert_info(a: Alert, *, thumbnail: bool = True) -> AlertInfo:
+    assert a.id is not None
+    return AlertInfo(
+        id=a.id,
+        recording_id=a.recording_id,
+        chunk_index=a.chunk_index,
+        rule=a.rule,
+        severity=a.severity,
+        state=a.state,
+        start_s=a.start_s,
+        end_s=a.end_s,
+        why=a.why,
+        reason=a.reason,
+        fired=a.fired,
+        verification=dict(a.verification),
+        provenance=dict(a.provenance),
+        thumbnail=a.thumbnail if thumbnail else None,
+        thumbnail_s=a.thumbnail_s,
+        created_at=a.created_at,
+        decided_at=a.decided_at,
     )

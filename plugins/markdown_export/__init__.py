@@ -20,7 +20,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.hookspecs import ConfigPath, hookimpl
-from daemon.models import EventInfo, RecordingInfo, StaticSpan, hms
+from daemon.models import AlertInfo, EventInfo, RecordingInfo, StaticSpan, hms
 from plugins._shared import chapters, one_line, write_atomically
 
 if TYPE_CHECKING:
@@ -117,11 +117,12 @@ def render(
     settings: MarkdownSettings,
     out: Path,
     static_spans: Sequence[StaticSpan] = (),
+    alerts: Sequence[AlertInfo] = (),
 ) -> str:
     """The report's text for `out` (links to the video are relative to where the report lies)."""
     href = quote(os.path.relpath(recording.path, out.parent).replace(os.sep, "/"))
 
-    def link(e: EventInfo | StaticSpan) -> Markup:
+    def link(e: EventInfo | StaticSpan | AlertInfo) -> Markup:
         # Media fragment: browsers and many players open the video at that second.
         return Markup(f"[{hms(e.start_s)}]({href}#t={int(e.start_s)})")
 
@@ -141,6 +142,8 @@ def render(
         "recording": recording,
         "static_spans": list(static_spans),
         "skipped_s": sum(s.end_s - s.start_s for s in static_spans if s.action == "skipped"),
+        # Every alert of the recording with its outcome, fired or not: the report is the record.
+        "alerts": sorted(alerts, key=lambda a: (a.start_s, a.id)),
     }
     return _template(settings).render(context)
 
@@ -155,8 +158,9 @@ def recording_finished(
     recording: RecordingInfo,
     events: list[EventInfo],
     static_spans: list[StaticSpan],
+    alerts: list[AlertInfo],
     settings: MarkdownSettings | None,
 ) -> None:
     settings = settings or MarkdownSettings()
     out = report_path(recording, settings)
-    write_atomically(out, render(recording, events, settings, out, static_spans))
+    write_atomically(out, render(recording, events, settings, out, static_spans, alerts))

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from daemon.models import ChunkInfo, EventInfo, RecordingInfo, event_json, hms
+from daemon.models import AlertInfo, ChunkInfo, EventInfo, RecordingInfo, event_json, hms
 from plugins.web.metrics import metrics_registry, metrics_response
 from plugins.web.video import SERVED_STATES, Refused, file_response, open_registered
 
@@ -66,6 +66,11 @@ class _Outbox(Protocol):
     def counts(self) -> dict[str, Any]: ...
 
 
+class _Alerts(Protocol):
+    def of(self, recording_id: int | None = None) -> list[AlertInfo]: ...
+    def get(self, alert_id: int) -> AlertInfo: ...
+
+
 class ReadStore(Protocol):
     """What the web app uses of the store (daemon.store.Store, which plugins see as `app.store`):
     reads only. Search hits carry `event`, `recording_path`, `recording_status`, `score`, `rank`
@@ -75,6 +80,7 @@ class ReadStore(Protocol):
     chunks: _Chunks
     events: _Events
     outbox: _Outbox
+    alerts: _Alerts
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -140,6 +146,25 @@ class EventOut(BaseModel):
     provenance: dict[str, Any] = Field(description="Model, prompt hash and sampling settings.")
 
 
+class AlertOut(BaseModel):
+    id: int
+    recording_id: int
+    rule: str
+    severity: str
+    outcome: str = Field(
+        description="candidate (waiting for its second look), confirmed, rejected, unverified "
+        "or suppressed (within the rule's cooldown)."
+    )
+    fired: bool = Field(description="Delivered to the rule's plugins.")
+    start_s: float
+    end_s: float
+    time: str = Field(description="start_s as HH:MM:SS.")
+    reason: str | None = Field(description="Why this outcome, as a person reads it.")
+    why: str = Field(description="The chunk answer's reason for the candidate.")
+    thumbnail: str | None = Field(description="URL of its JPEG thumbnail, when it has one.")
+    verification: dict[str, Any] = Field(description="The second look: answer, window, frames.")
+
+
 class HitOut(EventOut):
     rank: int
     score: float = Field(description="Higher is better; comparable within one search.")
@@ -201,6 +226,24 @@ def _event(e: EventInfo) -> EventOut:
     # models.event_json leaves out unknown confidence and evidence; the API says null.
     fields = {"confidence": None, "evidence_s": None, **event_json(e)}
     return EventOut(**fields, recording_id=e.recording_id, time=hms(e.start_s))
+
+
+def _alert(a: AlertInfo) -> AlertOut:
+    return AlertOut(
+        id=a.id,
+        recording_id=a.recording_id,
+        rule=a.rule,
+        severity=a.severity,
+        outcome=a.state,
+        fired=a.fired,
+        start_s=a.start_s,
+        end_s=a.end_s,
+        time=hms(a.start_s),
+        reason=a.reason,
+        why=a.why,
+        thumbnail=f"/api/alerts/{a.id}/thumbnail" if a.thumbnail else None,
+        verification=dict(a.verification),
+    )
 
 
 def _hit(h: Any) -> HitOut:
@@ -429,6 +472,33 @@ def create_app(
         recording_or_404(recording_id)
         return [_event(e) for e in store.events.of(recording_id)]
 
+    @app.get("/api/recordings/{recording_id}/alerts", tags=["alerts"], responses=NOT_FOUND)
+    def recording_alerts(recording_id: RecordingId) -> list[AlertOut]:
+        """A recording's alerts ([[alerts]] rules), by start time, with their outcomes."""
+        recording_or_404(recording_id)
+        return [_alert(a) for a in store.alerts.of(recording_id)]
+
+    @app.get(
+        "/api/alerts/{alert_id}/thumbnail",
+        tags=["alerts"],
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "The alert's picture."},
+            404: {"model": Problem, "description": "No such alert, or it has no picture."},
+        },
+    )
+    def alert_thumbnail(
+        alert_id: Annotated[int, PathParam(ge=1, le=MAX_ID, description="The alert's id.")],
+    ) -> Response:
+        """The JPEG an alert carries (the frame nearest its moment)."""
+        try:
+            a = store.alerts.get(alert_id)
+        except KeyError:
+            raise HTTPException(404, "no such alert") from None
+        if not a.thumbnail:
+            raise HTTPException(404, "this alert has no picture")
+        return Response(a.thumbnail, media_type="image/jpeg")
+
     @app.get(
         "/api/recordings/{recording_id}/video",
         tags=["recordings"],
@@ -528,8 +598,16 @@ def create_app(
     def recording_page(recording_id: RecordingId) -> HTMLResponse:
         rec = detail(recording_id)
         events = [_event(e) for e in store.events.of(recording_id)]
+        alerts = [_alert(a) for a in store.alerts.of(recording_id)]
         duration = rec.duration_s or max((e.end_s for e in events), default=0.0)
-        return page("recording.html.j2", rec=rec, events=events, duration=duration, query="")
+        return page(
+            "recording.html.j2",
+            rec=rec,
+            events=events,
+            alerts=alerts,
+            duration=duration,
+            query="",
+        )
 
     @app.get("/search", include_in_schema=False)
     def search_page(

@@ -98,6 +98,15 @@ class StoreCollector(Collector):
             for state in ("pending", "failed", "dead", "delivered"):
                 deliveries.add_metric([plugin, state], counts.get(state, 0))
         yield deliveries
+        alerts = CounterMetricFamily(
+            "framewatch_alerts",
+            "Alerts of [[alerts]] rules by rule and outcome: candidate (waiting for its second "
+            "look), confirmed, rejected, unverified, suppressed (cooldown).",
+            labels=["rule", "outcome"],
+        )
+        for rule, outcome, n in s.get("alerts", ()):
+            alerts.add_metric([rule, outcome], n)
+        yield alerts
 
 
 def metrics_registry(store: Any) -> CollectorRegistry:

@@ -1,7 +1,10 @@
 """Built-in plugin webhook: POST events as Standard Webhooks (signed JSON) to one URL.
 
-Sends `events.found` for every analysed chunk that has (matching) events and
-`recording.finished` at the end, with the static spans the model was not shown. The `webhook-id` is derived from the outbox row, so it is the same
+Sends `events.found` for every analysed chunk that has (matching) events,
+`recording.finished` at the end, with the static spans the model was not shown, and
+`alert.fired` for every alert of an `[[alerts]]` rule that fired (confirmed by the second look,
+or unverified where its rule delivers that), once per alert id. The `webhook-id` is derived from
+the outbox row, so it is the same
 on every retry and a receiver can drop duplicates. Redirects are not followed (a signed request
 is for the configured URL only). 410 Gone disables the endpoint; 429/503 honour Retry-After.
 
@@ -48,7 +51,15 @@ from daemon.hookspecs import (
     read_secret,
     redact_url,
 )
-from daemon.models import ChunkInfo, EventInfo, RecordingInfo, StaticSpan, event_json
+from daemon.models import (
+    AlertInfo,
+    ChunkInfo,
+    EventInfo,
+    RecordingInfo,
+    StaticSpan,
+    alert_json,
+    event_json,
+)
 from plugins._shared import one_line
 
 log = get_logger(__name__)
@@ -409,3 +420,14 @@ def recording_finished(
         "static_spans": [_span_json(s) for s in static_spans],
     }
     _send(settings, delivery_id, "recording.finished", "recording_finished", data)
+
+
+@hookimpl
+def alert_fired(
+    recording: RecordingInfo, alert: AlertInfo, settings: WebhookSettings, delivery_id: str
+) -> None:
+    # Labels filter events, not alerts (a rule chooses its own plugins); profiles filter both.
+    if settings.profiles is not None and _profile(recording) not in settings.profiles:
+        return
+    data = {"recording": _recording_json(recording), "alert": alert_json(alert, recording.path)}
+    _send(settings, delivery_id, "alert.fired", "alert_fired", data)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.engine import prompts
+from daemon.engine.alerts import parse_verdicts, rule_answer_tokens
 from daemon.engine.analyzer import ModelLoadError, new_stats
 from daemon.engine.prompts import parse_events
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from daemon.config import Config
-    from daemon.models import ChunkInput
+    from daemon.models import ChunkInput, VerifyInput
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +101,13 @@ class OpenAIAnalyzer:
         schema: dict[str, Any],
         max_new_tokens: int = 1024,
         timeout_s: float = 600.0,
+        bounds: tuple[int, int, int] | None = None,
+        reason_chars: int = 160,
+        verify_max_new_tokens: int = 256,
     ):
+        self.bounds = bounds
+        self.reason_chars = reason_chars
+        self.verify_max_new_tokens = verify_max_new_tokens
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
@@ -122,24 +129,39 @@ class OpenAIAnalyzer:
             schema=prompts.event_schema(a.max_events, a.label_chars, a.description_chars),
             max_new_tokens=m.max_new_tokens,
             timeout_s=m.request_timeout_s,
+            bounds=(a.max_events, a.label_chars, a.description_chars),
+            reason_chars=config.alerting.reason_chars,
+            verify_max_new_tokens=config.alerting.verify_max_new_tokens,
         )
 
-    def request_body(self, chunk: ChunkInput) -> dict[str, Any]:
+    def request_body(self, chunk: ChunkInput | VerifyInput) -> dict[str, Any]:
+        """One chat completion for a chunk (the events schema, with its alert rules when asked)
+        or for a second look (`VerifyInput`: the yes/no schema)."""
         content: list[dict[str, Any]] = [{"type": "text", "text": FRAMES_INTRO}]
         for f in chunk.frames:
             # The daemon's clock (PTS) in the text: the model can only report times it is shown.
             content.append({"type": "text", "text": frame_label(f.t_s)})
             content.append({"type": "image_url", "image_url": {"url": jpeg_data_url(f.image)}})
         content.append({"type": "text", "text": chunk.prompt})
+        name, schema, max_tokens = "events", self.schema, self.max_new_tokens
+        rules = getattr(chunk, "rules", ())
+        if not hasattr(chunk, "index"):  # a second look
+            name, schema = "verdict", prompts.verify_schema(self.reason_chars)
+            max_tokens = self.verify_max_new_tokens
+        elif rules and self.bounds is not None:
+            schema = prompts.event_schema(
+                *self.bounds, rules=[r.name for r in rules], reason_chars=self.reason_chars
+            )
+            max_tokens += rule_answer_tokens(rules, self.reason_chars)
         return {
             "model": self.model,
             "messages": [{"role": "user", "content": content}],
-            "max_tokens": self.max_new_tokens,
+            "max_tokens": max_tokens,
             # Greedy, as the transformers backend: the same chunk gives the same events.
             "temperature": 0,
             "response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": "events", "schema": self.schema, "strict": True},
+                "json_schema": {"name": name, "schema": schema, "strict": True},
             },
         }
 
@@ -192,11 +214,40 @@ class OpenAIAnalyzer:
             events, error = [], f"cut off at model.max_new_tokens ({self.max_new_tokens})"
         else:
             events, error = parse_events(text)
+            if chunk.rules and error is None:
+                events = events + parse_verdicts(json.loads(text), chunk.rules)
         stats["parse_error"] = error
         stats["seconds"] = round(time.perf_counter() - started, 3)
         if error:
             log.warning("answer_unusable", chunk=chunk.index, error=error, tail=text[-200:])
         return events
+
+    def verify(self, request: VerifyInput) -> dict[str, Any]:
+        """The second look at one alert candidate: {"happened": bool, "reason": str}, or
+        {"error": why} when the answer is unusable. Raises ServerError when the server cannot
+        answer (the alert is then unverified, with that reason)."""
+        started = time.perf_counter()
+        stats: dict[str, Any] = {"frames": len(request.frames), "parse_error": None}
+        self.last_stats = stats
+        if not request.frames:
+            return {"error": "no frames in the window"}
+        answer = self._post(self.request_body(request))
+        usage = answer.get("usage") or {}
+        stats["prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
+        stats["generated_tokens"] = int(usage.get("completion_tokens") or 0)
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        try:
+            choice = answer["choices"][0]
+            data = json.loads(choice["message"]["content"] or "")
+        except (KeyError, IndexError, TypeError, json.JSONDecodeError):
+            stats["parse_error"] = "no JSON verdict in choices[0].message.content"
+            return {"error": stats["parse_error"]}
+        if choice.get("finish_reason") == "length" or not isinstance(data, dict):
+            stats["parse_error"] = "cut off or not an object"
+            return {"error": stats["parse_error"]}
+        if not isinstance(data.get("happened"), bool):
+            return {"error": 'no boolean "happened"'}
+        return {"happened": data["happened"], "reason": str(data.get("reason", ""))}
 
     def provenance(self) -> dict[str, Any]:
         return {

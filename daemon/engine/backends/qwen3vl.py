@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ import structlog
 
 from daemon.config import DEFAULT_MODEL
 from daemon.engine import prompts
+from daemon.engine.alerts import parse_verdicts, rule_answer_tokens
 from daemon.engine.analyzer import ModelLoadError, new_stats
 from daemon.engine.budget import resolve_dtype, round_side
 from daemon.engine.prompts import parse_events
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from daemon.config import Config
-    from daemon.models import ChunkInput, Frame
+    from daemon.models import ChunkInput, Frame, RuleQuestion, VerifyInput
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +43,9 @@ _ADVICE = (
 
 # Compiling the answer grammar against a 151k-token vocabulary is the slow part of start-up; a
 # process that builds a second analyzer for the same model and schema (a reload, tests) reuses it.
+# Alert rules add one grammar per set of rules that apply to a recording, and the second look one.
 _GRAMMARS: dict[tuple[str, str | None, int, str], Any] = {}
+_TOKENIZERS: dict[tuple[str, str | None, int], Any] = {}
 
 
 def resolve_device(setting: str) -> str:
@@ -116,7 +120,13 @@ def video_payload(
 _TEXT_CHAR = r'[^"\\\x00-\x1f]'
 
 
-def event_grammar(max_events: int, label_chars: int, description_chars: int) -> str:
+def event_grammar(
+    max_events: int,
+    label_chars: int,
+    description_chars: int,
+    rules: Sequence[str] = (),
+    reason_chars: int = 160,
+) -> str:
     """EBNF for the answer that `prompts.event_schema` describes, in json.dumps' compact layout.
 
     Why not compile the schema itself: xgrammar checks the schema's bounded-string `pattern` at
@@ -125,11 +135,29 @@ def event_grammar(max_events: int, label_chars: int, description_chars: int) -> 
     subset of the schema: keys in schema order, no whitespace runs, and times as plain non-negative
     decimals with at most 7 integer and 6 fractional digits, so a weak model cannot loop on digits
     ("600.6666...") until max_new_tokens and lose the chunk.
+
+    With `rules` (alert rule names, slugs) the events are followed by "rules": one verdict per
+    rule, in the given order, no other: `{"happened": false}` or `{"happened": true, "start_s":
+    .., "end_s": .., "why": ".."}`. Without rules the grammar is exactly the events-only one.
     """
     more = f' (", " event){{0,{max_events - 1}}}' if max_events > 1 else ""
+    if rules:
+        verdicts = ' ", " '.join(f'"\\"{name}\\": " verdict' for name in rules)
+        root = [
+            'root ::= "{\\"events\\": [" (event'
+            + more
+            + ')? "], \\"rules\\": {" '
+            + verdicts
+            + ' "}}"',
+            'verdict ::= "{\\"happened\\": false}" | "{\\"happened\\": true, \\"start_s\\": " '
+            'seconds ", \\"end_s\\": " seconds ", \\"why\\": \\"" why "\\"}"',
+            f"why ::= {_TEXT_CHAR}{{0,{reason_chars}}}",
+        ]
+    else:
+        root = ['root ::= "{\\"events\\": [" (event' + more + ')? "]}"']
     return "\n".join(
         [
-            'root ::= "{\\"events\\": [" (event' + more + ')? "]}"',
+            *root,
             'event ::= "{\\"start_s\\": " seconds ", \\"end_s\\": " seconds'
             ' ", \\"label\\": \\"" label "\\", \\"description\\": \\"" description "\\"}"',
             f"label ::= {_TEXT_CHAR}{{0,{label_chars}}}",
@@ -139,21 +167,62 @@ def event_grammar(max_events: int, label_chars: int, description_chars: int) -> 
     )
 
 
+def verify_grammar(reason_chars: int) -> str:
+    """EBNF for a second look's answer (`prompts.verify_schema`): one yes/no and its reason."""
+    return "\n".join(
+        [
+            'root ::= "{\\"happened\\": " ("true" | "false") ", \\"reason\\": \\"" reason "\\"}"',
+            f"reason ::= {_TEXT_CHAR}{{0,{reason_chars}}}",
+        ]
+    )
+
+
 def _compile_grammar(
-    tokenizer: Any, vocab_size: int, bounds: tuple[int, int, int], model: str, revision: str | None
+    tokenizer: Any,
+    vocab_size: int,
+    bounds: tuple[int, int, int],
+    model: str,
+    revision: str | None,
+    rules: Sequence[str] = (),
+    reason_chars: int = 160,
+) -> Any:
+    schema = prompts.event_schema(*bounds, rules=rules, reason_chars=reason_chars)
+    return _compile(
+        tokenizer,
+        vocab_size,
+        model,
+        revision,
+        prompts.schema_key(schema),
+        lambda: event_grammar(*bounds, rules=rules, reason_chars=reason_chars),
+        bounds=bounds,
+        rules=len(rules),
+    )
+
+
+def _compile(
+    tokenizer: Any,
+    vocab_size: int,
+    model: str,
+    revision: str | None,
+    schema_key: str,
+    ebnf: Any,
+    **what: Any,
 ) -> Any:
     import xgrammar as xgr
 
-    key = (model, revision, vocab_size, prompts.schema_key(prompts.event_schema(*bounds)))
+    key = (model, revision, vocab_size, schema_key)
     if key in _GRAMMARS:
         return _GRAMMARS[key]
     started = time.perf_counter()
-    # The model's vocabulary is padded past the tokenizer's; the mask must cover every logit.
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+    info = _TOKENIZERS.get((model, revision, vocab_size))
+    if info is None:
+        # The model's vocabulary is padded past the tokenizer's; the mask must cover every logit.
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        _TOKENIZERS[(model, revision, vocab_size)] = info
     compiler = xgr.GrammarCompiler(info, cache_enabled=False)
-    grammar = compiler.compile_grammar(event_grammar(*bounds))
+    grammar = compiler.compile_grammar(ebnf())
     _GRAMMARS[key] = grammar
-    log.info("grammar_compiled", seconds=round(time.perf_counter() - started, 2), bounds=bounds)
+    log.info("grammar_compiled", seconds=round(time.perf_counter() - started, 2), **what)
     return grammar
 
 
@@ -214,10 +283,17 @@ class QwenAnalyzer:
         max_new_tokens: int = 1024,
         prefill_chunk_size: int | None = None,
         quantization: str | None = None,
+        bounds: tuple[int, int, int] | None = None,
+        reason_chars: int = 160,
+        verify_max_new_tokens: int = 256,
     ) -> None:
         self.model = model
         self.processor = processor
         self.grammar = grammar
+        # For the grammars of alert rules and of the second look, compiled when first needed.
+        self.bounds = bounds
+        self.reason_chars = reason_chars
+        self.verify_max_new_tokens = verify_max_new_tokens
         self.model_name = model_name
         self.revision = revision
         self.quantization = quantization
@@ -330,9 +406,39 @@ class QwenAnalyzer:
             max_new_tokens=m.max_new_tokens,
             prefill_chunk_size=m.prefill_chunk_size,
             quantization=m.quantization,
+            bounds=bounds,
+            reason_chars=config.alerting.reason_chars,
+            verify_max_new_tokens=config.alerting.verify_max_new_tokens,
         )
 
-    def prepare(self, chunk: ChunkInput) -> tuple[Any, tuple[int, int, int]]:
+    def _vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def _rules_grammar(self, rules: Sequence[RuleQuestion]) -> Any:
+        if self.bounds is None:
+            raise RuntimeError("this analyzer was built without its bounds; use from_config")
+        return _compile_grammar(
+            self.processor.tokenizer,
+            self._vocab_size(),
+            self.bounds,
+            self.model_name,
+            self.revision,
+            tuple(r.name for r in rules),
+            self.reason_chars,
+        )
+
+    def _verify_grammar(self) -> Any:
+        return _compile(
+            self.processor.tokenizer,
+            self._vocab_size(),
+            self.model_name,
+            self.revision,
+            prompts.schema_key(prompts.verify_schema(self.reason_chars)),
+            lambda: verify_grammar(self.reason_chars),
+            verify=True,
+        )
+
+    def prepare(self, chunk: ChunkInput | VerifyInput) -> tuple[Any, tuple[int, int, int]]:
         """The processor's tensors for one chunk (on the CPU) and the (T, H, W) grid to expect."""
         video, metadata, options = video_payload(chunk.frames, self._factor, self._temporal)
         messages = [
@@ -354,11 +460,9 @@ class QwenAnalyzer:
         return inputs, expected
 
     def analyze(self, chunk: ChunkInput) -> list[dict[str, Any]]:
-        """Events for one chunk, decoded greedily under the answer schema; [] when unusable."""
-        import torch
-        import xgrammar as xgr
-        from transformers import LogitsProcessorList
-
+        """Events for one chunk, decoded greedily under the answer schema; [] when unusable. With
+        `chunk.rules`, the rules that happened follow the events as rule hits ({"rule", "start_s",
+        "end_s", "why"})."""
         started = time.perf_counter()
         stats = new_stats(len(chunk.frames))
         self.last_stats = stats
@@ -381,30 +485,21 @@ class QwenAnalyzer:
         prompt_tokens = int(inputs["input_ids"].shape[1])
         stats["prompt_tokens"] = prompt_tokens
 
-        on_cuda = self.device.type == "cuda"
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-        # The grammar matcher is stateful and cannot be reset after a stop token: one per call.
-        constrain = LogitsProcessorList([xgr.contrib.hf.LogitsProcessor(self.grammar)])
-        with torch.inference_mode():
-            output = self.model.generate(
-                **inputs, generation_config=self._generation_config, logits_processor=constrain
-            )
-        new_tokens = output[0, prompt_tokens:].tolist()
-        stats["generated_tokens"] = len(new_tokens)
-        if on_cuda:
-            stats["peak_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
-
-        finished = any(t in self._eos_ids for t in new_tokens)
+        grammar, config = self.grammar, self._generation_config
+        if chunk.rules:
+            # Each rule's verdict may lengthen the answer: room for it, so events are not cut.
+            grammar = self._rules_grammar(chunk.rules)
+            config = copy.deepcopy(config)
+            config.max_new_tokens += rule_answer_tokens(chunk.rules, self.reason_chars)
+        new_tokens, finished = self._generate(inputs, grammar, config, stats)
         text = self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
         if finished:
             events, error = parse_events(text)
+            if chunk.rules and error is None:
+                events = events + parse_verdicts(json.loads(text), chunk.rules)
         else:
             stats["truncated"] = True
-            events, error = (
-                [],
-                f"cut off at model.max_new_tokens ({self._generation_config.max_new_tokens})",
-            )
+            events, error = [], f"cut off at model.max_new_tokens ({config.max_new_tokens})"
         stats["parse_error"] = error
         stats["seconds"] = round(time.perf_counter() - started, 3)
         if error:
@@ -414,6 +509,71 @@ class QwenAnalyzer:
         else:
             log.debug("answer_parsed", chunk=chunk.index, events=len(events), **_brief(stats))
         return events
+
+    def _generate(
+        self, inputs: Any, grammar: Any, config: Any, stats: dict[str, Any]
+    ) -> tuple[list[int], bool]:
+        """Greedy generation under `grammar`: (new tokens, whether it ended by itself)."""
+        import torch
+        import xgrammar as xgr
+        from transformers import LogitsProcessorList
+
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        on_cuda = self.device.type == "cuda"
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        # The grammar matcher is stateful and cannot be reset after a stop token: one per call.
+        constrain = LogitsProcessorList([xgr.contrib.hf.LogitsProcessor(grammar)])
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs, generation_config=config, logits_processor=constrain
+            )
+        new_tokens = output[0, prompt_tokens:].tolist()
+        stats["generated_tokens"] = len(new_tokens)
+        if on_cuda:
+            stats["peak_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        return new_tokens, any(t in self._eos_ids for t in new_tokens)
+
+    def verify(self, request: VerifyInput) -> dict[str, Any]:
+        """The second look at one alert candidate: {"happened": bool, "reason": str} decoded
+        greedily under its grammar, or {"error": why} when the answer is unusable."""
+        started = time.perf_counter()
+        stats: dict[str, Any] = {
+            "frames": len(request.frames),
+            "prompt_tokens": 0,
+            "generated_tokens": 0,
+            "truncated": False,
+            "parse_error": None,
+        }
+        self.last_stats = stats
+        if not request.frames:
+            stats["parse_error"] = "no frames"
+            return {"error": "no frames in the window"}
+        inputs, _ = self.prepare(request)
+        inputs = inputs.to(self.device)
+        stats["video_grid_thw"] = tuple(int(v) for v in inputs["video_grid_thw"][0])
+        stats["prompt_tokens"] = int(inputs["input_ids"].shape[1])
+        config = copy.deepcopy(self._generation_config)
+        config.max_new_tokens = self.verify_max_new_tokens
+        new_tokens, finished = self._generate(inputs, self._verify_grammar(), config, stats)
+        text = self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        if not finished:
+            stats["truncated"] = True
+            stats["parse_error"] = (
+                f"cut off at alerting.verify_max_new_tokens ({config.max_new_tokens})"
+            )
+            return {"error": stats["parse_error"]}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            stats["parse_error"] = f"not JSON: {exc.msg}"
+            return {"error": stats["parse_error"]}
+        if not isinstance(data, dict) or not isinstance(data.get("happened"), bool):
+            stats["parse_error"] = 'no boolean "happened"'
+            return {"error": stats["parse_error"]}
+        log.debug("verify_answered", happened=data["happened"], **_brief(stats))
+        return {"happened": data["happened"], "reason": str(data.get("reason", ""))}
 
     def provenance(self) -> dict[str, Any]:
         """What produced the events, stored with each of them."""
