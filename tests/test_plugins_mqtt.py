@@ -56,9 +56,7 @@ def test_hook_alert_fired_and_events_in_order_after_the_broker_was_down(
 ) -> None:
     sa = StandIn({"fence": [(1.5, 2.5), (6.5, 7.0)], "fall": [(6.2, 7.0)]}, {"fall": False})
     plugins = {"mqtt": {"port": broker.port, "timeout_s": 1}}
-    store, plugin, rec, cfg = run(
-        tmp_path, sa, RULES, plugins=plugins, deliver=False, extra=[(mqtt_plugin, "mqtt")]
-    )
+    store, plugin, rec, cfg = run(tmp_path, sa, RULES, plugins=plugins, deliver=False)
     assert rec.status == "done"  # the broker was never there while the recording was analysed
     clock = Clock()
     d = Dispatcher(store, plugin.pm, cfg, clock=clock)
@@ -112,7 +110,7 @@ def test_refused_credentials_never_block_analysis_and_a_fixed_password_file_deli
         }
         sa = StandIn({"fence": [(1.5, 2.5)]}, {})
         store, plugin, rec, cfg = run(
-            tmp_path, sa, RULES, plugins=plugins, deliver=False, extra=[(mqtt_plugin, "mqtt")],
+            tmp_path, sa, RULES, plugins=plugins, deliver=False,
             seconds=4.0,
         )  # fmt: skip
         clock = Clock()
@@ -328,7 +326,7 @@ def test_settings_errors_name_their_key(tmp_path: Path) -> None:
 
     cfg = make_config(tmp_path, {"mqtt": {"topic_prefix": "a/#", "ca_file": "ca.pem", "x": 1}})
     with pytest.raises(ConfigError) as info:
-        manager(cfg, (mqtt_plugin, "mqtt"))
+        manager(cfg)
     keys = {k for k, _, _ in info.value.errors}
     assert {"plugins.mqtt.topic_prefix", "plugins.mqtt.x"} <= keys
 
@@ -340,7 +338,7 @@ def test_tls_with_a_private_ca(tmp_path: Path) -> None:
         plugins = {"mqtt": {"port": broker.port, "tls": True, "ca_file": str(broker.ca)}}
         sa = StandIn({"fence": [(1.5, 2.5)]}, {})
         store, plugin, rec, cfg = run(
-            tmp_path, sa, RULES, plugins=plugins, deliver=False, extra=[(mqtt_plugin, "mqtt")],
+            tmp_path, sa, RULES, plugins=plugins, deliver=False,
             seconds=4.0,
         )  # fmt: skip
         sub = Subscriber(broker.port, ["framewatch/alerts"], ca=broker.ca)
