@@ -13,7 +13,7 @@ chunk's events in one transaction.
 
 from __future__ import annotations
 
-from daemon.engine.speech.asr import AsrSettings, Transcriber, Transcript
+from daemon.engine.speech.asr import AsrSettings, Transcriber, Transcript, detect_speech
 from daemon.engine.speech.audio import AudioError, AudioWindow, read_audio
 from daemon.engine.speech.merge import merge_speech, same_speech
 
@@ -23,6 +23,7 @@ __all__ = [
     "AudioWindow",
     "Transcriber",
     "Transcript",
+    "detect_speech",
     "merge_speech",
     "read_audio",
     "same_speech",

@@ -152,7 +152,7 @@ class Transcriber:
         if window.empty:
             return Transcript(window=(a, b), note=window.note, stats=stats)
         if s.vad:
-            spans = [(x, y) for x, y in self.speech_spans(window) if y > start_s and x < end_s]
+            spans = [(x, y) for x, y in detect_speech(window, s) if y > start_s and x < end_s]
             t2 = time.perf_counter()
             found, language = self._transcribe_spans(window, spans)
             stats |= _took(vad_s=(t1, t2), asr_s=t2) | {"spans": len(spans)}
@@ -165,27 +165,6 @@ class Transcriber:
         return Transcript(said, language, (a, b), window.note, None, stats)
 
     # -- steps ------------------------------------------------------------------------------
-
-    def speech_spans(self, window: AudioWindow) -> list[tuple[float, float]]:
-        """Absolute (start_s, end_s) of each stretch of speech the detector finds in `window`."""
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-        s = self.settings
-        options = VadOptions(
-            threshold=s.vad_threshold,
-            min_silence_duration_ms=s.min_silence_ms,
-            # Pads the reported span: faster-whisper's 400 ms default puts an end 0.45 s late.
-            speech_pad_ms=s.speech_pad_ms,
-            max_speech_duration_s=MAX_SPAN_S,
-        )
-        rate = window.rate
-        return [
-            (
-                round(window.start_s + t["start"] / rate, 3),
-                round(window.start_s + t["end"] / rate, 3),
-            )
-            for t in get_speech_timestamps(window.samples, options, sampling_rate=rate)
-        ]
 
     def _transcribe_spans(
         self, window: AudioWindow, spans: Sequence[tuple[float, float]]
@@ -281,6 +260,25 @@ class Transcriber:
                     )
                 )
         return out, info.language
+
+
+def detect_speech(window: AudioWindow, s: AsrSettings) -> list[tuple[float, float]]:
+    """Absolute (start_s, end_s) of each stretch of speech faster-whisper's voice activity
+    detector finds in `window` (it needs no Whisper model)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(
+        threshold=s.vad_threshold,
+        min_silence_duration_ms=s.min_silence_ms,
+        # Pads the reported span: faster-whisper's 400 ms default puts an end 0.45 s late.
+        speech_pad_ms=s.speech_pad_ms,
+        max_speech_duration_s=MAX_SPAN_S,
+    )
+    rate = window.rate
+    return [
+        (round(window.start_s + t["start"] / rate, 3), round(window.start_s + t["end"] / rate, 3))
+        for t in get_speech_timestamps(window.samples, options, sampling_rate=rate)
+    ]
 
 
 def load_model(s: AsrSettings) -> Any:

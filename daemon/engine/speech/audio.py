@@ -148,8 +148,8 @@ def _decode(container: InputContainer, audio: AudioStream, win: AudioWindow) -> 
         if packet.pts is not None and audio.time_base is not None:
             if float(packet.pts * audio.time_base) > stop + READ_PAST_S:
                 break
-        flush = packet.size == 0  # the demuxer's last packet: drains the decoder
-        win.packets += not flush
+        if packet.size:  # not the demuxer's last, empty packet (it drains the decoder)
+            win.packets += 1
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:
@@ -202,22 +202,6 @@ def _describe(win: AudioWindow) -> str | None:
     if win.decode_errors:
         notes.append(
             f"{win.decode_errors} of {win.packets} audio packets undecodable ({win.decode_error})"
-        )
-    return "; ".join(notes) or None
-
-
-def _describe(win: AudioWindow) -> str | None:
-    notes = []
-    if win.audio_from_s is None or win.audio_to_s is None:
-        notes.append("no audio in this window")
-    else:
-        if win.audio_to_s < win.end_s - 0.05:
-            notes.append(f"audio ends at {win.audio_to_s:.2f} s")
-        if win.audio_from_s > win.start_s + 0.05:
-            notes.append(f"audio starts at {win.audio_from_s:.2f} s")
-    if win.decode_errors:
-        notes.append(
-            f"{win.stream['undecodable'].replace(' (', ' audio packets undecodable (', 1)}"
         )
     return "; ".join(notes) or None
 
