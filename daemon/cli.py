@@ -400,6 +400,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     else:
         state = "ok" if report["ok"] else "FAILED"
         print(f"selftest {state} in {report['seconds']:.1f} s: {report['summary']}")
+        print(f"  speech: {report['speech']}")
         for p in report["problems"]:
             print(f"  - {p}")
     return EXIT_OK if report["ok"] else EXIT_FAILED

@@ -264,6 +264,7 @@ def test_selftest_command() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"], report
+    assert report["speech"] == "checked" and "speech segments" in report["summary"]
 
 
 def test_make_test_model_command_writes_a_loadable_checkpoint(
