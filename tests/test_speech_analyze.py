@@ -334,3 +334,39 @@ def test_plan_with_speech_imports_no_torch(tmp_path: Path, tiny_whisper: Path) -
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "False False"
     assert f"speech  {tiny_whisper} on cpu: about" in out.stdout
+
+
+def test_a_recogniser_fault_is_noted_and_the_chunk_still_analysed(
+    tmp_path: Path, tiny_whisper: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault inside the recogniser (a CUDA error, a library bug) cannot be provoked for real
+    with the tiny model on the CPU; a stand-in step that raises plays it."""
+    from daemon.engine.speech import Transcriber
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("CUDA failed with error out of memory")
+
+    monkeypatch.setattr(Transcriber, "_transcribe_spans", broken)
+    track, _ = speech_track(10.0, LECTURE[:1])
+    cfg = parse_config(
+        {
+            "storage": {"url": f"sqlite:///{tmp_path / 'fw.db'}"},
+            "sampling": {"fps": 0.5, "max_side": 32},
+            "speech": {"mode": "on", "model": str(tiny_whisper), **SPEECH},
+        }
+    )
+    store = Store(cfg.storage_url())
+    worker = Worker(store, cfg, Recorder)
+    try:
+        rec, _ = worker.ingest(str(mux(tmp_path / "t.mp4", track, video_s=10)))
+        worker.prepare(rec.id)
+        done = worker.run(rec.id)
+        assert done is not None and done.status == "done"
+        assert [e.label for e in store.events.of(rec.id)] == ["seen"]
+        heard = store.chunks.get(rec.id, 0).provenance["speech"]
+        assert heard["error"] == (
+            "speech recognition failed (RuntimeError: CUDA failed with error out of memory)"
+        )
+    finally:
+        worker.close()
+        store.close()

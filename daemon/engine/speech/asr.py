@@ -136,8 +136,9 @@ class Transcriber:
     def transcribe(
         self, path: str, start_s: float, end_s: float, duration_s: float | None = None
     ) -> Transcript:
-        """The speech of chunk [start_s, end_s] of `path`. Unusable audio gives a transcript
-        with `error` set, never an exception: speech must not fail the visual analysis."""
+        """The speech of chunk [start_s, end_s] of `path`. Unusable audio, or a fault of the
+        recogniser, gives a transcript with `error` set, never an exception: speech must not
+        fail the visual analysis (and the chunk's provenance shows why it has none)."""
         s = self.settings
         a = max(0.0, start_s - s.context_s)
         b = end_s + s.context_s if duration_s is None else min(end_s + s.context_s, duration_s)
@@ -151,14 +152,19 @@ class Transcriber:
         stats = _took(decode_s=(t0, t1))
         if window.empty:
             return Transcript(window=(a, b), note=window.note, stats=stats)
-        if s.vad:
-            spans = [(x, y) for x, y in detect_speech(window, s) if y > start_s and x < end_s]
-            t2 = time.perf_counter()
-            found, language = self._transcribe_spans(window, spans)
-            stats |= _took(vad_s=(t1, t2), asr_s=t2) | {"spans": len(spans)}
-        else:
-            found, language = self._transcribe_timestamped(window, start_s, end_s)
-            stats |= _took(asr_s=t1)
+        try:
+            if s.vad:
+                spans = [(x, y) for x, y in detect_speech(window, s) if y > start_s and x < end_s]
+                t2 = time.perf_counter()
+                found, language = self._transcribe_spans(window, spans)
+                stats |= _took(vad_s=(t1, t2), asr_s=t2) | {"spans": len(spans)}
+            else:
+                found, language = self._transcribe_timestamped(window, start_s, end_s)
+                stats |= _took(asr_s=t1)
+        except Exception as exc:  # the recogniser's own fault: the frames are still analysed
+            log.exception("speech_recognition_failed")
+            why = f"speech recognition failed ({type(exc).__name__}: {exc})"
+            return Transcript(window=(a, b), note=window.note, error=why, stats=stats)
         said = tuple(u for u in found if u.text)
         if len(said) < len(found):
             stats["empty"] = len(found) - len(said)  # spans the model wrote no text for
