@@ -222,3 +222,30 @@ def test_two_boxes_transcribe_the_chunks_they_take_from_the_stream(
             source.close()
             worker.close()
             store.close()
+
+
+def test_without_the_detector_the_models_timestamps_decide(
+    tiny_whisper: Path, quiet_lecture: tuple[Path, Truth]
+) -> None:
+    """speech.vad = false: the model's own segments over the window. The random model's
+    timestamps mean nothing, so only what the code guarantees is checked: segments lie inside
+    the audio read and touch the chunk, and nothing fails."""
+    from daemon.engine.speech import Transcriber
+
+    path, _ = quiet_lecture
+    cfg = parse_config(
+        {
+            "speech": {
+                "mode": "on",
+                "model": str(tiny_whisper),
+                "vad": False,
+                "beam_size": 1,
+                "max_new_tokens": 16,
+            }
+        }
+    )
+    transcript = Transcriber.from_config(cfg).transcribe(str(path), 0.0, 20.0, LECTURE_S)
+    assert transcript.error is None and transcript.window == (0.0, LECTURE_S)
+    assert "spans" not in transcript.stats and transcript.utterances
+    for u in transcript.utterances:
+        assert 0.0 <= u.start_s <= u.end_s <= LECTURE_S and u.start_s < 20.0 and u.end_s > 0.0
