@@ -93,7 +93,7 @@ def tool(name: str, cmd: list[str]) -> Run:
     return child("tool", label=name, cmd=cmd)
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's own peak RSS (VmHWM belongs to the address space exec made, unlike
     ru_maxrss, which starts at the parent's peak)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -146,7 +146,7 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
                     path, times, OUT_W, OUT_H, fast=kind == "ours", hwaccel=args.get("hwaccel")
                 )
             )
-        return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": _peak_rss_mb()}
+        return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": peak_rss_mb()}
     if kind == "decord":
         try:
             import decord
@@ -159,7 +159,7 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         for times in _times(total / rate, fps):
             idx = [min(total - 1, round(t * rate)) for t in times]
             n += len(vr.get_batch(idx).asnumpy())
-        return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": _peak_rss_mb()}
+        return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": peak_rss_mb()}
     if kind == "torchcodec":
         try:
             from torchcodec.decoders import VideoDecoder
@@ -178,7 +178,7 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         for times in _times(duration, fps):
             times = [min(t, duration - 1e-3) for t in times]
             n += len(dec.get_frames_played_at(seconds=times).data.numpy())
-        return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": _peak_rss_mb()}
+        return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": peak_rss_mb()}
     if kind == "ffmpeg_cli":
         import numpy as np
 
@@ -213,7 +213,7 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
         # The decoding happens in ffmpeg: report the larger of it and this reader (ffmpeg's
         # maxrss starts at this small process's).
-        rss = max(_peak_rss_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        rss = max(peak_rss_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
         return {"seconds": time.perf_counter() - t0, "frames": n, "rss_mb": rss}
     if kind == "qwen":
         os.environ["FORCE_QWENVL_VIDEO_READER"] = args["backend"]
@@ -237,7 +237,7 @@ def child_main(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         return {
             "seconds": time.perf_counter() - t0,
             "frames": int(video.shape[0]),
-            "rss_mb": _peak_rss_mb(),
+            "rss_mb": peak_rss_mb(),
         }
     if kind == "worker":
         return _child_worker(args)
@@ -302,7 +302,7 @@ def _child_worker(args: dict[str, Any]) -> dict[str, Any]:
     store = Store(cfg.storage_url())
     worker = Worker(store, cfg, lambda: analyzer)
     rec, _ = worker.ingest(args["path"])
-    rss0 = _peak_rss_mb()
+    rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     analyze_recording(worker, rec.id)
     wall = time.perf_counter() - t0
@@ -327,7 +327,7 @@ def _child_worker(args: dict[str, Any]) -> dict[str, Any]:
         "sent_frames": sent,
         "analysed": analysed,
         "skipped": sum(1 for r in rows if r.provenance.get("skipped_static")),
-        "rss_mb": _peak_rss_mb(),
+        "rss_mb": peak_rss_mb(),
         "rss_before_mb": rss0,
     }
 
@@ -435,7 +435,7 @@ def _child_store(args: dict[str, Any]) -> dict[str, Any]:
         "cli_events_minus_empty_s": cli_s - empty_s,
         "cli_events_runs_s": [round(t, 3) for t in full],
         "cli_events_empty_store_runs_s": [round(t, 3) for t in empty],
-        "rss_mb": _peak_rss_mb(),
+        "rss_mb": peak_rss_mb(),
     }
 
 

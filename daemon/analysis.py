@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from daemon.models import event_json
+from daemon.models import event_json, speech_json
 from daemon.work import Hold, Job
 from daemon.work.local import LocalSource
 from daemon.worker import ChunkDone, Worker
@@ -61,7 +61,9 @@ def analyze_recording(
 
 
 def result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
-    """A recording as `framewatch analyze --json` prints it: recording, chunks, events."""
+    """A recording as `framewatch analyze --json` prints it: recording, chunks, events, speech
+    (a chunk whose audio gave no transcript says why in `speech_note`)."""
+    chunks = store.chunks.of(rec.id)
     return {
         "recording": {
             "id": rec.id,
@@ -78,11 +80,29 @@ def result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
                 "frames": c.frames,
                 "status": c.status,
                 **({"error": c.error} if c.error else {}),
+                **({"speech_note": note} if (note := speech_note(c.provenance)) else {}),
             }
-            for c in store.chunks.of(rec.id)
+            for c in chunks
         ],
         "events": [event_json(e) for e in store.events.of(rec.id)],
+        "speech": [speech_json(s) for s in store.speech.of(rec.id)],
     }
+
+
+def speech_note(provenance: dict[str, Any]) -> str | None:
+    """Why a chunk's audio gave no (or only part of a) transcript: its error or note."""
+    heard = provenance.get("speech") or {}
+    return heard.get("error") or heard.get("note")
+
+
+def speech_summary(result: dict[str, Any], chunk_provenance: list[dict[str, Any]]) -> str:
+    """ ", N speech segments" or ", no speech (why)" for the summary line; "" with speech off."""
+    if not any("speech" in p for p in chunk_provenance):
+        return ""
+    if result["speech"]:
+        return f", {len(result['speech'])} speech segments"
+    notes = [n for p in chunk_provenance if (n := speech_note(p))]
+    return f", no speech ({notes[0] if notes else 'nothing said'})"
 
 
 def deliver(store: Store, plugins: PluginManager, cfg: Config) -> str:
@@ -130,4 +150,5 @@ def analyze_path(
     if rec.status == "failed":
         return result, f"{path}: failed: {rec.reason}{left}"
     n = len(result["events"])
-    return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events{left}"
+    said = speech_summary(result, [c.provenance for c in store.chunks.of(rec.id)])
+    return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events{said}{left}"

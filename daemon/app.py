@@ -100,8 +100,9 @@ class Daemon:
         sdnotify.notify("STATUS=loading the model")
         t0 = time.monotonic()
         # Loaded now: READY=1 promises chunks can run. An analyzer that breaks the plugin
-        # contract stops the start here, with the plugin's name (AnalyzerRefused).
-        if not self.worker.ready(self.stop_event.is_set):
+        # contract stops the start here, with the plugin's name (AnalyzerRefused); so does a
+        # speech model that cannot load while speech is on.
+        if not self.worker.ready(self.stop_event.is_set, speech=cfg.speech.mode != "off"):
             return  # stopped while another process held the GPU
         log.info(
             "model_ready",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.exits import EXIT_CUDA, EXIT_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE
-from daemon.models import alert_json, event_json, hms
+from daemon.models import alert_json, event_json, hms, speech_json
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -120,7 +120,17 @@ def cmd_events(args: argparse.Namespace) -> int:
         rows = store.events.with_paths()
         if rec is not None:
             rows = [(e, p) for e, p in rows if e.recording_id == rec.id]
-        print(json.dumps([{**event_json(e), "recording": p} for e, p in rows], indent=2))
+        items = [
+            (e.recording_id, e.start_s, {**event_json(e), "kind": "event", "recording": p})
+            for e, p in rows
+        ]
+        items += [
+            (s.recording_id, s.start_s, {**speech_json(s), "kind": "speech", "recording": p})
+            for s, p in store.speech.with_paths(rec.id if rec is not None else None)
+        ]
+        # Events and what was said, by recording and time; speech is marked "kind": "speech".
+        items.sort(key=lambda item: item[:2])
+        print(json.dumps([item for _, _, item in items], indent=2))
         return 0
     # The plain listing reads through SQLAlchemy Core (daemon/store/listing.py), not the Store:
     # no ORM to import, one read-only snapshot, rows as the driver gives them, one write
@@ -205,9 +215,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps([h.as_dict() for h in hits], indent=2))
         return 0
     if not hits:
-        print(f"no events match {args.query!r}", file=sys.stderr)
+        print(f"no events or speech match {args.query!r}", file=sys.stderr)
     for h in hits:
+        if h.speech is not None:
+            print(f'{h.recording_path} {h.hms} speech: "{h.speech.text}"')
+            print(f"    {h.link}  (speech model {h.speech.provenance.get('model', '?')})")
+            continue
         e = h.event
+        assert e is not None
         prov = e.provenance
         source = ", ".join(
             f"{k} {str(prov[k])[:12] if k == 'prompt_hash' else prov[k]}"
@@ -388,9 +403,17 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_make_test_model(args: argparse.Namespace) -> int:
-    from daemon.selftest.testmodel import make_test_model
+    if args.speech:
+        from daemon.selftest.testwhisper import make_test_whisper
 
-    out = make_test_model(args.dir)
+        try:
+            out = make_test_whisper(args.dir)
+        except FileNotFoundError as exc:
+            raise CliError(str(exc), EXIT_FAILED) from None
+    else:
+        from daemon.selftest.testmodel import make_test_model
+
+        out = make_test_model(args.dir)
     print(out)
     return 0
 
@@ -405,6 +428,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     else:
         state = "ok" if report["ok"] else "FAILED"
         print(f"selftest {state} in {report['seconds']:.1f} s: {report['summary']}")
+        print(f"  speech: {report['speech']}")
         for p in report["problems"]:
             print(f"  - {p}")
     return EXIT_OK if report["ok"] else EXIT_FAILED
@@ -525,6 +549,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
 
     m = sub.add_parser("make-test-model", help="write a tiny random Qwen3-VL checkpoint (offline)")
     m.add_argument("dir")
+    m.add_argument(
+        "--speech",
+        action="store_true",
+        help="a tiny random Whisper for faster-whisper instead ([speech] model = DIR)",
+    )
     m.set_defaults(func=cmd_make_test_model, log_level="WARNING")
 
     t = sub.add_parser("selftest", help="run the whole pipeline offline on a generated clip")

@@ -40,7 +40,14 @@ if TYPE_CHECKING:
 
     from daemon.config import Config
     from daemon.engine.analyzer import Analyzer
-    from daemon.models import AlertInfo, ChunkInfo, EventInfo, RecordingInfo, StaticSpan
+    from daemon.models import (
+        AlertInfo,
+        ChunkInfo,
+        EventInfo,
+        RecordingInfo,
+        SpeechSegment,
+        StaticSpan,
+    )
 
 
 class RetryLater(Exception):
@@ -208,6 +215,7 @@ def events_found(
     recording: RecordingInfo,
     chunk: ChunkInfo,
     events: list[EventInfo],
+    speech: list[SpeechSegment],
     settings: BaseModel | None,
     delivery_id: str,
 ) -> None:
@@ -215,8 +223,11 @@ def events_found(
     events, so alerts come early rather than after a two-hour file).
 
     recording: the recording as it is now (`status` may already be done).
-    chunk: the committed chunk.
+    chunk: the committed chunk (`chunk.provenance["speech"]` says what its audio gave, when
+    speech is on).
     events: the events stored for that chunk, by start time.
+    speech: what was said in that chunk (`[speech]` on), stored with its events, by start time;
+    a segment both overlapping chunks heard comes with one of them. Empty with speech off.
     settings: this plugin's validated settings, or None.
     delivery_id: stable across retries of this notification.
     Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).
@@ -229,6 +240,7 @@ def recording_finished(
     events: list[EventInfo],
     static_spans: list[StaticSpan],
     alerts: list[AlertInfo],
+    speech: list[SpeechSegment],
     settings: BaseModel | None,
     delivery_id: str,
 ) -> None:
@@ -240,6 +252,9 @@ def recording_finished(
     changed in them, by time, each with its reason; empty unless `[sampling] skip_static` is on.
     alerts: every alert of the recording ([[alerts]] rules), decided, by start time; empty
     without rules.
+    speech: every speech segment of the recording, by start time (`[speech]` on; empty when it
+    is off, the file has no audio stream or nothing was said: `recording.settings["speech"]`
+    is there when speech was on, with `audio` false for a file without an audio stream).
     settings: this plugin's validated settings, or None.
     delivery_id: stable across retries of this notification.
     Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).

@@ -28,6 +28,7 @@ class MediaInfo:
     codec: str
     frame_count: int | None = None
     variable_frame_rate: bool = False
+    has_audio: bool = False  # an audio stream exists (speech.mode = "auto" transcribes only then)
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -68,6 +69,21 @@ class RuleQuestion:
 
 
 @dataclass(frozen=True, slots=True)
+class Utterance:
+    """One stretch of speech the engine transcribed, on the recording's clock, not yet stored.
+
+    `start_s`/`end_s` come from the voice activity detector (or the model's timestamps when it is
+    off); `language` is the configured or detected ISO 639-1 code."""
+
+    start_s: float
+    end_s: float
+    text: str
+    language: str | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkInput:
     """What an Analyzer receives for one chunk (the `make_analyzer` contract). `rules`: the alert
     rules that apply to this recording (empty without [[alerts]]); the prompt then asks them too,
@@ -80,6 +96,8 @@ class ChunkInput:
     prompt: str
     frames: tuple[Frame, ...]
     rules: tuple[RuleQuestion, ...] = ()
+    # What is said in the chunk (speech.mode on), also in `prompt`; () without a transcript.
+    speech: tuple[Utterance, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +181,38 @@ def event_json(e: EventInfo, *, provenance: bool = True) -> dict[str, Any]:
         out["evidence_s"] = e.evidence_s
     if provenance:
         out["provenance"] = dict(e.provenance)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechSegment:
+    """One stored speech segment: what was said from `start_s` to `end_s` (seconds from the
+    recording's start), in `language`, with the ASR model and settings that wrote it."""
+
+    id: int | None
+    recording_id: int
+    chunk_index: int
+    start_s: float
+    end_s: float
+    text: str
+    language: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def speech_json(s: SpeechSegment, *, provenance: bool = False) -> dict[str, Any]:
+    """One speech segment as JSON (`analyze --json`'s `speech`, `events --json` and search hits,
+    marked there with `"kind": "speech"`, the web API): id, chunk, start_s, end_s, text,
+    language, and the provenance when `provenance` is True."""
+    out: dict[str, Any] = {
+        "id": s.id,
+        "chunk": s.chunk_index,
+        "start_s": s.start_s,
+        "end_s": s.end_s,
+        "text": s.text,
+        "language": s.language,
+    }
+    if provenance:
+        out["provenance"] = dict(s.provenance)
     return out
 
 

@@ -24,6 +24,7 @@ from daemon.engine.budget import (
 from daemon.engine.planner import configured_plan, describe_steps, fit_plan
 from daemon.engine.probe import probe
 from daemon.engine.prompts import build_prompt, instructions
+from daemon.engine.speech.memory import asr_memory
 from daemon.gpu import GpuRuntime, device_index, query_nvidia_smi
 from daemon.models import hms
 
@@ -139,6 +140,32 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
         "calibration_ratio": round(ratio, 4),
         "stepped_down": stepped,
         "kv_kib_per_token": spec.kv_bytes_per_token(est.dtype) / 1024,
+        "speech": _speech(cfg, est.asr_gib > 0),
+    }
+
+
+def _speech(cfg: Config, in_budget: bool) -> dict[str, Any] | None:
+    """The speech recogniser's part of the plan: its memory and the transcript's tokens."""
+    if cfg.speech.mode == "off":
+        return None
+    out: dict[str, Any] = {
+        "mode": cfg.speech.mode,
+        "model": cfg.speech_model(),
+        "device": cfg.speech.device,
+        "prompt_tokens": cfg.speech.prompt_tokens,
+        "in_budget": in_budget,
+    }
+    asr = asr_memory(cfg)
+    if asr is None:
+        return {**out, "memory": "unknown (no model.bin to read, not a known model name)"}
+    gib = 2**30
+    return {
+        **out,
+        "compute_type": asr.compute_type,
+        "weights_gib": round(asr.weights / gib, 3),
+        "working_gib": round(asr.working / gib, 3),
+        "total_gib": round(asr.total / gib, 3),
+        "shape_from": asr.source,
     }
 
 
@@ -157,6 +184,26 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     if r["stepped_down"]:
         lines.append(f"stepped down to fit: {describe_steps(r['stepped_down'])}")
+    sp = r.get("speech")
+    if sp is not None:
+        where = (
+            "in the GPU budget"
+            if sp["in_budget"]
+            else (
+                "GPU memory beside the budget's device"
+                if sp["device"].startswith("cuda")
+                else "CPU memory, not budgeted"
+            )
+        )
+        memory = (
+            f"about {sp['total_gib']:.2f} GiB ({sp['weights_gib']:.2f} weights, {sp['compute_type']}), {where}"
+            if "total_gib" in sp
+            else f"memory {sp['memory']}"
+        )
+        lines.append(
+            f"speech  {sp['model']} on {sp['device']}: {memory}; "
+            f"transcript up to {sp['prompt_tokens']} prompt tokens per chunk"
+        )
     lines.append(
         f"{'chunk':>5}  {'window':<17}  {'frames':>6}  {'size':>9}  {'visual':>7}  {'prompt':>7}  est. peak"
     )

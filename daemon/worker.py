@@ -1,5 +1,5 @@
 """A recording's way through the engine against the store: intake (register, probe, plan), then
-one chunk at a time (claim, sample, analyse, commit).
+one chunk at a time (claim, sample and transcribe, analyse, commit).
 
 Whoever hands out the work (daemon/work/: the local store queue or the Redis stream, and
 `framewatch analyze` through the local one) calls `prepare` once per recording and `run` per
@@ -31,10 +31,11 @@ from daemon.engine.planner import (
 from daemon.engine.prefetch import Prefetcher
 from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine.prompts import instructions, prompt_hash, rules_hash
+from daemon.engine.speech import AsrSettings, Transcriber, Transcript, merge_speech
 from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_memory, trim_heap
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
-from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion
+from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion, Utterance
 from daemon.verification import Verifier
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ class Worker:
         self.config = config
         self._make_analyzer = make_analyzer
         self._analyzer: Analyzer | None = None
+        self._transcriber: Transcriber | None = None
         self._lock = threading.Lock()
         self.owner = owner or owner_id()
         self.subscribers = subscribers
@@ -119,13 +121,35 @@ class Worker:
                 self._analyzer = self._make_analyzer()
             return self._analyzer
 
-    def ready(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
-        """Hold the GPU and load the model: a model that cannot load (ModelLoadError) is the
-        operator's to fix, not a failure of a chunk. False if stopped while waiting for the GPU."""
+    @property
+    def transcriber(self) -> Transcriber:
+        """The speech recogniser (speech.model), created on first use like the analyzer."""
+        with self._lock:
+            if self._transcriber is None:
+                self._transcriber = Transcriber.from_config(self.config)
+            return self._transcriber
+
+    def ready(self, should_stop: Callable[[], bool] = lambda: False, speech: bool = False) -> bool:
+        """Hold the GPU and load the model (and, with `speech`, the speech recogniser): a model
+        that cannot load (ModelLoadError) is the operator's to fix, not a failure of a chunk.
+        False if stopped while waiting for the GPU."""
         if not self.memory.hold(should_stop):
             return False
         self.analyzer  # noqa: B018
+        if speech:
+            self.transcriber  # noqa: B018
         return True
+
+    def wants_speech(self, rec: RecordingInfo) -> bool:
+        """Whether a recording's chunks are transcribed: speech.mode on, or auto and the file has
+        an audio stream (a file that cannot be probed: no, its chunk reports why)."""
+        mode = self.config.speech.mode
+        if mode != "auto":
+            return mode == "on"
+        try:
+            return self._probe(rec).has_audio
+        except UnsupportedMedia:
+            return False
 
     def close(self) -> None:
         """Stop the prefetch thread and give the GPU lease back (process exit does too)."""
@@ -153,7 +177,7 @@ class Worker:
         """What a recording is analysed with (stored on it, and in each event's provenance)."""
         cfg = self.config
         task = instructions(profile or cfg.analysis.profile, cfg.analysis.prompt)
-        return {
+        out: dict[str, Any] = {
             "model": cfg.model_name(),
             "profile": profile or cfg.analysis.profile,
             "prompt_hash": prompt_hash(task),
@@ -165,6 +189,9 @@ class Worker:
                 "overlap_s": cfg.chunking.overlap_seconds,
             },
         }
+        if cfg.speech.mode != "off":
+            out["speech"] = {"mode": cfg.speech.mode, **AsrSettings.from_config(cfg).provenance()}
+        return out
 
     def static_settings(self, path: str) -> StaticSettings | None:
         """sampling.skip_static and its knobs for a file, with its [[watch]] folder's overrides;
@@ -208,6 +235,9 @@ class Worker:
             windows, stepped = self.memory.plan(media)
             if stepped:
                 settings["fitted"] = stepped
+            if "speech" in settings:
+                # Plugins tell "no audio stream" from "nothing said" by it (subtitles).
+                settings["speech"]["audio"] = media.has_audio
             chunks = self.store.chunks.plan(rec.id, windows)
             if rec.status == "queued" and not self.store.recordings.start_analysis(
                 rec.id, media.duration_s, settings
@@ -293,7 +323,7 @@ class Worker:
         if rec.status not in ("queued", "analyzing"):
             return None
         with structlog.contextvars.bound_contextvars(recording_id=rec.id, path=rec.path):
-            if not self.ready(should_stop):
+            if not self.ready(should_stop, speech=self.wants_speech(rec)):
                 return None
             chunk = self.store.chunks.claim(rec.id, self.owner, self.lease_s, index)
             if chunk is None:
@@ -348,12 +378,22 @@ class Worker:
         return self.verifier.run_due(recording_id, should_stop)
 
     def _prepare(self, rec: RecordingInfo, media: MediaInfo, window: ChunkWindow) -> Prepared:
-        """The chunk's frames: from the prefetch thread when it prepared this exact window, else now."""
+        """The chunk's frames (and transcript): from the prefetch thread when it prepared this
+        exact window, else now."""
         static = self.static_settings(rec.path)
-        ready = self._prefetch.take((rec.id, window, media.rotation, static))
+        asr = self._transcriber if self.wants_speech(rec) else None
+        ready = self._prefetch.take((rec.id, window, media.rotation, static, asr is not None))
         if ready is not None:
             return ready
-        return prepare_chunk(rec.path, window, media.rotation, static, self.config.sampling.hwaccel)
+        return prepare_chunk(
+            rec.path,
+            window,
+            media.rotation,
+            static,
+            self.config.sampling.hwaccel,
+            asr,
+            media.duration_s,
+        )
 
     def _prefetch_after(self, rec: RecordingInfo, media: MediaInfo, index: int) -> None:
         """Start sampling the first pending chunk after `index` on the prefetch thread. Only
@@ -368,9 +408,10 @@ class Worker:
         window = window_of(nxt)
         static = self.static_settings(rec.path)
         path, rotation, hwaccel = rec.path, media.rotation, self.config.sampling.hwaccel
+        asr, duration = (self._transcriber if self.wants_speech(rec) else None), media.duration_s
         self._prefetch.submit(
-            (rec.id, window, rotation, static),
-            lambda: prepare_chunk(path, window, rotation, static, hwaccel),
+            (rec.id, window, rotation, static, asr is not None),
+            lambda: prepare_chunk(path, window, rotation, static, hwaccel, asr, duration),
         )
 
     def _attempt(
@@ -390,7 +431,12 @@ class Worker:
             prepared = self._prepare(rec, media, window)
             self._prefetch_after(rec, media, chunk.index)
             return analyze_prepared(
-                prepared, self.analyzer, task, self.config.analysis.max_events, rules
+                prepared,
+                self.analyzer,
+                task,
+                self.config.analysis.max_events,
+                rules,
+                self.config.speech.prompt_tokens,
             )
         except UnsupportedMedia as exc:
             return self._failed(rec, chunk, exc.reason, permanent=True)
@@ -496,12 +542,16 @@ class Worker:
                 "refused": result.refused_hits,
             }
             alerting = self._candidates(rec, chunk, task, rules, result, own)
+        speech, heard = self._speech(rec, media, window, result.transcript, result.speech_left_out)
+        if heard is not None:
+            provenance["speech"] = heard
         stored = self.store.chunks.commit(
             rec.id,
             chunk.index,
             self.owner,
             events,
             provenance,
+            speech=speech,
             notify=self.subscribers("events_found"),
             **alerting,
         )
@@ -512,7 +562,7 @@ class Worker:
                 action=result.static["action"],
                 peak_change=result.static["peak_change"],
             )
-        log.info("chunk_analyzed", events=n, **result.counts.as_dict())
+        log.info("chunk_analyzed", events=n, speech=len(speech), **result.counts.as_dict())
         return ChunkDone(rec, chunk, "done", n)
 
     def _candidates(
@@ -550,6 +600,33 @@ class Worker:
             },
             "alert_notes": notes,
         }
+
+    def _speech(
+        self,
+        rec: RecordingInfo,
+        media: MediaInfo,
+        window: ChunkWindow,
+        transcript: Transcript | None,
+        left_out: int,
+    ) -> tuple[list[Utterance], dict[str, Any] | None]:
+        """The segments a chunk stores (without what a neighbouring chunk already stored) and
+        its `speech` provenance: the recogniser, what was read, found and merged, and any note
+        or error about the audio. (None: speech is off.)"""
+        if self.config.speech.mode == "off":
+            return [], None
+        if transcript is None:  # auto, and the file has no audio stream
+            return [], {"note": "no audio stream" if not media.has_audio else "not transcribed"}
+        kept, merged = merge_speech(
+            self.store.chunks.neighbour_speech(rec.id, window.index),
+            transcript.utterances,
+            self._overlaps(window, self.store.chunks.of(rec.id)),
+        )
+        heard = {"asr": self.transcriber.provenance(), **transcript.provenance(), "merged": merged}
+        if left_out:
+            heard["prompt_left_out"] = left_out
+        if transcript.error:
+            log.warning("chunk_speech_failed", reason=transcript.error)
+        return kept, heard
 
     @staticmethod
     def _overlaps(window: ChunkWindow, chunks: Sequence[ChunkInfo]) -> list[tuple[float, float]]:

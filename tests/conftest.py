@@ -1,4 +1,5 @@
-"""Fixtures for the whole suite: offline Hugging Face settings and a tiny Qwen3-VL checkpoint."""
+"""Fixtures for the whole suite: offline Hugging Face settings, a tiny Qwen3-VL checkpoint and a
+tiny Whisper."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from daemon.selftest.testmodel import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("tiny-qwen3vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Whisper in CTranslate2's format (`framewatch make-test-model --speech`),
+    built once per session (per xdist worker): `[speech] model` for tests."""
+    from daemon.selftest.testwhisper import make_test_whisper
+
+    return make_test_whisper(tmp_path_factory.mktemp("tiny-whisper"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, parse_config
-from daemon.models import Candidate, ChunkWindow, RecordingInfo
+from daemon.models import Candidate, ChunkWindow, RecordingInfo, Utterance
 from daemon.pluginhost.manager import PluginManager, load_plugins
 from daemon.store import Store
 
@@ -52,9 +52,13 @@ def analysed(
     finish: str | None = "done",
     reason: str | None = None,
     profile: str | None = "general",
+    speech: Sequence[Sequence[Utterance]] | None = None,
+    audio: bool = True,
 ) -> RecordingInfo:
     """Drive the store as the Worker does (register, plan, claim, commit with outbox rows, settle),
-    standing in for a real analysis: the events are given, no model runs."""
+    standing in for a real analysis: the events are given, no model runs. With `speech` (one
+    list of utterances per chunk) the recording was analysed with speech on, and `audio` says
+    whether the file had an audio stream."""
     rec, _ = store.recordings.register(str(path), f"fp:{path}", 1, 0.0, profile=profile)
     windows = [
         ChunkWindow(i, i * chunk_s, (i + 1) * chunk_s, (i * chunk_s,), 64, 64)
@@ -67,18 +71,23 @@ def analysed(
         "prompt_hash": "abc",
         "sampling": {"fps": 1.0},
     }
+    if speech is not None:
+        settings["speech"] = {"mode": "on", "model": "stand-in-asr", "audio": audio}
     store.recordings.set_status(
         rec.id, "analyzing", duration_s=chunk_s * len(chunks), settings=settings
     )
-    for events in chunks:
+    for i, events in enumerate(chunks):
         c = store.chunks.claim(rec.id, "test:1", 60)
         assert c is not None
+        said = list(speech[i]) if speech is not None else []
         store.chunks.commit(
             rec.id,
             c.index,
             "test:1",
             list(events),
-            {"model": "stand-in"},
+            {"model": "stand-in"}
+            | ({"speech": {"asr": {"model": "stand-in-asr"}}} if speech is not None else {}),
+            speech=said,
             notify=pm.subscribers("events_found"),
         )
     if finish == "done":

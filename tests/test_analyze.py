@@ -81,7 +81,8 @@ def test_analyze_json_contract_and_rows(
     cfg = write_config(tmp_path, tiny_model)
     assert main(["analyze", str(clip), "--config", str(cfg), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"recording", "chunks", "events"}
+    assert set(out) == {"recording", "chunks", "events", "speech"}
+    assert out["speech"] == []  # speech is off by default
     rec = out["recording"]
     assert rec["status"] == "done" and rec["path"] == str(clip)
     assert rec["duration_s"] == pytest.approx(10.0, abs=0.15)
@@ -256,6 +257,7 @@ def test_selftest_command() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"], report
+    assert report["speech"] == "checked" and "speech segments" in report["summary"]
 
 
 def test_make_test_model_command_writes_a_loadable_checkpoint(

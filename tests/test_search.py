@@ -272,4 +272,4 @@ def test_cli_search_usage_errors(conf: Path, capsys: pytest.CaptureFixture[str])
     assert exc.value.code == 2
     assert "not a date" in capsys.readouterr().err
     assert main(["search", "unicorn", "--config", str(conf)]) == 0
-    assert "no events match" in capsys.readouterr().err
+    assert "no events or speech match" in capsys.readouterr().err

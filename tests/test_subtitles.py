@@ -11,7 +11,9 @@ import pysubs2
 import pytest
 import srt
 import webvtt
+from structlog.testing import capture_logs
 
+from daemon.models import Utterance
 from daemon.pluginhost.dispatch import Dispatcher
 from daemon.store import Store
 from plugins._shared import one_line
@@ -145,3 +147,84 @@ def test_chapters_file_only_when_chapters_exist(tmp_path: Path) -> None:
 def test_formats_choose_the_files(tmp_path: Path, formats: list[str]) -> None:
     files = write(tmp_path, [[ev(1, 2)]], {"formats": formats})
     assert [k for k in ("srt", "vtt") if files[k].exists()] == formats
+
+
+# -- speech -----------------------------------------------------------------------------------
+
+
+def said(start: float, end: float, text: str, language: str | None = "de") -> Utterance:
+    return Utterance(start, end, text, language)
+
+
+def deliver_speech(
+    tmp_path: Path, speech: list[list[Utterance]], *, audio: bool = True, name: str = "lecture"
+) -> list[dict[str, Any]]:
+    cfg = make_config(tmp_path, {"subtitles": {}})
+    pm = manager(cfg)
+    store = Store(cfg.storage_url())
+    video = tmp_path / f"{name}.mp4"
+    video.write_bytes(b"")
+    analysed(store, pm, video, [[] for _ in speech], speech=speech, audio=audio)
+    with capture_logs() as logs:
+        assert Dispatcher(store, pm, cfg).deliver_all() == 1
+    store.close()
+    return logs
+
+
+def test_speech_files_are_named_for_media_servers_and_parse(tmp_path: Path) -> None:
+    long = " ".join(f"Wort{i}" for i in range(60))  # a 30-s segment: several cues
+    speech = [
+        [said(1.0, 3.0, "Guten Morgen."), said(10.0, 40.0, long)],
+        [said(70.0, 71.0, HOSTILE[3] + " " + HOSTILE[0], "en")],
+    ]
+    logs = deliver_speech(tmp_path, speech)
+    srt_path, vtt_path = tmp_path / "lecture.de.srt", tmp_path / "lecture.de.vtt"
+    assert [e["event"] for e in logs if e["event"].startswith("speech_")] == [
+        "speech_subtitles_written"
+    ]
+    subs = list(srt.parse(srt_path.read_text(encoding="utf-8")))
+    assert subs[0].content == "Guten Morgen." and subs[0].start.total_seconds() == 1.0
+    middle = [s for s in subs if 10.0 <= s.start.total_seconds() < 40.0]
+    assert len(middle) >= len(long) // 84 + 1 and all(len(s.content) <= 84 for s in middle)
+    assert middle[-1].end.total_seconds() == pytest.approx(40.0)
+    assert " ".join(s.content for s in middle) == long  # nothing lost in the split
+    for s in subs:
+        assert "-->" not in s.content and "\n" not in s.content and "<" not in s.content
+    assert len(pysubs2.load(str(srt_path))) == len(subs)
+    assert len(webvtt.read(str(vtt_path))) == len(subs)
+    ffmpeg_reads(srt_path)
+    ffmpeg_reads(vtt_path)
+    # Beside the visual-event files, which are written as before.
+    assert (tmp_path / "lecture.framewatch.srt").exists()
+
+
+def test_no_speech_writes_none_says_why_and_removes_an_earlier_runs(tmp_path: Path) -> None:
+    deliver_speech(tmp_path, [[said(1.0, 2.0, "Hallo.")]])
+    assert (tmp_path / "lecture.de.srt").exists()
+    # The same video analysed again (a replay after re-analysis): silence only this time.
+    (tmp_path / "fw.db").unlink()
+    logs = deliver_speech(tmp_path, [[]])
+    assert not list(tmp_path.glob("lecture.de.*")) and not list(tmp_path.glob(".lecture.*"))
+    (none,) = [e for e in logs if e["event"] == "speech_subtitles_none"]
+    assert none["reason"] == "nothing was said"
+    logs = deliver_speech(tmp_path, [[]], audio=False, name="silent-film")
+    (none,) = [e for e in logs if e["event"] == "speech_subtitles_none"]
+    assert none["reason"] == "no audio stream"
+    assert not list(tmp_path.glob("silent-film.*.srt")) or [
+        p.name for p in tmp_path.glob("silent-film.*.srt")
+    ] == ["silent-film.framewatch.srt"]
+
+
+def test_a_subtitle_file_framewatch_did_not_write_is_left_alone(tmp_path: Path) -> None:
+    mine = "1\n00:00:01,000 --> 00:00:02,000\nSubtitles someone made by hand\n"
+    (tmp_path / "lecture.de.srt").write_text(mine)
+    logs = deliver_speech(tmp_path, [[said(1.0, 2.0, "Hallo.")]])
+    assert (tmp_path / "lecture.de.srt").read_text() == mine
+    (kept,) = [e for e in logs if e["event"] == "speech_subtitles_kept"]
+    assert kept["path"] == str(tmp_path / "lecture.de.srt")
+    assert "Hallo." in (tmp_path / "lecture.de.vtt").read_text()  # the other one is written
+    # One of ours edited by hand since is not overwritten either.
+    (tmp_path / "lecture.de.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nfixed by hand\n")
+    (tmp_path / "fw.db").unlink()
+    deliver_speech(tmp_path, [[said(1.0, 2.0, "Hallo wieder.")]])
+    assert "fixed by hand" in (tmp_path / "lecture.de.vtt").read_text()

@@ -335,13 +335,16 @@ class Estimator:
     ratio: float = 1.0  # measured / estimated allocation, from calibration
     text_tokens: int = 256
     context_gib: float = CUDA_CONTEXT_GIB
+    # The speech recogniser on the same GPU (engine/speech/memory.py): its weights and working
+    # set, outside torch's allocator, so never scaled by the calibration ratio.
+    asr_gib: float = 0.0
 
     def weights_gib(self) -> float:
         return self.spec.weights_bytes(self.dtype, self.quantization) / GIB
 
     def fixed_gib(self) -> float:
-        """Paid before the first chunk: weights and the CUDA context."""
-        return self.weights_gib() * self.ratio + self.context_gib
+        """Paid before the first chunk: weights, the CUDA context and the speech recogniser."""
+        return self.weights_gib() * self.ratio + self.context_gib + self.asr_gib
 
     def tokens(self, frames: int, width: int, height: int) -> tuple[int, int]:
         s = self.spec
@@ -396,7 +399,7 @@ class Estimator:
         dynamic = max(vision_phase, lm_phase)
         allocated = (weights + dynamic) * self.ratio / GIB
         slack = dynamic * self.ratio * self.slack / GIB
-        peak = allocated + slack + self.context_gib
+        peak = allocated + slack + self.context_gib + self.asr_gib
         return Estimate(
             frames=frames,
             width=width,
@@ -440,9 +443,17 @@ def estimator_for(
     prompt: str = "",
     bf16_supported: bool = True,
 ) -> Estimator:
-    """The Estimator for a config on `device` ("cpu" or "cuda[:N]")."""
+    """The Estimator for a config on `device` ("cpu" or "cuda[:N]"). With speech on, the prompt
+    counts speech.prompt_tokens of transcript, and a recogniser on the same GPU its memory."""
+    from daemon.engine.speech.memory import asr_memory
+
     m = config.model
     on_gpu = device.startswith("cuda")
+    text = text_tokens(prompt) if prompt else 256
+    asr = asr_memory(config)
+    if config.speech.mode != "off":
+        text += config.speech.prompt_tokens
+    same_gpu = asr is not None and on_gpu and _gpu_index(asr.device) == _gpu_index(device)
     return Estimator(
         spec=spec,
         dtype=resolve_dtype(m.dtype, device, bf16_supported),
@@ -452,9 +463,17 @@ def estimator_for(
         attn_implementation=m.attn_implementation,
         slack=config.gpu.slack_fraction,
         ratio=ratio,
-        text_tokens=text_tokens(prompt) if prompt else 256,
+        text_tokens=text,
         context_gib=CUDA_CONTEXT_GIB if on_gpu else 0.0,
+        asr_gib=asr.total / GIB if same_gpu and asr is not None else 0.0,
     )
+
+
+def _gpu_index(device: str) -> int | None:
+    """ "cuda" and "cuda:0" are one GPU; None for the CPU."""
+    if not device.startswith("cuda"):
+        return None
+    return int(device.partition(":")[2] or 0)
 
 
 def calibration_key(config: Config, device: str, bf16_supported: bool = True) -> str:

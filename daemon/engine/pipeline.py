@@ -1,20 +1,22 @@
-"""Analyse one chunk: sample its frames, ask the analyzer, turn the answer into checked events."""
+"""Analyse one chunk: sample its frames (and transcribe its audio), ask the analyzer with both,
+turn the answer into checked events."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from daemon.engine.activity import StaticSettings, scan_window, static_window
 from daemon.engine.alerts import normalize_hits, split_hits
 from daemon.engine.events import Candidate, Counts, normalize
-from daemon.engine.prompts import build_prompt
+from daemon.engine.prompts import build_prompt, transcript_text
 from daemon.engine.sampler import sample_frames
 from daemon.models import ChunkInput, ChunkWindow, Frame, RuleHit, RuleQuestion
 
 if TYPE_CHECKING:
     from daemon.engine.analyzer import Analyzer
+    from daemon.engine.speech import Transcriber, Transcript
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +34,20 @@ class ChunkResult:
     hits: tuple[RuleHit, ...] = ()
     asked: tuple[str, ...] = ()
     refused_hits: int = 0
+    transcript: Transcript | None = None
+    # Transcript lines that did not fit the prompt's speech.prompt_tokens.
+    speech_left_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A chunk's frames, ready for the analyzer (the part that can run ahead of the GPU).
+    """A chunk's frames and transcript, ready for the analyzer (the part that can run ahead of
+    the GPU).
 
     `window` is what was planned; `frames` were sampled for `used` (the same window, or fewer
-    frames when found static); `frames` is empty when the chunk is skipped as static."""
+    frames when found static); `frames` is empty when the chunk is skipped as static. The
+    transcript (speech on) is made whether or not the chunk is static: what is said over a
+    still slide is the point of a lecture."""
 
     path: str
     window: ChunkWindow
@@ -47,6 +55,7 @@ class Prepared:
     frames: tuple[Frame, ...]
     decode_s: float
     static: dict[str, Any] | None = None
+    transcript: Transcript | None = None
 
 
 def prepare_chunk(
@@ -55,9 +64,12 @@ def prepare_chunk(
     rotation: int,
     static: StaticSettings | None = None,
     hwaccel: str | None = None,
+    transcriber: Transcriber | None = None,
+    duration_s: float | None = None,
 ) -> Prepared:
-    """Sample `window` (after the activity pre-pass when `static` is given). Raises
-    UnsupportedMedia when the window cannot be decoded."""
+    """Sample `window` (after the activity pre-pass when `static` is given), then transcribe
+    its audio with `transcriber` (reading up to `duration_s`). Raises UnsupportedMedia when the
+    window's video cannot be decoded; audio problems only ever end up in the transcript."""
     t0 = time.perf_counter()
     used: ChunkWindow | None = window
     note: dict[str, Any] | None = None
@@ -81,7 +93,13 @@ def prepare_chunk(
             )
         )
     )
-    return Prepared(path, window, used, frames, time.perf_counter() - t0, note)
+    decode_s = time.perf_counter() - t0
+    transcript = (
+        transcriber.transcribe(path, window.start_s, window.end_s, duration_s)
+        if transcriber is not None
+        else None
+    )
+    return Prepared(path, window, used, frames, decode_s, note, transcript)
 
 
 def analyze_prepared(
@@ -90,24 +108,38 @@ def analyze_prepared(
     task: str,
     max_events: int,
     rules: tuple[RuleQuestion, ...] = (),
+    speech_tokens: int = 0,
 ) -> ChunkResult:
-    """Run `analyzer` on prepared frames and normalise what it returns; a chunk skipped as static
-    gives no events without calling it. `rules`: the alert rules asked in the same answer."""
+    """Run `analyzer` on prepared frames and their transcript (at most `speech_tokens` of it in
+    the prompt) and normalise what it returns; a chunk skipped as static gives no events
+    without calling it. `rules`: the alert rules asked in the same answer."""
     window = prepared.window
+    said = prepared.transcript.utterances if prepared.transcript is not None else ()
     if prepared.used is None:
-        return ChunkResult([], Counts(), (), prepared.decode_s, 0.0, {}, prepared.static)
+        return ChunkResult(
+            [],
+            Counts(),
+            (),
+            prepared.decode_s,
+            0.0,
+            {},
+            prepared.static,
+            transcript=prepared.transcript,
+        )
     t1 = time.perf_counter()
-    frames = prepared.frames
+    speech, left_out = transcript_text(said, speech_tokens)
     chunk = ChunkInput(
         recording_path=prepared.path,
         index=window.index,
         start_s=window.start_s,
         end_s=window.end_s,
-        prompt=build_prompt(task, window.start_s, window.end_s, max_events, rules),
-        frames=frames,
+        prompt=build_prompt(task, window.start_s, window.end_s, max_events, rules, speech),
+        frames=prepared.frames,
         rules=rules,
+        speech=said,
     )
-    return _finish(chunk, analyzer, prepared.decode_s, t1, prepared.static)
+    result = _finish(chunk, analyzer, prepared.decode_s, t1, prepared.static)
+    return replace(result, transcript=prepared.transcript, speech_left_out=left_out)
 
 
 def _finish(

@@ -122,6 +122,7 @@ def _probe_open(path: Path, size: int, container: av.container.InputContainer) -
         codec=context.name,
         frame_count=frame_count,
         variable_frame_rate=_looks_vfr(scan.pts),
+        has_audio=bool(container.streams.audio),
     )
 
 

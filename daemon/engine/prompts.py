@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from daemon.config import PROFILES
+from daemon.engine.budget import CHARS_PER_TOKEN
+from daemon.models import Utterance
 
 if TYPE_CHECKING:
     from daemon.models import RuleQuestion
@@ -20,6 +22,12 @@ _FORMAT = (
     '"label": short name, "description": one sentence}}]}}, with times in seconds on the '
     "same clock as the <T seconds> markers, at most {max_events} events, ordered by time. "
     'If nothing happens, answer {{"events": []}}.'
+)
+
+
+_SPEECH = (
+    "What is said in this part, transcribed from the audio track (each line starts with its "
+    "time on the same clock as the frames: [start-end] seconds):"
 )
 
 
@@ -62,9 +70,13 @@ def build_prompt(
     end_s: float,
     max_events: int,
     rules: Sequence[RuleQuestion] = (),
+    speech: str = "",
 ) -> str:
-    """The full text sent with one chunk's frames; with `rules`, their questions too."""
-    text = task + "\n\n" + _FORMAT.format(start=start_s, end=end_s, max_events=max_events)
+    """The full text sent with one chunk's frames: the task, its transcript when `speech` (see
+    transcript_text) and the answer format; with `rules`, their questions too. Without speech and
+    rules it is the same text, byte for byte, as before either existed."""
+    answer = _FORMAT.format(start=start_s, end=end_s, max_events=max_events)
+    text = task + "\n\n" + (speech + "\n\n" if speech else "") + answer
     if not rules:
         return text
     keys = ", ".join(f'"{r.name}": ...' for r in rules)
@@ -92,6 +104,29 @@ def verify_prompt(
         end=end_s,
         question=rule_line(rule),
     )
+
+
+def transcript_text(utterances: Sequence[Utterance], max_tokens: int) -> tuple[str, int]:
+    """A chunk's transcript for its prompt, one line per utterance, at most `max_tokens` by the
+    budget's count (daemon/engine/budget.py: CHARS_PER_TOKEN, an over-estimate), so the memory
+    estimate that adds `max_tokens` holds. Whole lines in time order, as many as fit; a last
+    line counts the rest. Returns the text ("" when nothing is said or nothing fits) and how
+    many lines were left out."""
+    lines = [f"[{u.start_s:.1f}-{u.end_s:.1f}] {' '.join(u.text.split())}" for u in utterances]
+    room = int(max_tokens * CHARS_PER_TOKEN) - 2  # the blank line that joins it to the prompt
+    used = len(_SPEECH)
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        left = len(lines) - i - 1
+        tail = len(f"\n({left} more lines left out)") if left else 0
+        if used + 1 + len(line) + tail > room:
+            break
+        kept.append(line)
+        used += 1 + len(line)
+    left = len(lines) - len(kept)
+    if not kept:
+        return "", left
+    return "\n".join([_SPEECH, *kept] + ([f"({left} more lines left out)"] if left else [])), left
 
 
 def prompt_hash(task: str) -> str:

@@ -233,6 +233,7 @@ class Dispatcher:
                 "recording": recording,
                 "chunk": self.store.chunks.get(d.recording_id, d.chunk_index),
                 "events": self.store.events.of(d.recording_id, d.chunk_index),
+                "speech": self.store.speech.of(d.recording_id, d.chunk_index),
             }
         if d.hook == "recording_finished":
             return {
@@ -240,6 +241,7 @@ class Dispatcher:
                 "events": self.store.events.of(d.recording_id),
                 "static_spans": self.store.chunks.static_spans(d.recording_id),
                 "alerts": self.store.alerts.of(d.recording_id),
+                "speech": self.store.speech.of(d.recording_id),
             }
         if d.hook == "recording_failed":
             return {"recording": recording, "error": recording.reason or ""}

@@ -1,5 +1,6 @@
-"""Self-test support: the tiny offline Qwen3-VL checkpoint (testmodel.py), the synthetic clips
-(clips.py), and `framewatch selftest`, which runs the whole pipeline on them offline."""
+"""Self-test support: the tiny offline Qwen3-VL checkpoint (testmodel.py), the tiny offline
+Whisper (testwhisper.py), the synthetic clips (clips.py), and `framewatch selftest`, which runs
+the whole pipeline on them offline, speech included."""
 
 from __future__ import annotations
 
@@ -11,24 +12,38 @@ from typing import Any
 
 
 def run_selftest(keep: str | None = None) -> dict[str, Any]:
-    """The whole pipeline on a generated clip with the tiny offline model, in a temporary folder
-    (or `keep`). Returns {"ok", "problems", "seconds", "summary"}."""
+    """The whole pipeline on a generated clip with the tiny offline models, in a temporary folder
+    (or `keep`). Returns {"ok", "problems", "seconds", "summary", "speech"}; `speech` says
+    whether the transcription path was checked (it needs openai-whisper's tokenizer file for
+    the tiny Whisper, a development dependency) and why not."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from daemon.analysis import analyze_path
     from daemon.config import parse_config
-    from daemon.selftest.clips import make_video
+    from daemon.selftest.clips import make_video, voice_track
     from daemon.selftest.testmodel import make_test_model
+    from daemon.selftest.testwhisper import make_test_whisper
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="framewatch-selftest-") as tmp:
         root = Path(keep) if keep else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         model = make_test_model(root / "model")
+        try:
+            whisper: Path | None = make_test_whisper(root / "whisper")
+            speech = "checked"
+        except FileNotFoundError as exc:
+            whisper, speech = None, f"not checked: {exc}"
         clip = make_video(
             root / "clip.mp4",
             seconds=12.0,
             size=(320, 180),
             scenes=[(0.0, (200, 30, 30)), (4.0, (30, 200, 30)), (8.0, (30, 30, 200))],
+            audio=voice_track(12.0, [(2.0, 2.5), (7.0, 3.0)]),
+        )
+        speech_settings = (
+            {"mode": "on", "model": str(whisper), "beam_size": 1, "max_new_tokens": 16}
+            if whisper is not None
+            else {}
         )
         cfg = parse_config(
             {
@@ -37,6 +52,7 @@ def run_selftest(keep: str | None = None) -> dict[str, Any]:
                 "chunking": {"seconds": 6, "overlap_seconds": 1},
                 "sampling": {"fps": 1, "max_side": 128},
                 "analysis": {"max_events": 2, "label_chars": 16, "description_chars": 40},
+                "speech": speech_settings,
             }
         )
         result, summary = analyze_path(cfg, str(clip))
@@ -52,6 +68,15 @@ def run_selftest(keep: str | None = None) -> dict[str, Any]:
         for e in result["events"]:
             if not 0 <= e["start_s"] <= e["end_s"] <= 12.0:
                 problems.append(f"event outside the clip: {e}")
+        if whisper is not None:
+            notes = [c["speech_note"] for c in result["chunks"] if "speech_note" in c]
+            if notes:
+                problems.append(f"speech: {notes[0]}")
+            if not result["speech"]:
+                problems.append("speech: nothing transcribed from the clip's voiced bursts")
+            for s in result["speech"]:
+                if not 0 <= s["start_s"] <= s["end_s"] <= 12.1:
+                    problems.append(f"speech segment outside the clip: {s}")
         _, again = analyze_path(cfg, str(clip))
         if "already analysed" not in again:
             problems.append("second run was not a no-op")
@@ -60,4 +85,5 @@ def run_selftest(keep: str | None = None) -> dict[str, Any]:
         "problems": problems,
         "seconds": round(time.perf_counter() - t0, 1),
         "summary": summary,
+        "speech": speech,
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -42,6 +42,7 @@ def make_video(
     rotation: int = 0,
     vfr: bool = False,
     container_options: dict[str, str] | None = None,
+    audio: np.ndarray | None = None,
 ) -> Path:
     """Write a short clip of solid-colour scenes and return its path.
 
@@ -62,6 +63,7 @@ def make_video(
       `fps` then only sets the nominal rate given to the encoder.
     - `codec`: falls back to "mpeg4" when the requested encoder is not built in.
     - `container_options`: passed to the muxer (e.g. {"live": "1"} for Matroska without duration).
+    - `audio`: mono float32 samples at AUDIO_RATE, from 0 s on, as an AAC track (see voice_track).
     """
     if rotation not in (0, 90, 180, 270):
         raise ValueError(f"rotation must be 0, 90, 180 or 270, not {rotation}")
@@ -97,6 +99,8 @@ def make_video(
         if rotation:
             # set_display_rotation takes counter-clockwise degrees.
             stream.set_display_rotation(-rotation)
+        # Every stream exists before the first packet is written (the header goes out then).
+        sound = out.add_stream("aac", rate=AUDIO_RATE, layout="mono") if audio is not None else None
 
         for index, t in enumerate(times):
             colour = _colour_at(scenes, t)
@@ -110,7 +114,62 @@ def make_video(
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+        if sound is not None and audio is not None:
+            _encode_audio(out, sound, audio)
     return path
+
+
+AUDIO_RATE = 16000
+# Vowel formants (Hz) of /a/, /i/, /u/, /e/, /o/: a voice-like sound, syllable by syllable.
+_VOWELS = (
+    (730, 1090, 2440),
+    (270, 2290, 3010),
+    (300, 870, 2240),
+    (530, 1840, 2480),
+    (570, 840, 2410),
+)
+
+
+def voice_track(seconds: float, bursts: Sequence[tuple[float, float]], seed: int = 0) -> np.ndarray:
+    """`seconds` of silence with a voice-like sound (a 120 Hz glottal tone through vowel formants,
+    five syllables a second) during each (start_s, duration_s) burst: something a voice activity
+    detector takes for speech, without a speech synthesiser. Not words: a transcript of it is
+    noise, only that it is found is meant."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(int(seconds * AUDIO_RATE), np.float32)
+    syllable = int(0.22 * AUDIO_RATE)
+    for start, duration in bursts:
+        n = int(duration * AUDIO_RATE)
+        t = np.arange(n) / AUDIO_RATE
+        phase = 2 * np.pi * np.cumsum(120.0 * (1 + 0.1 * np.sin(2 * np.pi * 0.7 * t))) / AUDIO_RATE
+        source = sum(np.sin(k * phase) / k for k in range(1, 30))
+        burst = np.zeros(n)
+        for a in range(0, n - syllable + 1, syllable):
+            piece = np.fft.rfft(source[a : a + syllable])
+            freqs = np.fft.rfftfreq(syllable, 1 / AUDIO_RATE)
+            formants = _VOWELS[rng.integers(len(_VOWELS))]
+            shape = sum(np.exp(-(((freqs - f) / (80 + f * 0.05)) ** 2)) for f in formants)
+            burst[a : a + syllable] = (
+                np.fft.irfft(piece * shape, syllable) * np.hanning(syllable) ** 0.5
+            )
+        burst *= 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
+        i = int(start * AUDIO_RATE)
+        out[i : i + n] = (0.3 * burst / max(np.abs(burst).max(), 1e-9))[: len(out) - i]
+    return out
+
+
+def _encode_audio(out: Any, stream: Any, samples: np.ndarray) -> None:
+    for start in range(0, len(samples), 1024):
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples[None, start : start + 1024]), format="fltp", layout="mono"
+        )
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = start
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
 
 
 # Kinds of event make_static_scene can plant.

@@ -6,7 +6,9 @@ never migrated, over connections that cannot write; `framewatch serve` reads thr
 
 - `recordings` (recordings.py): register by content, names, state, settle;
 - `chunks` (chunks.py): the plan and each chunk's lifecycle, one set of verbs for every queue;
-- `events` (events.py): stored events, the plain listing, full-text search (search.py);
+- `events` (events.py): stored events, the plain listing, full-text search (search.py) over
+  events and speech;
+- `speech` (speech.py): stored speech segments (written with their chunk's events);
 - `outbox` (outbox.py): plugin notifications and plugin blocks;
 - `alerts` (alerts.py): alert rules' candidates, their second look and outcome;
 - `calibration` (calibration.py): measured GPU memory against estimates.
@@ -28,6 +30,7 @@ from daemon.store.events import Events
 from daemon.store.outbox import DeliveryInfo, Outbox
 from daemon.store.recordings import Recordings
 from daemon.store.session import Database
+from daemon.store.speech import SpeechSegments
 from daemon.store.stats import stats
 from daemon.store.tables import CHUNK_STATES, RECORDING_STATES
 
@@ -51,6 +54,7 @@ class Store:
         self.recordings = Recordings(self.db)
         self.chunks = Chunks(self.db)
         self.events = Events(self.db)
+        self.speech = SpeechSegments(self.db)
         self.outbox = Outbox(self.db)
         self.alerts = Alerts(self.db)
         self.calibration = Calibrations(self.db)

@@ -3,8 +3,9 @@
 A chunk moves `pending -> running(owner, lease) -> done | failed(attempts, error)`. Whoever hands
 out work (the local store queue or the Redis stream, daemon/work/) uses the same verbs: `claim`,
 `commit`, `fail` (optionally back to pending for a queue that redelivers), `release`. A chunk's
-events, its `done` status and its outbox rows commit in one transaction, replacing whatever a
-previous run stored for it, so a crash at any point loses nothing and stores nothing twice.
+events, its speech segments, its `done` status and its outbox rows commit in one transaction,
+replacing whatever a previous run stored for it, so a crash at any point loses nothing and stores
+nothing twice.
 """
 
 from __future__ import annotations
@@ -18,10 +19,26 @@ from sqlalchemy import func
 from sqlmodel import Session, col, delete, select
 
 from daemon.identity import owner_is_dead
-from daemon.models import Candidate, ChunkInfo, ChunkWindow, EventInfo, RuleHit, StaticSpan
+from daemon.models import (
+    Candidate,
+    ChunkInfo,
+    ChunkWindow,
+    EventInfo,
+    RuleHit,
+    StaticSpan,
+    Utterance,
+)
 from daemon.store.alerts import insert_candidates
 from daemon.store.session import Database
-from daemon.store.tables import Chunk, Delivery, Event, Recording, chunk_info, event_info
+from daemon.store.tables import (
+    Chunk,
+    Delivery,
+    Event,
+    Recording,
+    Speech,
+    chunk_info,
+    event_info,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +189,17 @@ class Chunks:
             ).all()
             return [(lbl, st, en) for lbl, st, en in rows]
 
+    def neighbour_speech(self, recording_id: int, index: int) -> list[Utterance]:
+        """The speech segments stored for the chunks just before and after `index`."""
+        with self.db.session() as s:
+            rows = s.exec(
+                select(Speech).where(
+                    Speech.recording_id == recording_id,
+                    col(Speech.chunk_index).in_([index - 1, index + 1]),
+                )
+            ).all()
+            return [Utterance(r.start_s, r.end_s, r.text, r.language) for r in rows]
+
     def commit(
         self,
         recording_id: int,
@@ -180,16 +208,19 @@ class Chunks:
         events: Sequence[Candidate],
         provenance: dict[str, Any],
         *,
+        speech: Sequence[Utterance] = (),
         notify: Sequence[str] = (),
         hits: Sequence[RuleHit] = (),
         severity: Mapping[str, str] | None = None,
         alert_provenance: Mapping[str, Any] | None = None,
         alert_notes: Mapping[str, str] | None = None,
     ) -> list[EventInfo] | None:
-        """Store a chunk's events and mark it done, in one transaction, replacing any events a
-        previous run stored for it. Outbox rows for `notify` plugins (hook events_found) go in
-        the same transaction, and so do the alert candidates of `hits` (store/alerts.py). Returns
-        None when the chunk is no longer ours (lease taken over)."""
+        """Store a chunk's events and speech segments and mark it done, in one transaction,
+        replacing whatever a previous run stored for it. Each segment records the recogniser
+        that wrote it (`provenance["speech"]["asr"]`: model and settings). Outbox rows for
+        `notify` plugins (hook events_found) go in the same transaction, and so do the alert
+        candidates of `hits` (store/alerts.py). Returns None when the chunk is no longer ours
+        (lease taken over)."""
         with self.db.session() as s:
             # Locked: two boxes that computed the same chunk commit one after the other, and the
             # second sees it done (events stored once, one outbox row per plugin).
@@ -219,6 +250,31 @@ class Chunks:
                 for e in events
             ]
             s.add_all(rows)
+            s.exec(delete(Speech).where(col(Speech.chunk_id) == c.id))
+            asr = dict(provenance.get("speech", {}).get("asr", {}))
+            model = str(asr.pop("model", ""))
+            s.add_all(
+                Speech(
+                    recording_id=recording_id,
+                    chunk_id=c.id,  # type: ignore[arg-type]
+                    chunk_index=index,
+                    start_s=u.start_s,
+                    end_s=u.end_s,
+                    text=u.text,
+                    language=u.language,
+                    model=model,
+                    settings={
+                        "asr": asr,
+                        **({"avg_logprob": u.avg_logprob} if u.avg_logprob is not None else {}),
+                        **(
+                            {"no_speech_prob": u.no_speech_prob}
+                            if u.no_speech_prob is not None
+                            else {}
+                        ),
+                    },
+                )
+                for u in speech
+            )
             c.status, c.error, c.owner, c.lease_until = "done", None, None, None
             c.finished_at, c.provenance = time.time(), dict(provenance)
             s.add(c)

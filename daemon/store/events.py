@@ -1,5 +1,6 @@
 """Reading stored events: by recording or chunk, as the plain listing of `framewatch events`,
-with their recordings' paths, and ranked by full-text search (search.py builds the query)."""
+with their recordings' paths, and ranked by full-text search together with speech segments
+(search.py builds the query)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from daemon.store import listing
 from daemon.store.db import read_only
 from daemon.store.search import SearchHit, SearchQuery, build
 from daemon.store.session import Database
-from daemon.store.tables import Event, Recording, event_info
+from daemon.store.tables import Event, Recording, Speech, event_info, speech_segment
 
 
 class Events:
@@ -108,23 +109,34 @@ class Events:
         limit: int = 20,
         offset: int = 0,
     ) -> list[SearchHit]:
-        """Events matching `query` (a search box's text), best first, each with its recording
-        and provenance (search.py: the query syntax, and the ranked query for this store's
-        dialect). `since`: a Unix time; only recordings whose file was modified then or later."""
+        """Events and speech segments matching `query` (a search box's text), best first, each
+        with its recording and provenance (search.py: the query syntax, and the ranked query
+        for this store's dialect). `since`: a Unix time; only recordings whose file was
+        modified then or later. `labels` leave speech out (it has none)."""
         q = SearchQuery(query, recording_id, since, tuple(labels), limit, offset)
         stmt = build(self.db.dialect, q)
         if stmt is None:
             return []
         with self.db.session() as s:
             ranked = s.connection().execute(text(stmt.sql), stmt.params).all()
-            rows: Any = s.exec(
-                select(Event, Recording.path, Recording.status)
-                .join(Recording, col(Recording.id) == col(Event.recording_id))
-                .where(col(Event.id).in_([r[0] for r in ranked]))
-            ).all()
-            found = {e.id: (e, p, st) for e, p, st in rows}
+            wanted = {kind: [r[1] for r in ranked if r[0] == kind] for kind in ("event", "speech")}
+            found: dict[tuple[str, int], Any] = {}
+            if wanted["event"]:
+                rows: Any = s.exec(
+                    select(Event, Recording.path, Recording.status)
+                    .join(Recording, col(Recording.id) == col(Event.recording_id))
+                    .where(col(Event.id).in_(wanted["event"]))
+                ).all()
+                found |= {("event", e.id): (event_info(e), None, p, st) for e, p, st in rows}
+            if wanted["speech"]:
+                rows = s.exec(
+                    select(Speech, Recording.path, Recording.status)
+                    .join(Recording, col(Recording.id) == col(Speech.recording_id))
+                    .where(col(Speech.id).in_(wanted["speech"]))
+                ).all()
+                found |= {("speech", r.id): (None, speech_segment(r), p, st) for r, p, st in rows}
             return [
-                SearchHit(event_info(e), p, st, float(score), rank=q.offset + i + 1)
-                for i, (event_id, score) in enumerate(ranked)
-                for e, p, st in [found[event_id]]
+                SearchHit(event, path, status, float(score), q.offset + i + 1, speech)
+                for i, (kind, item_id, score, *_) in enumerate(ranked)
+                for event, speech, path, status in [found[(kind, item_id)]]
             ]

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from daemon.models import AlertInfo, ChunkInfo, EventInfo, RecordingInfo
+from daemon.models import AlertInfo, ChunkInfo, EventInfo, RecordingInfo, SpeechSegment
 
 RECORDING_STATES = ("queued", "analyzing", "done", "failed", "skipped")
 CHUNK_STATES = ("pending", "running", "done", "failed")
@@ -85,6 +85,24 @@ class Event(SQLModel, table=True):
     evidence_s: float | None = None
     model: str
     prompt_hash: str
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Speech(SQLModel, table=True):
+    """What was said from start_s to end_s, stored with its chunk's events (revision 0006); the
+    listing index is the events' one, for the same reading order."""
+
+    __table_args__ = (Index("ix_speech_listing", "recording_id", "start_s", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    recording_id: int = Field(foreign_key="recording.id", index=True)
+    chunk_id: int = Field(foreign_key="chunk.id", index=True)
+    chunk_index: int
+    start_s: float
+    end_s: float
+    text: str
+    language: str | None = None
+    model: str
+    # The recogniser's settings and the segment's scores (avg_logprob, no_speech_prob).
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
@@ -239,4 +257,17 @@ def alert_info(a: Alert, *, thumbnail: bool = True) -> AlertInfo:
         thumbnail_s=a.thumbnail_s,
         created_at=a.created_at,
         decided_at=a.decided_at,
+    )
+
+
+def speech_segment(r: Speech) -> SpeechSegment:
+    return SpeechSegment(
+        id=r.id,
+        recording_id=r.recording_id,
+        chunk_index=r.chunk_index,
+        start_s=r.start_s,
+        end_s=r.end_s,
+        text=r.text,
+        language=r.language,
+        provenance={"model": r.model, **r.settings},
     )

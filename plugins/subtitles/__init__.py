@@ -1,23 +1,37 @@
-"""Built-in plugin subtitles: SRT and WebVTT sidecars of a recording's events, plus WebVTT chapters.
+"""Built-in plugin subtitles: SRT and WebVTT sidecars of a recording's events, plus WebVTT chapters,
+and of what was said (speech on).
 
 Files are `<video stem>.framewatch.srt`, `.framewatch.vtt` and `.framewatch.chapters.vtt` (when
 the events form chapters), beside the video or in `dir`. Concurrent events share one cue, one line
 each, so overlapping events never produce overlapping cues. Model text is reduced to single lines
 and escaped, so it can neither end a cue nor forge a timing line.
+
+The transcript goes to `<video stem>.<language>.srt` and `.vtt`, the names media servers (Jellyfin,
+Plex, Kodi) pick up as a subtitle track in that language: the language most of the speech was in,
+else `und`. A file of that name that framewatch did not write (or that was edited since) is left
+alone and said so; the hidden `.<video stem>.framewatch-speech.json` remembers what was written.
+No speech (no audio stream, silence only) writes none, removes the ones an earlier run wrote,
+and says so in the log.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.hookspecs import ConfigPath, hookimpl
-from daemon.models import EventInfo, RecordingInfo
+from daemon.models import EventInfo, RecordingInfo, SpeechSegment
 from plugins._shared import chapters, one_line, write_atomically
+
+log = structlog.get_logger(__name__)
 
 NAME = "subtitles"
 Cue = tuple[float, float, tuple[str, ...]]
@@ -48,6 +62,12 @@ class SubtitleSettings(BaseModel):
     chapter_min_s: float = Field(
         120.0, gt=0, description="A label change starts a chapter after this long."
     )
+    speech: bool = Field(
+        True, description="Also write what was said as <stem>.<language>.srt / .vtt (speech on)."
+    )
+    speech_cue_chars: int = Field(
+        84, ge=20, le=500, description="Longest speech cue; longer segments are split in time."
+    )
 
 
 def _line(e: EventInfo, limit: int) -> str:
@@ -64,10 +84,49 @@ def cues(
 ) -> list[Cue]:
     """Non-overlapping cues: the timeline is cut at every event start and end, and each piece
     shows the events active in it, one line each (oldest first)."""
-    spans = sorted(
-        ((e.start_s, max(e.end_s, e.start_s + min_cue_s), _line(e, line_chars)) for e in events),
-        key=lambda s: s[0],  # stable: concurrent events keep the store's order
+    return _timeline(
+        [(e.start_s, max(e.end_s, e.start_s + min_cue_s), _line(e, line_chars)) for e in events],
+        max_lines,
     )
+
+
+def speech_cues(
+    segments: Sequence[SpeechSegment],
+    *,
+    max_lines: int = 3,
+    cue_chars: int = 84,
+    min_cue_s: float = 1.0,
+) -> list[Cue]:
+    """Cues of what was said: each segment's text in pieces of at most `cue_chars` (whole words
+    where possible), its time shared among them by length; segments that overlap (two chunks
+    heard one differently) share cues as concurrent events do."""
+    spans = []
+    for seg in segments:
+        pieces = _pieces(one_line(seg.text), cue_chars)
+        total = sum(len(p) for p in pieces) or 1
+        t, length = seg.start_s, max(seg.end_s, seg.start_s + min_cue_s) - seg.start_s
+        for piece in pieces:
+            step = length * len(piece) / total
+            spans.append((t, t + step, piece))
+            t += step
+    return _timeline(spans, max_lines)
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    pieces: list[str] = []
+    for word in text.split(" "):
+        while len(word) > limit:  # one unbroken run longer than a cue
+            pieces.append(word[:limit])
+            word = word[limit:]
+        if pieces and len(pieces[-1]) + 1 + len(word) <= limit:
+            pieces[-1] += " " + word
+        elif word:
+            pieces.append(word)
+    return pieces
+
+
+def _timeline(items: Sequence[tuple[float, float, str]], max_lines: int) -> list[Cue]:
+    spans = sorted(items, key=lambda s: s[0])  # stable: concurrent items keep their order
     edges = sorted({t for s in spans for t in s[:2]})
     out: list[Cue] = []
     active: list[tuple[float, float, str]] = []
@@ -150,6 +209,83 @@ def outputs(recording: RecordingInfo, settings: SubtitleSettings) -> dict[str, P
     }
 
 
+def language_of(segments: Sequence[SpeechSegment]) -> str:
+    """The language most of the speech (by time) was in; "und" (undetermined) when unknown."""
+    said: Counter[str] = Counter()
+    for seg in segments:
+        said[seg.language or "und"] += max(seg.end_s - seg.start_s, 0.001)
+    return said.most_common(1)[0][0] if said else "und"
+
+
+def speech_outputs(
+    recording: RecordingInfo, settings: SubtitleSettings, language: str
+) -> dict[str, Path]:
+    video = Path(recording.path)
+    folder = Path(settings.dir) if settings.dir is not None else video.parent
+    return {f: folder / f"{video.stem}.{language}.{f}" for f in ("srt", "vtt")}
+
+
+def _ledger(recording: RecordingInfo, settings: SubtitleSettings) -> Path:
+    video = Path(recording.path)
+    folder = Path(settings.dir) if settings.dir is not None else video.parent
+    return folder / f".{video.stem}.framewatch-speech.json"
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def write_speech(
+    recording: RecordingInfo, segments: Sequence[SpeechSegment], settings: SubtitleSettings
+) -> list[Path]:
+    """Write the transcript's SRT/VTT (see the module) and return the files written. Files an
+    earlier run wrote and this one does not (another language, or no speech now) are removed,
+    unless they were changed since."""
+    ledger = _ledger(recording, settings)
+    try:
+        written: dict[str, str] = json.loads(ledger.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        written = {}
+    targets: dict[Path, str] = {}
+    if segments:
+        language = language_of(segments)
+        items = speech_cues(
+            segments,
+            max_lines=settings.max_lines,
+            cue_chars=settings.speech_cue_chars,
+            min_cue_s=settings.min_cue_s,
+        )
+        paths = speech_outputs(recording, settings, language)
+        render = {"srt": to_srt, "vtt": to_vtt}
+        targets = {paths[f]: render[f](items) for f in settings.formats}
+    kept: dict[str, str] = {}
+    done = []
+    for path, text in targets.items():
+        ours = written.get(path.name)
+        if path.exists() and _digest(path) != ours:
+            log.warning(
+                "speech_subtitles_kept",
+                path=str(path),
+                reason="the file exists and framewatch did not write it (or it was edited)",
+            )
+            continue
+        write_atomically(path, text)
+        kept[path.name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        done.append(path)
+    for name, digest in written.items():
+        old = ledger.parent / Path(name).name  # only ever a file beside the ledger
+        if name not in kept and old not in targets and _digest(old) == digest:
+            old.unlink()
+    if kept:
+        write_atomically(ledger, json.dumps(kept, indent=1) + "\n")
+    else:
+        ledger.unlink(missing_ok=True)
+    return done
+
+
 @hookimpl
 def register_settings() -> dict[str, type[BaseModel]]:
     return {NAME: SubtitleSettings}
@@ -157,7 +293,10 @@ def register_settings() -> dict[str, type[BaseModel]]:
 
 @hookimpl
 def recording_finished(
-    recording: RecordingInfo, events: list[EventInfo], settings: SubtitleSettings | None
+    recording: RecordingInfo,
+    events: list[EventInfo],
+    speech: list[SpeechSegment],
+    settings: SubtitleSettings | None,
 ) -> None:
     settings = settings or SubtitleSettings()
     paths = outputs(recording, settings)
@@ -185,3 +324,11 @@ def recording_finished(
         )
     else:
         paths["chapters"].unlink(missing_ok=True)  # a replay must not leave an older run's chapters
+    heard = recording.settings.get("speech")
+    if settings.speech and (heard or speech):
+        written = write_speech(recording, speech, settings)
+        if not speech:
+            why = "no audio stream" if heard.get("audio") is False else "nothing was said"
+            log.info("speech_subtitles_none", recording_id=recording.id, reason=why)
+        elif written:
+            log.info("speech_subtitles_written", files=[str(p) for p in written])

@@ -30,7 +30,16 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from daemon.models import AlertInfo, ChunkInfo, EventInfo, RecordingInfo, event_json, hms
+from daemon.models import (
+    AlertInfo,
+    ChunkInfo,
+    EventInfo,
+    RecordingInfo,
+    SpeechSegment,
+    event_json,
+    hms,
+    speech_json,
+)
 from plugins.web.metrics import metrics_registry, metrics_response
 from plugins.web.video import SERVED_STATES, Refused, file_response, open_registered
 
@@ -62,6 +71,10 @@ class _Events(Protocol):
     ) -> list[Any]: ...
 
 
+class _Speech(Protocol):
+    def of(self, recording_id: int | None = None) -> list[SpeechSegment]: ...
+
+
 class _Outbox(Protocol):
     def counts(self) -> dict[str, Any]: ...
 
@@ -73,12 +86,13 @@ class _Alerts(Protocol):
 
 class ReadStore(Protocol):
     """What the web app uses of the store (daemon.store.Store, which plugins see as `app.store`):
-    reads only. Search hits carry `event`, `recording_path`, `recording_status`, `score`, `rank`
-    and `link`."""
+    reads only. Search hits carry `event` (or `speech`, for what was said), `recording_path`,
+    `recording_status`, `score`, `rank` and `link`."""
 
     recordings: _Recordings
     chunks: _Chunks
     events: _Events
+    speech: _Speech
     outbox: _Outbox
     alerts: _Alerts
 
@@ -165,7 +179,23 @@ class AlertOut(BaseModel):
     verification: dict[str, Any] = Field(description="The second look: answer, window, frames.")
 
 
+class SpeechOut(BaseModel):
+    id: int | None
+    recording_id: int
+    chunk: int
+    start_s: float = Field(description="Seconds from the recording's start.")
+    end_s: float
+    time: str = Field(description="start_s as HH:MM:SS.")
+    text: str = Field(description="What was said.")
+    language: str | None = Field(description="ISO 639-1 code, configured or detected.")
+    provenance: dict[str, Any] = Field(description="Speech model and its settings.")
+
+
 class HitOut(EventOut):
+    kind: str = Field("event", description='"event", or "speech" for what was said.')
+    text: str | None = Field(
+        None, description="Speech hits: what was said (also the description; label is speech)."
+    )
     rank: int
     score: float = Field(description="Higher is better; comparable within one search.")
     recording: str = Field(description="The recording's path.")
@@ -246,16 +276,33 @@ def _alert(a: AlertInfo) -> AlertOut:
     )
 
 
+def _speech(s: SpeechSegment) -> SpeechOut:
+    return SpeechOut(
+        **speech_json(s, provenance=True), recording_id=s.recording_id, time=hms(s.start_s)
+    )
+
+
 def _hit(h: Any) -> HitOut:
-    e = h.event
+    if h.speech is not None:
+        said = h.speech
+        fields: dict[str, Any] = {
+            **_speech(said).model_dump(exclude={"language"}),
+            "kind": "speech",
+            "label": "speech",
+            "description": said.text,
+            "confidence": None,
+            "evidence_s": None,
+        }
+    else:
+        fields = _event(h.event).model_dump()
     return HitOut(
-        **_event(e).model_dump(),
+        **fields,
         rank=h.rank,
         score=h.score,
         recording=h.recording_path,
         recording_status=h.recording_status,
         link=h.link,
-        page=f"/recordings/{e.recording_id}#t={e.start_s:g}",
+        page=f"/recordings/{fields['recording_id']}#t={fields['start_s']:g}",
     )
 
 
@@ -499,6 +546,12 @@ def create_app(
             raise HTTPException(404, "this alert has no picture")
         return Response(a.thumbnail, media_type="image/jpeg")
 
+    @app.get("/api/recordings/{recording_id}/speech", tags=["events"], responses=NOT_FOUND)
+    def recording_speech(recording_id: RecordingId) -> list[SpeechOut]:
+        """What was said in a recording (`[speech]` on), by start time."""
+        recording_or_404(recording_id)
+        return [_speech(s) for s in store.speech.of(recording_id)]
+
     @app.get(
         "/api/recordings/{recording_id}/video",
         tags=["recordings"],
@@ -569,7 +622,8 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=500)] = 20,
         offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     ) -> SearchOut:
-        """Events of every recording matching `q`, best first (full-text, stemmed)."""
+        """Events and speech of every recording matching `q`, best first (full-text, stemmed);
+        a speech hit has `kind` "speech"."""
         return SearchOut(query=q, hits=search(q, recording_id, since, label, limit, offset))
 
     @app.get("/api/status", tags=["status"])
@@ -599,12 +653,15 @@ def create_app(
         rec = detail(recording_id)
         events = [_event(e) for e in store.events.of(recording_id)]
         alerts = [_alert(a) for a in store.alerts.of(recording_id)]
-        duration = rec.duration_s or max((e.end_s for e in events), default=0.0)
+        speech = [_speech(s) for s in store.speech.of(recording_id)]
+        ends = [e.end_s for e in events] + [s.end_s for s in speech]
+        duration = rec.duration_s or max(ends, default=0.0)
         return page(
             "recording.html.j2",
             rec=rec,
             events=events,
             alerts=alerts,
+            speech=speech,
             duration=duration,
             query="",
         )

@@ -28,20 +28,23 @@ _LOCK_KEY = 0x6677_6D69  # "fwmi"
 # The newest revision. Knowing it without Alembic spares every command (status, events, ...)
 # importing Alembic to learn that the database is current; a test checks it against Alembic's
 # own reading of versions/, so a new revision that does not move it fails the suite.
-HEAD = "0005"
+HEAD = "0006"
 
 
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    """What autogenerate compares: the SQLModel tables. The search index (revision 0002: an FTS5
-    table and its shadow tables, a GIN expression index) is not
-    in the metadata and must not be proposed for removal."""
+    """What autogenerate compares: the SQLModel tables. The search indexes (revisions 0002 and
+    0005: FTS5 tables and their shadow tables, GIN expression indexes) are not in the metadata
+    and must not be proposed for removal."""
     return not (
         reflected
         and compare_to is None
         and name is not None
-        and (name.startswith("event_fts") or name == "event_search_idx")
+        and (
+            name.startswith(("event_fts", "speech_fts"))
+            or name in ("event_search_idx", "speech_search_idx")
+        )
     )
 
 

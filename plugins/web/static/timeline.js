@@ -70,12 +70,12 @@
       say("Search failed: " + err.message);
       return;
     }
-    if (!hits.length) say("No matching events.");
+    if (!hits.length) say("No matching events or speech.");
     for (const h of hits) {
       const li = document.createElement("li");
       const b = document.createElement("button");
       b.type = "button";
-      b.className = "event";
+      b.className = h.kind === "speech" ? "event speech" : "event";
       b.dataset.start = String(h.start_s);
       b.dataset.end = String(h.end_s);
       const t = document.createElement("span");
