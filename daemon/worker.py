@@ -147,7 +147,7 @@ class Worker:
         if mode != "auto":
             return mode == "on"
         try:
-            return self._probe(rec).has_audio
+            return self.probe(rec).has_audio
         except UnsupportedMedia:
             return False
 

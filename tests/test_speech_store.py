@@ -161,7 +161,7 @@ def test_the_transcript_in_the_prompt_is_bounded_by_its_tokens() -> None:
     for tokens in (0, 30, 300, 3000, 100_000):
         speech, left = transcript_text(said, tokens)
         assert (
-            text_tokens(build_prompt("task", 0, 60, 5, speech))
+            text_tokens(build_prompt("task", 0, 60, 5, speech=speech))
             - text_tokens(build_prompt("task", 0, 60, 5))
             <= tokens
         )
