@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.engine.activity import StaticSettings
-from daemon.engine.alerts import capped, questions
+from daemon.engine.alerts import questions
 from daemon.engine.analyzer import AnalyzerFailed
 from daemon.engine.events import merge_overlaps
 from daemon.engine.pipeline import ChunkResult, Prepared, analyze_prepared, prepare_chunk
@@ -30,8 +30,9 @@ from daemon.engine.planner import (
 )
 from daemon.engine.prefetch import Prefetcher
 from daemon.engine.probe import UnsupportedMedia, probe
-from daemon.engine.prompts import instructions, prompt_hash, rules_hash
-from daemon.engine.speech import AsrSettings, Transcriber, Transcript, merge_speech
+from daemon.engine.prompts import instructions, prompt_hash
+from daemon.engine.speech import AsrSettings, Transcriber
+from daemon.findings import alert_candidates, overlaps, speech_to_store
 from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_memory, trim_heap
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
@@ -506,7 +507,7 @@ class Worker:
         events = merge_overlaps(
             self.store.chunks.neighbour_events(rec.id, chunk.index),
             result.events,
-            self._overlaps(window, self.store.chunks.of(rec.id)),
+            overlaps(window, self.store.chunks.of(rec.id)),
             self.config.analysis.merge_tolerance_s,
             result.counts,
         )
@@ -541,8 +542,19 @@ class Worker:
                 "hits": [h.rule for h in result.hits],
                 "refused": result.refused_hits,
             }
-            alerting = self._candidates(rec, chunk, task, rules, result, own)
-        speech, heard = self._speech(rec, media, window, result.transcript, result.speech_left_out)
+            alerting = alert_candidates(self.config, chunk, task, rules, result, own)
+        speech: list[Utterance] = []
+        heard: dict[str, Any] | None = None  # None: speech is off
+        if self.config.speech.mode != "off":
+            speech, heard = speech_to_store(
+                self.store,
+                self.transcriber,
+                rec,
+                media,
+                window,
+                result.transcript,
+                result.speech_left_out,
+            )
         if heard is not None:
             provenance["speech"] = heard
         stored = self.store.chunks.commit(
@@ -564,79 +576,6 @@ class Worker:
             )
         log.info("chunk_analyzed", events=n, speech=len(speech), **result.counts.as_dict())
         return ChunkDone(rec, chunk, "done", n)
-
-    def _candidates(
-        self,
-        rec: RecordingInfo,
-        chunk: ChunkInfo,
-        task: str,
-        rules: tuple[RuleQuestion, ...],
-        result: ChunkResult,
-        own: dict[str, Any],
-    ) -> dict[str, Any]:
-        """The chunk commit's alert arguments: its hits as candidates, with their severity, the
-        first answer's provenance, and which get no second look (beyond the per-chunk cap)."""
-        if not result.hits:
-            return {}
-        severity = {r.name: r.severity for r in self.config.alerts}
-        verifying = [
-            h for h in result.hits if (r := self.config.rule(h.rule)) is not None and r.verify
-        ]
-        cap = self.config.alerting.max_verifications_per_chunk
-        _, over = capped(verifying, severity, cap)
-        notes = {
-            h.rule: f"one of more than {cap} candidates in chunk {chunk.index} "
-            "(alerting.max_verifications_per_chunk)"
-            for h in over
-        }
-        return {
-            "hits": result.hits,
-            "severity": severity,
-            "alert_provenance": {
-                **own,
-                "prompt_hash": rules_hash(task, rules),
-                "chunk": chunk.index,
-                "asked": list(result.asked),
-            },
-            "alert_notes": notes,
-        }
-
-    def _speech(
-        self,
-        rec: RecordingInfo,
-        media: MediaInfo,
-        window: ChunkWindow,
-        transcript: Transcript | None,
-        left_out: int,
-    ) -> tuple[list[Utterance], dict[str, Any] | None]:
-        """The segments a chunk stores (without what a neighbouring chunk already stored) and
-        its `speech` provenance: the recogniser, what was read, found and merged, and any note
-        or error about the audio. (None: speech is off.)"""
-        if self.config.speech.mode == "off":
-            return [], None
-        if transcript is None:  # auto, and the file has no audio stream
-            return [], {"note": "no audio stream" if not media.has_audio else "not transcribed"}
-        kept, merged = merge_speech(
-            self.store.chunks.neighbour_speech(rec.id, window.index),
-            transcript.utterances,
-            self._overlaps(window, self.store.chunks.of(rec.id)),
-        )
-        heard = {"asr": self.transcriber.provenance(), **transcript.provenance(), "merged": merged}
-        if left_out:
-            heard["prompt_left_out"] = left_out
-        if transcript.error:
-            log.warning("chunk_speech_failed", reason=transcript.error)
-        return kept, heard
-
-    @staticmethod
-    def _overlaps(window: ChunkWindow, chunks: Sequence[ChunkInfo]) -> list[tuple[float, float]]:
-        out = []
-        for other in chunks:
-            if other.index in (window.index - 1, window.index + 1):
-                lo, hi = max(window.start_s, other.start_s), min(window.end_s, other.end_s)
-                if hi >= lo:
-                    out.append((lo, hi))
-        return out
 
     def _failed(
         self, rec: RecordingInfo, chunk: ChunkInfo, reason: str, *, permanent: bool = False

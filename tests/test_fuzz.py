@@ -330,7 +330,7 @@ def test_fuzz_config_secrets_never_shown(tmp_path: Path) -> None:
             pm = manager(load_config(path))
             shown = repr(pm.settings) + repr([e.as_dict() for e in pm.entries()])
         except ConfigError as exc:
-            # What `framewatch config check` prints (daemon/cli.py), and the exception itself.
+            # What `framewatch config check` prints (daemon/cli/__init__.py), and the exception itself.
             shown = str(exc) + "".join(
                 f"framewatch: config error: {exc.path or ''}: {key}: {msg} (got {value!r})\n"
                 for key, value, msg in exc.errors

@@ -1,5 +1,5 @@
 """The prompt of a chunk (a profile's task, or the user's, plus the answer format) and the JSON
-schema the model's answer must follow. The profiles' texts are configuration (daemon/config.py)."""
+schema the model's answer must follow. The profiles' texts are configuration (daemon/config/sections.py)."""
 
 from __future__ import annotations
 

@@ -13,12 +13,10 @@ import base64
 import binascii
 import datetime as dt
 import hmac
-import mimetypes
 import re
 from collections.abc import Sequence
 from importlib.resources import files
-from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import jinja2
 import structlog
@@ -26,77 +24,40 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from daemon.models import (
-    AlertInfo,
     ChunkInfo,
-    EventInfo,
     RecordingInfo,
-    SpeechSegment,
-    event_json,
     hms,
-    speech_json,
 )
 from plugins.web.metrics import metrics_registry, metrics_response
+from plugins.web.schema import (
+    AlertOut,
+    ChunkOut,
+    CurrentChunk,
+    DeliveryCounts,
+    EventOut,
+    HitOut,
+    Problem,
+    ReadStore,
+    RecordingDetail,
+    RecordingOut,
+    SearchOut,
+    SpeechOut,
+    StatusOut,
+    alert_out,
+    event_out,
+    hit_out,
+    media_type,
+    recording_out,
+    speech_out,
+    timestamp_of,
+)
 from plugins.web.video import SERVED_STATES, Refused, file_response, open_registered
 
 log = structlog.get_logger(__name__)
-
-
-class _Recordings(Protocol):
-    def get(self, recording_id: int) -> RecordingInfo: ...
-    def list(self) -> list[tuple[RecordingInfo, int, int]]: ...
-    def files(self, recording_id: int) -> list[Any]: ...
-
-
-class _Chunks(Protocol):
-    def of(self, recording_id: int) -> list[ChunkInfo]: ...
-    def running(self) -> list[tuple[int, int, str | None, float | None]]: ...
-
-
-class _Events(Protocol):
-    def of(self, recording_id: int | None = None) -> list[EventInfo]: ...
-    def search(
-        self,
-        query: str,
-        *,
-        recording_id: int | None = None,
-        since: float | None = None,
-        labels: Sequence[str] = (),
-        limit: int = 20,
-        offset: int = 0,
-    ) -> list[Any]: ...
-
-
-class _Speech(Protocol):
-    def of(self, recording_id: int | None = None) -> list[SpeechSegment]: ...
-
-
-class _Outbox(Protocol):
-    def counts(self) -> dict[str, Any]: ...
-
-
-class _Alerts(Protocol):
-    def of(self, recording_id: int | None = None) -> list[AlertInfo]: ...
-    def get(self, alert_id: int) -> AlertInfo: ...
-
-
-class ReadStore(Protocol):
-    """What the web app uses of the store (daemon.store.Store, which plugins see as `app.store`):
-    reads only. Search hits carry `event` (or `speech`, for what was said), `recording_path`,
-    `recording_status`, `score`, `rank` and `link`."""
-
-    recordings: _Recordings
-    chunks: _Chunks
-    events: _Events
-    speech: _Speech
-    outbox: _Outbox
-    alerts: _Alerts
-
-    def stats(self) -> dict[str, Any]: ...
 
 
 API_TITLE = "framewatch"
@@ -108,217 +69,6 @@ CSP = (
 # Ids fit a JavaScript number (and print without an exponent, which int parsing refuses).
 MAX_ID = 2**53
 RecordingId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The recording's id.")]
-
-
-# -- API models (the OpenAPI document is generated from these) ------------------------------------
-
-
-class Problem(BaseModel):
-    detail: str
-
-
-class RecordingOut(BaseModel):
-    id: int
-    path: str
-    name: str = Field(description="The file's name.")
-    status: str = Field(description="queued, analyzing, done, failed or skipped.")
-    reason: str | None = Field(description="Why it failed or was skipped.")
-    duration_s: float | None
-    profile: str | None
-    model: str | None
-    chunks_done: int
-    chunks_total: int
-    page: str = Field(description="URL of its timeline page.")
-    video: str = Field(description="URL of its video stream (HTTP Range supported).")
-
-
-class ChunkOut(BaseModel):
-    index: int
-    start_s: float
-    end_s: float
-    frames: int
-    status: str
-    attempts: int
-    error: str | None
-
-
-class RecordingDetail(RecordingOut):
-    chunks: list[ChunkOut]
-
-
-class EventOut(BaseModel):
-    id: int | None
-    recording_id: int
-    chunk: int
-    start_s: float = Field(description="Seconds from the recording's start.")
-    end_s: float
-    time: str = Field(description="start_s as HH:MM:SS.")
-    label: str
-    description: str
-    confidence: float | None
-    evidence_s: float | None = Field(description="Time of the sampled frame it rests on.")
-    provenance: dict[str, Any] = Field(description="Model, prompt hash and sampling settings.")
-
-
-class AlertOut(BaseModel):
-    id: int
-    recording_id: int
-    rule: str
-    severity: str
-    outcome: str = Field(
-        description="candidate (waiting for its second look), confirmed, rejected, unverified "
-        "or suppressed (within the rule's cooldown)."
-    )
-    fired: bool = Field(description="Delivered to the rule's plugins.")
-    start_s: float
-    end_s: float
-    time: str = Field(description="start_s as HH:MM:SS.")
-    reason: str | None = Field(description="Why this outcome, as a person reads it.")
-    why: str = Field(description="The chunk answer's reason for the candidate.")
-    thumbnail: str | None = Field(description="URL of its JPEG thumbnail, when it has one.")
-    verification: dict[str, Any] = Field(description="The second look: answer, window, frames.")
-
-
-class SpeechOut(BaseModel):
-    id: int | None
-    recording_id: int
-    chunk: int
-    start_s: float = Field(description="Seconds from the recording's start.")
-    end_s: float
-    time: str = Field(description="start_s as HH:MM:SS.")
-    text: str = Field(description="What was said.")
-    language: str | None = Field(description="ISO 639-1 code, configured or detected.")
-    provenance: dict[str, Any] = Field(description="Speech model and its settings.")
-
-
-class HitOut(EventOut):
-    kind: str = Field("event", description='"event", or "speech" for what was said.')
-    text: str | None = Field(
-        None, description="Speech hits: what was said (also the description; label is speech)."
-    )
-    rank: int
-    score: float = Field(description="Higher is better; comparable within one search.")
-    recording: str = Field(description="The recording's path.")
-    recording_status: str
-    link: str = Field(description="file:// URL of the recording at the event (#t=seconds).")
-    page: str = Field(description="URL of the timeline page at the event.")
-
-
-class SearchOut(BaseModel):
-    query: str
-    hits: list[HitOut]
-
-
-class CurrentChunk(BaseModel):
-    recording_id: int
-    chunk: int
-    owner: str | None
-    started_at: float | None
-
-
-class DeliveryCounts(BaseModel):
-    pending: int
-    failed: int
-    dead: int
-    delivered: int
-
-
-class StatusOut(BaseModel):
-    recordings: dict[str, int] = Field(description="Recordings by state.")
-    queue_depth: int = Field(description="Recordings waiting or being analysed.")
-    chunks_done: int
-    chunks_total: int
-    running: list[CurrentChunk]
-    deliveries: DeliveryCounts
-
-
-# -- conversions ----------------------------------------------------------------------------------
-
-
-def _recording(r: RecordingInfo, done: int, total: int) -> RecordingOut:
-    return RecordingOut(
-        id=r.id,
-        path=r.path,
-        name=Path(r.path).name,
-        status=r.status,
-        reason=r.reason,
-        duration_s=r.duration_s,
-        profile=r.profile,
-        model=r.model,
-        chunks_done=done,
-        chunks_total=total,
-        page=f"/recordings/{r.id}",
-        video=f"/api/recordings/{r.id}/video",
-    )
-
-
-def _event(e: EventInfo) -> EventOut:
-    # models.event_json leaves out unknown confidence and evidence; the API says null.
-    fields = {"confidence": None, "evidence_s": None, **event_json(e)}
-    return EventOut(**fields, recording_id=e.recording_id, time=hms(e.start_s))
-
-
-def _alert(a: AlertInfo) -> AlertOut:
-    return AlertOut(
-        id=a.id,
-        recording_id=a.recording_id,
-        rule=a.rule,
-        severity=a.severity,
-        outcome=a.state,
-        fired=a.fired,
-        start_s=a.start_s,
-        end_s=a.end_s,
-        time=hms(a.start_s),
-        reason=a.reason,
-        why=a.why,
-        thumbnail=f"/api/alerts/{a.id}/thumbnail" if a.thumbnail else None,
-        verification=dict(a.verification),
-    )
-
-
-def _speech(s: SpeechSegment) -> SpeechOut:
-    return SpeechOut(
-        **speech_json(s, provenance=True), recording_id=s.recording_id, time=hms(s.start_s)
-    )
-
-
-def _hit(h: Any) -> HitOut:
-    if h.speech is not None:
-        said = h.speech
-        fields: dict[str, Any] = {
-            **_speech(said).model_dump(exclude={"language"}),
-            "kind": "speech",
-            "label": "speech",
-            "description": said.text,
-            "confidence": None,
-            "evidence_s": None,
-        }
-    else:
-        fields = _event(h.event).model_dump()
-    return HitOut(
-        **fields,
-        rank=h.rank,
-        score=h.score,
-        recording=h.recording_path,
-        recording_status=h.recording_status,
-        link=h.link,
-        page=f"/recordings/{fields['recording_id']}#t={fields['start_s']:g}",
-    )
-
-
-def _timestamp(when: dt.datetime | None) -> float | None:
-    if when is None:
-        return None
-    try:
-        return when.timestamp()  # naive: local time, as a person typing a date means it
-    except (OverflowError, OSError, ValueError):
-        return 0.0 if when.year < 1970 else 1e18
-
-
-def _media_type(path: str) -> str:
-    # Only audio/video types: a recording named page.html must never render as a page here.
-    guessed = mimetypes.guess_type(path)[0] or ""
-    return guessed if guessed.startswith(("video/", "audio/")) else "application/octet-stream"
 
 
 # -- middleware -----------------------------------------------------------------------------------
@@ -446,7 +196,7 @@ def create_app(
     def detail(recording_id: int) -> RecordingDetail:
         rec, chunks = recording_or_404(recording_id)
         done = sum(1 for c in chunks if c.status == "done")
-        base = _recording(rec, done, len(chunks) or 0)
+        base = recording_out(rec, done, len(chunks) or 0)
         return RecordingDetail(
             **base.model_dump(),
             chunks=[
@@ -494,19 +244,19 @@ def create_app(
         hits = store.events.search(
             q,
             recording_id=recording_id,
-            since=_timestamp(since),
+            since=timestamp_of(since),
             labels=labels,
             limit=limit,
             offset=offset,
         )
-        return [_hit(h) for h in hits]
+        return [hit_out(h) for h in hits]
 
     # -- JSON API ------------------------------------------------------------------------------
 
     @app.get("/api/recordings", tags=["recordings"])
     def list_recordings() -> list[RecordingOut]:
         """Every recording, newest first, with its state and progress (chunks done of total)."""
-        return [_recording(r, done, total) for r, done, total in store.recordings.list()]
+        return [recording_out(r, done, total) for r, done, total in store.recordings.list()]
 
     @app.get("/api/recordings/{recording_id}", tags=["recordings"], responses=NOT_FOUND)
     def get_recording(recording_id: RecordingId) -> RecordingDetail:
@@ -517,13 +267,13 @@ def create_app(
     def recording_events(recording_id: RecordingId) -> list[EventOut]:
         """A recording's events, by start time."""
         recording_or_404(recording_id)
-        return [_event(e) for e in store.events.of(recording_id)]
+        return [event_out(e) for e in store.events.of(recording_id)]
 
     @app.get("/api/recordings/{recording_id}/alerts", tags=["alerts"], responses=NOT_FOUND)
     def recording_alerts(recording_id: RecordingId) -> list[AlertOut]:
         """A recording's alerts ([[alerts]] rules), by start time, with their outcomes."""
         recording_or_404(recording_id)
-        return [_alert(a) for a in store.alerts.of(recording_id)]
+        return [alert_out(a) for a in store.alerts.of(recording_id)]
 
     @app.get(
         "/api/alerts/{alert_id}/thumbnail",
@@ -550,7 +300,7 @@ def create_app(
     def recording_speech(recording_id: RecordingId) -> list[SpeechOut]:
         """What was said in a recording (`[speech]` on), by start time."""
         recording_or_404(recording_id)
-        return [_speech(s) for s in store.speech.of(recording_id)]
+        return [speech_out(s) for s in store.speech.of(recording_id)]
 
     @app.get(
         "/api/recordings/{recording_id}/video",
@@ -595,7 +345,7 @@ def create_app(
             except Refused as exc:
                 refused.append(f"{f.path} {exc}")
                 continue
-            return file_response(opened, request.headers, _media_type(f.path))
+            return file_response(opened, request.headers, media_type(f.path))
         log.info("web_video_unavailable", recording_id=recording_id, refused=refused)
         raise HTTPException(404, "the recording's file is gone or was changed")
 
@@ -645,15 +395,15 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def index_page() -> HTMLResponse:
-        recs = [_recording(r, done, total) for r, done, total in store.recordings.list()]
+        recs = [recording_out(r, done, total) for r, done, total in store.recordings.list()]
         return page("index.html.j2", recordings=recs, status=status(), query="")
 
     @app.get("/recordings/{recording_id}", include_in_schema=False)
     def recording_page(recording_id: RecordingId) -> HTMLResponse:
         rec = detail(recording_id)
-        events = [_event(e) for e in store.events.of(recording_id)]
-        alerts = [_alert(a) for a in store.alerts.of(recording_id)]
-        speech = [_speech(s) for s in store.speech.of(recording_id)]
+        events = [event_out(e) for e in store.events.of(recording_id)]
+        alerts = [alert_out(a) for a in store.alerts.of(recording_id)]
+        speech = [speech_out(s) for s in store.speech.of(recording_id)]
         ends = [e.end_s for e in events] + [s.end_s for s in speech]
         duration = rec.duration_s or max(ends, default=0.0)
         return page(
