@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         RecordingInfo,
         SpeechSegment,
         StaticSpan,
+        Summary,
     )
 
 
@@ -241,6 +242,7 @@ def recording_finished(
     static_spans: list[StaticSpan],
     alerts: list[AlertInfo],
     speech: list[SpeechSegment],
+    summary: Summary | None,
     settings: BaseModel | None,
     delivery_id: str,
 ) -> None:
@@ -255,6 +257,8 @@ def recording_finished(
     speech: every speech segment of the recording, by start time (`[speech]` on; empty when it
     is off, the file has no audio stream or nothing was said: `recording.settings["speech"]`
     is there when speech was on, with `audio` false for a file without an audio stream).
+    summary: the recording's summary and chapters (`[summary]`), or None when summaries are
+    off or the text pass failed (the reason is in the log; the recording is still done).
     settings: this plugin's validated settings, or None.
     delivery_id: stable across retries of this notification.
     Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).

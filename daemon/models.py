@@ -340,3 +340,42 @@ class RecordingInfo:
     attempts: int = (
         0  # unexpected errors while processing it so far (the daemon retries, then fails it)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Chapter:
+    """One chapter of a recording's summary; chapters cover the recording without gaps or
+    overlaps, in order (seconds from the recording's start)."""
+
+    start_s: float
+    end_s: float
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a recording was about, made by a text pass over its stored events (and speech):
+    a title, a few sentences, chapters, the ids of its key events, and how it was made
+    (model, prompt hash, batches, corrections)."""
+
+    recording_id: int
+    title: str
+    text: str
+    chapters: tuple[Chapter, ...]
+    key_events: tuple[int, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def summary_json(s: Summary) -> dict[str, Any]:
+    """A summary as JSON (`analyze --json`, `summarize --json`, the web API, digests):
+    {"title", "text", "chapters": [{"start_s", "end_s", "title"}], "key_events": [ids],
+    "provenance"}."""
+    return {
+        "title": s.title,
+        "text": s.text,
+        "chapters": [
+            {"start_s": c.start_s, "end_s": c.end_s, "title": c.title} for c in s.chapters
+        ],
+        "key_events": list(s.key_events),
+        "provenance": dict(s.provenance),
+    }

@@ -281,6 +281,7 @@ def test_status_json_shows_undelivered_work(
     cfg = load_config(conf)
     store = Store(cfg.storage_url())
     analysed(store, manager(cfg), tmp_path / "a.mp4", [[ev(1, 2)]])
+    capsys.readouterr()  # what the setup logged (structlog prints until the CLI configures it)
     assert main(["status", "--json", "--config", str(conf)]) == 0
     d = json.loads(capsys.readouterr().out)["deliveries"]
     assert (d["pending"], d["failed"], d["dead"], d["delivered"]) == (1, 0, 0, 0)
