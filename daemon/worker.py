@@ -548,7 +548,7 @@ class Worker:
         if self.config.speech.mode != "off":
             speech, heard = speech_to_store(
                 self.store,
-                self.transcriber,
+                lambda: self.transcriber,
                 rec,
                 media,
                 window,
