@@ -210,6 +210,29 @@ def test_bad_truth_files_are_reported_with_where(
     assert str(info.value).startswith(str(path))
 
 
+def test_a_synonyms_file_loads_and_its_mistakes_are_reported(tmp_path: Path) -> None:
+    from daemon.engine.truth import load_synonyms
+
+    good = tmp_path / "syn.json"
+    good.write_text('{"person enters": ["Someone  Enters", "person arrives"]}')
+    assert load_synonyms(good) == {
+        "someone enters": "person enters",
+        "person arrives": "person enters",
+    }
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": [1]}')
+    with pytest.raises(TruthError, match="a: expected a list of names"):
+        load_synonyms(bad)
+
+
+def test_truth_events_after_the_recording_end_are_warned_about() -> None:
+    from daemon.evaluation import _warnings
+
+    (line,) = _warnings([Span(2, 4, "red"), Span(30, 31, "blue")], 12.0)
+    assert "'blue' at 30-31 s starts after the recording ends (12 s)" in line
+    assert _warnings([Span(30, 31, "blue")], None) == []
+
+
 def test_a_bad_truth_file_is_a_usage_error_of_eval(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -400,6 +423,13 @@ def test_eval_with_a_stand_in_analyzer_gives_the_known_figures(
     assert all(r["reused"] and r["wall_s"] is None for r in reused["recordings"])
     assert reused["recall"] == 1.0 and reused["median_start_error_s"] == 0.5
     assert "scored as stored" in again.stderr
+
+    # --fresh: the baseline analysed anew in a temporary store, the configured one left alone.
+    fresh = run_stand_in(tmp_path, planted, "--json", "--fresh", start_shift_s=0.5)
+    assert fresh.returncode == 0, fresh.stderr
+    result = json.loads(fresh.stdout)
+    assert result["store"] == "temporary" and not any(r["reused"] for r in result["recordings"])
+    assert result["median_end_error_s"] == 0.0  # this run's settings, not the stored run's
 
 
 def test_eval_set_runs_each_setting_in_its_own_store_side_by_side(
