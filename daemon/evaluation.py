@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.analysis import analyze_path
 from daemon.config import load_config, parse_override
+from daemon.engine.analyzer import ModelLoadError
 from daemon.engine.scoring import DEFAULT_TOLERANCE_S, MATCHING, details, figures, match_events
 from daemon.engine.truth import Span, Truth
 
@@ -150,13 +151,22 @@ def evaluate_runs(
             if d is not None:
                 os.makedirs(d, exist_ok=True)
             say(f"run {spec.name}:")
-            result = evaluate(
-                cfg,
-                truth,
-                tolerance_s=tolerance_s,
-                synonyms=synonyms,
-                say=lambda line: say(f"  {line}"),
-            )
+            try:
+                result = evaluate(
+                    cfg,
+                    truth,
+                    tolerance_s=tolerance_s,
+                    synonyms=synonyms,
+                    say=lambda line: say(f"  {line}"),
+                )
+            except ModelLoadError as exc:
+                if not out:
+                    raise  # the baseline's model: nothing to compare with, the operator's to fix
+                # A --set run whose model cannot load (a mistyped model.name) must not cost the
+                # runs already made: it is reported with its error and no figures.
+                say(f"  error: {exc}")
+                result = {**figures([]), "wall_s": None, "load_s": None, "failed": 0}
+                result.update(error=str(exc), recordings=[])
             out.append(
                 {
                     "run": spec.name,

@@ -514,3 +514,29 @@ def test_eval_on_the_tiny_random_checkpoint_finds_nothing_and_says_so(
     (rec,) = result["recordings"]
     assert rec["status"] == "done" and rec["truth_events"] == 1 and rec["predicted_events"] == 0
     assert rec["missed"] == [{"start_s": 0.0, "end_s": 4.0, "label": "red"}]
+
+
+def test_a_set_run_whose_model_cannot_load_keeps_the_runs_made(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.exits import EXIT_MODEL
+    from daemon.selftest.clips import make_video
+
+    clip = make_video(tmp_path / "a.mp4", seconds=2, fps=4, size=(64, 48))
+    truth = tmp_path / "truth.csv"
+    truth.write_text(f"{clip.name},0,2,red\n")
+    cfg = eval_config(
+        tmp_path,
+        model={"name": str(tiny_model), "max_new_tokens": 8},
+        analysis={"max_events": 1, "label_chars": 8, "description_chars": 8},
+    )
+    missing = tmp_path / "no-such-model"
+    argv = ["eval", str(truth), "--config", str(cfg), "--json", "--set", f"model.name={missing}"]
+    assert main(argv) == EXIT_MODEL
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    base, broken = result["runs"]
+    assert base["recordings"][0]["status"] == "done" and base["recall"] == 0.0
+    assert broken["settings"] == {"model.name": str(missing)} and broken["recordings"] == []
+    assert str(missing) in broken["error"] and broken["recall"] is None
+    assert f"run model.name={missing}" in captured.err and "Traceback" not in captured.err

@@ -111,7 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_MODEL) from None
     out = report(runs, truth, tolerance)
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2, default=str))  # default: a TOML date given to --set
     else:
         print(format_recordings(runs[0]))
         if len(runs) > 1:
@@ -126,7 +126,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     failed = sum(r["failed"] for r in runs)
     if failed:
         say(f"framewatch: error: {failed} recording(s) failed to analyse (see `reason`)")
-    return EXIT_FAILED if failed else EXIT_OK
+    unloaded = [r for r in runs if r.get("error")]
+    for r in unloaded:
+        say(f"framewatch: error: run {r['run']}: {r['error']}")
+    return EXIT_MODEL if unloaded else EXIT_FAILED if failed else EXIT_OK
 
 
 def _f(value: Any, digits: int = 2) -> str:
