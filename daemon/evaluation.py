@@ -85,7 +85,9 @@ def evaluate(
     worker = Worker(store, cfg, plugins.make_analyzer, subscribers=plugins.subscribers)
     rows, scores = [], []
     try:
-        worker.analyzer  # noqa: B018  (load the model once, before the first recording's clock)
+        # The GPU lease and the model, once, before the first recording's clock starts (what
+        # Worker.run would do at the first chunk).
+        worker.ready(speech=cfg.speech.mode != "off")
         load_s = time.perf_counter() - t0
         for rec in truth.recordings:
             before, _ = worker.ingest(rec.path)
