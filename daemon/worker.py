@@ -504,11 +504,14 @@ class Worker:
             window = smaller
         trim_heap()  # the chunk's frames are gone now
         self.memory.calibrate(window, result.analyzer_stats)
-        events = merge_overlaps(
-            self.store.chunks.neighbour_events(rec.id, chunk.index),
+        tolerance = self.config.analysis.merge_tolerance_s
+        events, widened = merge_overlaps(
+            self.store.chunks.neighbour_events(
+                rec.id, chunk.index, window.start_s - tolerance, window.end_s + tolerance
+            ),
             result.events,
             overlaps(window, self.store.chunks.of(rec.id)),
-            self.config.analysis.merge_tolerance_s,
+            tolerance,
             result.counts,
         )
         try:
@@ -565,6 +568,7 @@ class Worker:
             provenance,
             speech=speech,
             notify=self.subscribers("events_found"),
+            widened=widened,
             **alerting,
         )
         n = len(stored) if stored is not None else 0

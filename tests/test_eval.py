@@ -436,7 +436,8 @@ def test_eval_set_runs_each_setting_in_its_own_store_side_by_side(
     tmp_path: Path, planted: Path
 ) -> None:
     sets = ("--set", "chunking.seconds=5,chunking.overlap_seconds=0", "--set", "sampling.fps=2")
-    out = run_stand_in(tmp_path, planted, "--json", *sets, start_shift_s=0.5)
+    overlapping = ("--set", "chunking.seconds=5,chunking.overlap_seconds=1")
+    out = run_stand_in(tmp_path, planted, "--json", *sets, *overlapping, start_shift_s=0.5)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     runs = result["runs"]
@@ -444,6 +445,7 @@ def test_eval_set_runs_each_setting_in_its_own_store_side_by_side(
         "baseline",
         "chunking.seconds=5,chunking.overlap_seconds=0",
         "sampling.fps=2",
+        "chunking.seconds=5,chunking.overlap_seconds=1",
     ]
     assert runs[0]["settings"] == {} and runs[0]["store"] == "configured"
     assert runs[1]["settings"] == {"chunking.seconds": 5, "chunking.overlap_seconds": 0}
@@ -460,6 +462,12 @@ def test_eval_set_runs_each_setting_in_its_own_store_side_by_side(
     assert runs[1]["recall"] == 1.0 and runs[1]["duplicates"] == 0
     assert runs[1]["predicted_events"] == 18 and runs[1]["precision"] == 0.5
     assert runs[1]["median_start_error_s"] == 0.5  # the first piece starts where the scene does
+    # ... and is widened by the pieces after it, so the stored event ends where the scene does.
+    assert runs[1]["median_end_error_s"] == 0.0 and runs[1]["p90_end_error_s"] == 0.0
+    # 5 s chunks with 1 s overlaps: a scene seen by three chunks (its start, all of it, its end)
+    # is still one event covering the scene, never the start alone plus the end again.
+    assert runs[3]["recall"] == 1.0 and runs[3]["duplicates"] == 0
+    assert runs[3]["median_start_error_s"] == 0.5 and runs[3]["p90_end_error_s"] == 0.0
     # The baseline's store holds the baseline only: the --set runs went elsewhere.
     import sqlite3
 
