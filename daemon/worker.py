@@ -9,6 +9,7 @@ retry. This is the one place where the engine (pure) meets the store (state).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,14 +25,15 @@ from daemon.engine.pipeline import ChunkResult, Prepared, analyze_prepared, prep
 from daemon.engine.planner import (
     Floors,
     describe_steps,
-    evenly_spaced,
     step_down_window,
+    window_of,
     window_steps,
 )
 from daemon.engine.prefetch import Prefetcher
 from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine.prompts import instructions, prompt_hash
 from daemon.engine.speech import AsrSettings, Transcriber
+from daemon.files import NotRegularFile, printable, storable
 from daemon.findings import alert_candidates, overlaps, speech_to_store
 from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_memory, trim_heap
 from daemon.identity import fingerprint, owner_id
@@ -69,18 +71,6 @@ class ChunkDone:
     # Failed for a reason a retry cannot cure (unreadable media, no memory at the floor, an
     # analyzer that breaks its contract): a shared queue dead-letters such a chunk at once.
     permanent: bool = False
-
-
-def window_of(chunk: ChunkInfo) -> ChunkWindow:
-    """A stored chunk as the window it was planned as (a resumed run samples the same frames)."""
-    return ChunkWindow(
-        index=chunk.index,
-        start_s=chunk.start_s,
-        end_s=chunk.end_s,
-        sample_times=evenly_spaced(chunk.start_s, chunk.end_s, chunk.frames),
-        width=chunk.width,
-        height=chunk.height,
-    )
 
 
 class Worker:
@@ -161,9 +151,14 @@ class Worker:
 
     def ingest(self, path: str, profile: str | None = None) -> tuple[RecordingInfo, bool]:
         """Register the file's content; returns (recording, new?). An unreadable file becomes a
-        failed recording keyed by its path, so `status` can show why."""
+        failed recording keyed by its path, so `status` can show why; a FIFO, device or other
+        non-regular file, or a name that is not UTF-8, a skipped one (once: never retried)."""
+        if not storable(path):
+            return self._skip(path, "file name is not valid UTF-8: rename the file to analyse it")
         try:
             fid = fingerprint(path)
+        except NotRegularFile as exc:
+            return self._skip(path, exc.reason)
         except OSError as exc:
             reason = f"cannot read file: {exc.strerror or exc}"
             rec, created = self.store.recordings.register(
@@ -173,6 +168,20 @@ class Worker:
         return self.store.recordings.register(
             path, fid.fingerprint, fid.size, fid.mtime, profile, file_key=fid.file_key
         )
+
+    def _skip(self, path: str, reason: str) -> tuple[RecordingInfo, bool]:
+        name = printable(path)  # lossless for a name that is not UTF-8: its bytes as \xNN
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        rec, created = self.store.recordings.register(
+            name, f"skipped:{name}", st.st_size if st else 0, st.st_mtime if st else 0.0
+        )
+        if rec.status != "skipped":
+            log.warning("recording_skipped", recording_id=rec.id, path=name, reason=reason)
+            rec = self.store.recordings.set_status(rec.id, "skipped", reason)
+        return rec, created
 
     def settings(self, profile: str | None) -> dict[str, Any]:
         """What a recording is analysed with (stored on it, and in each event's provenance)."""

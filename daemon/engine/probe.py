@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import statistics
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import av
 import av.error
 
+from daemon.files import NotRegularFile, open_regular, regular_path
 from daemon.models import MediaInfo
 
 if TYPE_CHECKING:
@@ -57,9 +59,13 @@ def probe(path: str | Path) -> MediaInfo:
     path = Path(path)
     size = _file_size(path)
     try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise UnsupportedMedia(_open_failure_reason(path, exc)) from exc
+        with regular_path(path) as name:
+            try:
+                container = av.open(name)
+            except av.error.FFmpegError as exc:
+                raise UnsupportedMedia(_open_failure_reason(path, exc)) from exc
+    except OSError as exc:  # swapped for something else since _file_size looked
+        raise UnsupportedMedia(_os_reason(exc)) from exc
     try:
         with container:
             return _probe_open(path, size, container)
@@ -183,21 +189,31 @@ def _scan(
 
 def _file_size(path: Path) -> int:
     try:
-        size = path.stat().st_size
-        # stat succeeds on unreadable files; opening is the real test of access.
-        with path.open("rb"):
-            pass
+        # stat succeeds on unreadable files; opening (never blocking, regular files only) is
+        # the real test of access.
+        fd = open_regular(path)
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
     except OSError as exc:
-        reason = {
-            errno.ENOENT: "no such file",
-            errno.EACCES: "permission denied",
-            errno.EPERM: "permission denied",
-            errno.EISDIR: "it is a directory",
-        }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
-        raise UnsupportedMedia(f"cannot read file: {reason}") from exc
+        raise UnsupportedMedia(_os_reason(exc)) from exc
     if size == 0:
         raise UnsupportedMedia("empty file (0 bytes)")
     return size
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, NotRegularFile):
+        return exc.reason
+    reason = {
+        errno.ENOENT: "no such file",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EISDIR: "it is a directory",
+        errno.ELOOP: "it became a symlink",
+    }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
+    return f"cannot read file: {reason}"
 
 
 def _open_failure_reason(path: Path, exc: av.error.FFmpegError) -> str:
@@ -220,7 +236,7 @@ def _mp4_damage(path: Path) -> str | None:
     codec-less data stream), so the top-level boxes are walked here instead.
     """
     try:
-        with path.open("rb") as f:
+        with open(open_regular(path), "rb") as f:
             end = f.seek(0, 2)
             offset = 0
             kinds: list[bytes] = []
