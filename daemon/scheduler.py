@@ -61,6 +61,8 @@ class ChunkLoop:
         self.chunks = 0  # chunks analysed since start
         self._thread = threading.Thread(target=self._run, name="framewatch-chunks", daemon=True)
         self._last_status = ""
+        # Why the watcher's intake is stuck, or None (set by the Scheduler when it watches).
+        self.intake_stuck: Callable[[], str | None] = lambda: None
 
     def start(self) -> None:
         self._thread.start()
@@ -108,10 +110,10 @@ class ChunkLoop:
                         # Alert candidates left by a dead process or another box (or by a
                         # stop, or of a rule since removed) were decided; look for chunks again
                         # before idling. Without candidates this is one query.
-                        sdnotify.notify("WATCHDOG=1")
+                        self._ping()
                         continue
                     self._status(f"idle; {self.chunks} chunks analysed since start")
-                    sdnotify.notify("WATCHDOG=1")
+                    self._ping()
                     self.source.idle()
                     continue
                 self._run_job(job)
@@ -166,12 +168,17 @@ class ChunkLoop:
             self.source.finish(job, done, hold)
             if done is not None and done.status == "done":
                 self.chunks += 1
-            sdnotify.notify("WATCHDOG=1")
+            self._ping()
 
     def _chunk_started(self, rec: RecordingInfo, chunk: ChunkInfo) -> None:
         self.current = Current(rec.id, rec.path, chunk.index, chunk.chunks_total, time.monotonic())
         log.info("chunk_started", chunk=chunk.index, chunks_total=chunk.chunks_total)
         self._status(f"{os.path.basename(rec.path)} chunk {chunk.index + 1}/{chunk.chunks_total}")
+
+    def _ping(self) -> None:
+        # Progress, unless intake is stuck: then only Watchdog decides (and stays silent).
+        if self.intake_stuck() is None:
+            sdnotify.notify("WATCHDOG=1")
 
     def _status(self, text: str) -> None:
         if text != self._last_status:
@@ -182,7 +189,9 @@ class ChunkLoop:
 class Watchdog:
     """Feeds the systemd watchdog from its own thread while a long chunk is making progress, and
     stops feeding it once the chunk outlives daemon.chunk_timeout_s (a hung GPU call), so systemd
-    restarts the service; the chunk is then reaped and run again."""
+    restarts the service; the chunk is then reaped and run again. Likewise when the watcher's
+    intake is stuck (daemon.intake_timeout_s): a file that blocks intake must not leave every later
+    file queued behind it while systemd believes all is well."""
 
     def __init__(self, loop: ChunkLoop, interval_s: float):
         self.loop = loop
@@ -201,14 +210,17 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            if self.loop.healthy():
+            stuck = self.loop.intake_stuck()
+            if self.loop.healthy() and stuck is None:
                 self._hung_logged = False
                 sdnotify.notify("WATCHDOG=1")
                 continue
             if not self._hung_logged:
                 self._hung_logged = True
                 cur = self.loop.current
-                if cur is None:
+                if stuck is not None:
+                    log.error("intake_stuck", reason=stuck)
+                elif cur is None:
                     log.error("worker_not_running")
                 else:
                     log.error(
@@ -243,6 +255,8 @@ class Scheduler:
         self.source = open_source(config, store, worker, stop, produce=produce)
         self.loop = ChunkLoop(worker, self.source, config, stop)
         # Without systemd's watchdog it still reports hung chunks in the log.
+        if watcher is not None:
+            self.loop.intake_stuck = watcher.stuck
         self.watchdog = Watchdog(self.loop, sdnotify.watchdog_interval() or 30.0)
         self.aps = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1), "deliver": ThreadPoolExecutor(1)},

@@ -13,6 +13,7 @@ import errno
 import fnmatch
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,8 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
+
+from daemon.files import printable
 
 if TYPE_CHECKING:
     from daemon.config import Config, WatchConfig
@@ -245,6 +248,8 @@ class Watcher:
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._busy: tuple[str, float] | None = None  # the file being handed over, since when
+        self._ticked = time.monotonic()  # the settle loop's last finished tick
         settle = [w.settle_seconds for w in config.watch] or [1.0]
         # Often enough that a file is taken within a quarter of its settle time after it settled.
         self.tick_s = min(1.0, max(0.05, min(settle) / 4))
@@ -397,6 +402,8 @@ class Watcher:
             st = os.stat(path)
         except OSError:
             return  # gone, or a dangling link (reported when a scan meets it)
+        if not stat.S_ISREG(st.st_mode):
+            writing = False  # a FIFO or device has no writer to wait for: intake skips it
         now = time.monotonic()
         with self._lock:
             entry = self._pending.get(path)
@@ -417,6 +424,7 @@ class Watcher:
                 self.settle_once()
             except Exception:  # keep settling; the next tick retries
                 log.exception("settle_failed")
+            self._ticked = time.monotonic()
 
     def settle_once(self, now: float | None = None) -> list[str]:
         """Hand over every file that has settled; returns their paths."""
@@ -466,6 +474,7 @@ class Watcher:
             log.info(
                 "file_ready", path=path, quiet_s=round(now - entry.changed, 3), size=entry.size
             )
+            self._busy = (path, time.monotonic())
             try:
                 self.on_ready(path, entry.folder.watch)
                 taken.append(path)
@@ -475,7 +484,23 @@ class Watcher:
                     self._taken.pop(path, None)
                     self._pending.setdefault(path, entry)
                 entry.changed = now
+            finally:
+                self._busy = None
         return taken
+
+    def stuck(self, now: float | None = None) -> str | None:
+        """Why intake is stuck, or None: one file's intake (fingerprint, accept_recording,
+        register: well under a second) has run for more than daemon.intake_timeout_s, or the
+        settle loop has not finished a tick for as long (a hung network mount). The systemd
+        watchdog stops being fed then (scheduler.Watchdog)."""
+        now = time.monotonic() if now is None else now
+        limit = self.config.daemon.intake_timeout_s
+        busy = self._busy
+        if busy is not None and now - busy[1] > limit:
+            return f"intake of {printable(busy[0])} running for {now - busy[1]:.0f} s"
+        if self._thread is not None and now - self._ticked > limit + self.tick_s:
+            return f"the settle loop has not ticked for {now - self._ticked:.0f} s"
+        return None
 
     @staticmethod
     def _stale_after(folder: Folder) -> float:

@@ -28,6 +28,10 @@ class FakeSettings(BaseModel):
     fail_names: list[str] = []
     fail_if_exists: str | None = None
     refuse_names: list[str] = []
+    # accept_recording sleeps this long for files whose name contains `slow_accept_names`: an
+    # intake that hangs (a plugin blocking on a network call).
+    accept_sleep_s: float = 0.0
+    slow_accept_names: list[str] = []
 
 
 class FakeAnalyzer:
@@ -72,4 +76,6 @@ def make_analyzer(settings: FakeSettings) -> FakeAnalyzer:
 
 @hookimpl
 def accept_recording(path: str, settings: FakeSettings) -> bool | None:
+    if any(slow in os.path.basename(path) for slow in settings.slow_accept_names):
+        time.sleep(settings.accept_sleep_s)
     return False if any(bad in os.path.basename(path) for bad in settings.refuse_names) else None

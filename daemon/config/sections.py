@@ -306,6 +306,13 @@ class DaemonConfig(_Section):
         description="A chunk running longer counts as hung: the systemd watchdog is no longer fed, "
         "so systemd restarts the service and the chunk is retried.",
     )
+    intake_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Handing one finished file over (fingerprint, accept_recording, register) "
+        "taking longer counts as stuck intake: the systemd watchdog is no longer fed, so systemd "
+        "restarts the service.",
+    )
     stop_timeout_s: float = Field(
         60.0,
         gt=0,
