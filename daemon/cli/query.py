@@ -10,6 +10,7 @@ import os
 import sys
 
 from daemon.cli.common import CliError, config_of, plugins_of, store_of
+from daemon.files import printable
 from daemon.models import alert_json, event_json, hms, speech_json
 
 
@@ -189,10 +190,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(", ".join(f"{n} {state}" for state, n in counts.items()))
     if current is not None and current["chunk"] is not None:
-        print(f"now: {current['path']} chunk {current['chunk'] + 1}/{current['chunks_total']}")
+        print(
+            f"now: {printable(current['path'])} chunk {current['chunk'] + 1}/{current['chunks_total']}"
+        )
     for r, done, total in recs:
-        reason = f" ({r.reason})" if r.reason else ""
-        print(f"{r.id:>5} {r.status:<9} {done}/{total} {r.path}{reason}")
+        # Names and reasons come from whoever wrote the watched folder: escaped, so an escape
+        # sequence or a newline in a file name cannot redraw the terminal or fake a line.
+        reason = f" ({printable(r.reason)})" if r.reason else ""
+        print(f"{r.id:>5} {r.status:<9} {done}/{total} {printable(r.path)}{reason}")
     d = data["deliveries"]
     if d["pending"] or d["failed"] or d["dead"]:
         print(

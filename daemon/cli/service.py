@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import CliError, config_of, plugins_of
-from daemon.exits import EXIT_FAILED, EXIT_MODEL, EXIT_OK
+from daemon.cli.common import CliError, config_of, plugins_of, store_of
+from daemon.exits import EXIT_BUSY, EXIT_FAILED, EXIT_MODEL, EXIT_OK
 from daemon.models import hms
 
 
@@ -38,7 +38,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             )
 
     try:
-        result, summary = analyze_path(cfg, path, profile=args.profile, on_chunk=on_chunk)
+        result, summary = analyze_path(
+            cfg, path, profile=args.profile, on_chunk=on_chunk, store=store_of(cfg)
+        )
     except ModelLoadError as exc:
         raise CliError(str(exc), EXIT_MODEL) from None
     finally:
@@ -49,9 +51,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         for e in result["events"]:
             print(f"[{hms(e['start_s'])}] {e['label']}: {e['description']}")
-    failed = result["recording"]["status"] == "failed"
-    print(("framewatch: error: " if failed else "") + summary, file=sys.stderr)
-    return EXIT_FAILED if failed else EXIT_OK
+    status = result["recording"]["status"]
+    code = {"failed": EXIT_FAILED, "skipped": EXIT_FAILED, "queued": EXIT_BUSY}.get(status, EXIT_OK)
+    code = EXIT_BUSY if status == "analyzing" else code
+    print(("framewatch: error: " if code else "") + summary, file=sys.stderr)
+    return code
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
