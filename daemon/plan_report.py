@@ -79,7 +79,7 @@ def _calibration(cfg: Config, device: str, gpu: GpuRuntime | None) -> float:
 def plan_report(cfg: Config, path: str) -> dict[str, Any]:
     """The plan as `framewatch plan --json` prints it. Raises UnsupportedMedia for a bad file and
     BudgetError when the model or its config does not fit or cannot be read."""
-    media = probe(path)
+    media = probe(path, cfg.chunking.max_duration_s)
     device, gpu, note = _target(cfg)
     name = cfg.model_name()
     spec = load_model_spec(name, cfg.model.revision)

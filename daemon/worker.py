@@ -264,7 +264,7 @@ class Worker:
         """The recording's file, probed once while it is the one being worked on."""
         if self._media is not None and self._media[:2] == (rec.id, rec.path):
             return self._media[2]
-        media = probe(rec.path)
+        media = probe(rec.path, self.config.chunking.max_duration_s)
         self._media = (rec.id, rec.path, media)
         return media
 
@@ -529,7 +529,9 @@ class Worker:
             "prompt_hash": settings["prompt_hash"],
             "sampling": {
                 **settings["sampling"],
-                "frames": len(result.frame_times) if result.static else len(window.sample_times),
+                "frames": len(
+                    result.frame_times if result.static or result.empty else window.sample_times
+                ),
                 "width": window.width,
                 "height": window.height,
             },
@@ -539,6 +541,8 @@ class Worker:
             "analyze_s": round(result.analyze_s, 3),
             "analyzer": result.analyzer_stats,
         }
+        if result.empty is not None:
+            provenance["no_frames"] = result.empty  # a gap in the file's frames: model not asked
         if result.static is not None:
             # Recorded, not silent: a person can see the chunk was judged static, and why.
             provenance["static"] = result.static

@@ -26,7 +26,7 @@ from tests.daemon_proc import (
     wait_until,
     write_config,
 )
-from tests.media import make_video
+from tests.media import make_sample_count_bomb, make_timed_frames, make_video
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +91,11 @@ def test_fifo_and_non_utf8_name_in_the_inbox_are_skipped_once_and_the_daemon_goe
 ) -> None:
     # Dropped before the start: the start-up scan used to block in open() on the FIFO for ever.
     os.mkfifo(setup.inbox / "before.mp4")
+    # Lying headers beside it (tests/test_hostile_media.py has them alone): they fail with their
+    # reasons, in bounded memory, and hold nothing up.
+    make_timed_frames(setup.inbox / "liar.mkv", [0.0, 1.0, 1e6])
+    small = make_video(setup.outside / "small.mp4", seconds=1.0, fps=4, size=(64, 64))
+    make_sample_count_bomb(small, setup.inbox / "bomb.mp4")
     config = setup.config(rescan_interval_s=1)
     d = Daemon(config, env=setup.env()).started()
     try:
@@ -117,6 +122,9 @@ def test_fifo_and_non_utf8_name_in_the_inbox_are_skipped_once_and_the_daemon_goe
         for fifo in ("before.mp4", "pipe.mp4"):
             r = recs[str(setup.inbox / fifo)]
             assert r["status"] == "skipped" and "FIFO" in r["reason"], r
+        assert recs[str(setup.inbox / "liar.mkv")]["status"] == "failed"
+        assert "not credible" in recs[str(setup.inbox / "liar.mkv")]["reason"]
+        assert "claims 60000000 samples" in recs[str(setup.inbox / "bomb.mp4")]["reason"]
         shown = str(setup.inbox / "bad\\xff\\xfe.mp4")  # the name's bytes, escaped
         assert recs[shown]["status"] == "skipped" and "UTF-8" in recs[shown]["reason"]
         assert bad.exists()  # nothing was moved or lost
