@@ -116,3 +116,31 @@ def test_chunks_in_a_gap_without_frames_are_not_sent_to_the_model(tmp_path: Path
         assert "no_frames" not in rows[0].provenance and "no_frames" not in rows[5].provenance
     finally:
         store.close()
+
+
+def test_a_long_plan_prints_its_ends_and_sums_up_the_rest() -> None:
+    from daemon.plan_report import SHOWN_AT_EACH_END, format_report
+
+    chunk = {"frames": 2, "width": 64, "height": 64, "visual_tokens": 16, "prompt_tokens": 90}
+    chunks = [
+        {**chunk, "index": i, "start_s": 30.0 * i, "end_s": 30.0 * i + 30, "est_peak_gib": 1.0}
+        for i in range(20_000)
+    ]
+    chunks[777]["est_peak_gib"] = 1.5
+    report = {
+        "note": None,
+        "model": "m",
+        "dtype": "bfloat16",
+        "quantization": None,
+        "device": "cpu",
+        "weights_gib": 1.0,
+        "fixed_gib": 1.0,
+        "budget_gib": None,
+        "budget_source": "no GPU: estimate only",
+        "stepped_down": {},
+        "chunks": chunks,
+    }
+    lines = format_report(report).splitlines()
+    assert len(lines) < 20 + 2 * SHOWN_AT_EACH_END
+    assert any("19990 chunks more (largest estimate 1.50 GiB, chunk 777" in line for line in lines)
+    assert lines[-1].lstrip().startswith("19999")
