@@ -88,6 +88,8 @@ class Daemon:
                     )
                 ],
             )
+        for warning in cfg.warnings:
+            log.warning("config_secrets_exposed", detail=warning)
         self.plugins = self.plugins or load_plugins(cfg)
         self.store = Store(cfg.storage_url())
         self.store.chunks.reap()  # chunks a dead process of this host left running

@@ -31,6 +31,7 @@ from tests.media import make_sample_count_bomb, make_timed_frames, make_video
 pytestmark = pytest.mark.slow
 
 BAD_NAME = os.fsdecode(b"bad\xff\xfe.mp4")  # the bytes 0xff 0xfe are not UTF-8
+WEBHOOK_SECRET = "whsec_" + "ZnJhbWV3YXRjaC10ZXN0LXNlY3JldC0zMi1ieXRlcyE="
 ESCAPE_NAME = "red\x1b[31m\nfake line.mp4"  # an escape sequence and a newline
 
 
@@ -45,7 +46,13 @@ class Setup:
         self.url = f"sqlite:///{root / 'fw.db'}"
         self.clips = 0
 
-    def config(self, *, fake: dict[str, Any] | None = None, **daemon: Any) -> Path:
+    def config(
+        self,
+        *,
+        fake: dict[str, Any] | None = None,
+        extra: dict[str, dict[str, Any]] | None = None,
+        **daemon: Any,
+    ) -> Path:
         return write_config(
             self.root / "config.toml",
             {
@@ -54,6 +61,7 @@ class Setup:
                 "sampling": {"fps": 1, "max_side": 64},
                 "daemon": {"queue_poll_s": 2, **daemon},
                 "plugins.fake": fake or {},
+                **(extra or {}),
             },
             [{"path": "in", "settle_seconds": 0.5}],
         )
@@ -176,11 +184,18 @@ def test_analyze_on_a_fifo_or_a_non_utf8_name_returns_a_readable_error(setup: Se
 def test_an_intake_stuck_in_a_plugin_stops_feeding_the_watchdog(setup: Setup) -> None:
     notify = NotifySocket()
     config = setup.config(
-        fake={"accept_sleep_s": 3.0, "slow_accept_names": ["slow-intake"]}, intake_timeout_s=0.5
+        fake={"accept_sleep_s": 3.0, "slow_accept_names": ["slow-intake"]},
+        # An inline secret in a config anyone may change: warned of at start-up (never shown).
+        extra={"plugins.webhook": {"url": "http://127.0.0.1:9/hook", "secret": WEBHOOK_SECRET}},
+        intake_timeout_s=0.5,
     )
+    config.chmod(0o666)
     try:
         d = Daemon(config, env={**setup.env(), **notify.env(watchdog_s=0.4)}).started()
         try:
+            (warned,) = d.find("config_secrets_exposed")
+            assert "plugins.webhook.secret" in warned["detail"] and "0666" in warned["detail"]
+            assert not any(WEBHOOK_SECRET in line for line in d.raw)
             setup.clip("slow-intake.mp4")
             stuck = d.wait_for("intake_stuck", timeout=30)
             assert "slow-intake.mp4" in stuck[0]["reason"]

@@ -105,6 +105,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     plugins_of(cfg)  # plugin settings are part of the config: [plugins.<name>] tables
+    for warning in cfg.warnings:
+        print(f"framewatch: warning: {warning}", file=sys.stderr)
     print(f"{cfg.source or '(defaults)'}: ok", file=sys.stderr)
     return 0
 
