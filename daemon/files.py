@@ -93,27 +93,26 @@ def regular_path(path: str | os.PathLike[str]) -> Iterator[str]:
 
 
 def printable(name: str | bytes) -> str:
-    """A file name (or any text from outside) as it is safe to print on a terminal: bytes that
-    are not UTF-8 as \\xNN, control and format characters (escape sequences, newlines, bidi
-    overrides) as \\xNN, \\uNNNN or \\UNNNNNNNN escapes. Printable text, spaces included, is
-    left as it is."""
-    text = (
-        name.decode("utf-8", "backslashreplace")
-        if isinstance(name, bytes)
-        else os.fsencode(name).decode("utf-8", "backslashreplace")
-        if _has_surrogates(name)
-        else name
-    )
+    """A file name (or any text from outside) as it is safe to print on a terminal, and without
+    losing anything: bytes that are not UTF-8 as \\xNN, control and format characters (escape
+    sequences, newlines, bidi overrides) as \\xNN, \\uNNNN or \\UNNNNNNNN, a backslash as two.
+    Printable text, spaces included, is left as it is."""
+    text = os.fsdecode(name) if isinstance(name, bytes) else name
     out = []
     for ch in text:
-        if ch == "\\" or unicodedata.category(ch)[0] not in "CZ" or ch == " ":
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == " " or unicodedata.category(ch)[0] not in "CZ":
             out.append(ch)
-        elif ord(ch) < 0x100:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
         else:
-            out.append(f"\\U{ord(ch):08x}")
+            out.append(f"\\U{code:08x}")
     return "".join(out)
 
 
