@@ -63,6 +63,7 @@ class ChunkLoop:
         self._last_status = ""
         # Why the watcher's intake is stuck, or None (set by the Scheduler when it watches).
         self.intake_stuck: Callable[[], str | None] = lambda: None
+        self.taking_since: float | None = None  # inside source.take (which prepares) since
 
     def start(self) -> None:
         self._thread.start()
@@ -82,13 +83,18 @@ class ChunkLoop:
         return self._thread.is_alive()
 
     def healthy(self, now: float | None = None) -> bool:
-        """Whether work is progressing: the thread lives and is idle or inside a chunk younger
-        than daemon.chunk_timeout_s. The systemd watchdog is fed only while this holds."""
+        """Whether work is progressing: the thread lives and is idle or inside a chunk (or the
+        preparing of a recording: its probe and plan) younger than daemon.chunk_timeout_s. The
+        systemd watchdog is fed only while this holds."""
         if not self._thread.is_alive():
             return False
         cur = self.current
         now = time.monotonic() if now is None else now
-        return cur is None or now - cur.started < self.config.daemon.chunk_timeout_s
+        limit = self.config.daemon.chunk_timeout_s
+        taking = self.taking_since
+        if taking is not None and now - taking >= limit:
+            return False
+        return cur is None or now - cur.started < limit
 
     def release_current(self) -> Current | None:
         """Hand the chunk on the GPU back to the queue (the process must go before it ends)."""
@@ -104,7 +110,12 @@ class ChunkLoop:
         try:
             self.source.start()
             while not self.stop.is_set():
-                job = self.source.take(self.stop.is_set)
+                # Taking includes preparing a new recording (probe, plan): timed like a chunk.
+                self.taking_since = time.monotonic()
+                try:
+                    job = self.source.take(self.stop.is_set)
+                finally:
+                    self.taking_since = None
                 if job is None:
                     if self._verify_due():
                         # Alert candidates left by a dead process or another box (or by a
@@ -218,8 +229,11 @@ class Watchdog:
             if not self._hung_logged:
                 self._hung_logged = True
                 cur = self.loop.current
+                taking = self.loop.taking_since
                 if stuck is not None:
                     log.error("intake_stuck", reason=stuck)
+                elif cur is None and taking is not None:
+                    log.error("prepare_hung", running_s=round(time.monotonic() - taking))
                 elif cur is None:
                     log.error("worker_not_running")
                 else:
