@@ -93,17 +93,18 @@ def regular_path(path: str | os.PathLike[str]) -> Iterator[str]:
 
 
 def printable(name: str | bytes) -> str:
-    """A file name (or any text from outside) as it is safe to print on a terminal, and without
-    losing anything: bytes that are not UTF-8 as \\xNN, control and format characters (escape
-    sequences, newlines, bidi overrides) as \\xNN, \\uNNNN or \\UNNNNNNNN, a backslash as two.
-    Printable text, spaces included, is left as it is."""
+    """A file name (or any text from outside) as it is safe to print on a terminal: bytes that
+    are not UTF-8 as \\xNN, control and format characters (escape sequences, newlines, bidi
+    overrides) as \\xNN, \\uNNNN or \\UNNNNNNNN. Printable text, spaces and backslashes
+    included, is left as it is, so text escaped once prints the same again (a stored escaped
+    name is not escaped twice); a name that itself spells `\\xff` reads like the byte 0xff."""
     text = os.fsdecode(name) if isinstance(name, bytes) else name
+    if text.isprintable():
+        return text  # the common case, at C speed (`framewatch events` prints 100,000 lines)
     out = []
     for ch in text:
         code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
             out.append(f"\\x{code - 0xDC00:02x}")
         elif ch == " " or unicodedata.category(ch)[0] not in "CZ":
             out.append(ch)

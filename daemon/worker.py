@@ -170,7 +170,7 @@ class Worker:
         )
 
     def _skip(self, path: str, reason: str) -> tuple[RecordingInfo, bool]:
-        name = printable(path)  # a name that is not UTF-8: its bytes as \xNN, reversibly
+        name = printable(path)  # a name that is not UTF-8: its bytes as \xNN
         try:
             st = os.lstat(path)
         except OSError:
