@@ -154,6 +154,10 @@ def test_fifo_and_non_utf8_name_in_the_inbox_are_skipped_once_and_the_daemon_goe
         assert "\x1b" not in out.stdout and "\\x1b[31m\\x0afake line.mp4" in out.stdout
         assert "bad\\xff\\xfe.mp4 (file name is not valid UTF-8" in out.stdout
         assert not any(line.startswith("fake line") for line in out.stdout.splitlines())
+        # So do `events` (and alerts, search): paths and the model's words, escaped.
+        out = run_cli("events", "--config", str(config), env=setup.env())
+        assert out.returncode == 0, out.stderr
+        assert "\x1b" not in out.stdout and "\\x1b[31m\\x0afake line.mp4 [" in out.stdout
     finally:
         assert d.stop() == 0
 

@@ -55,8 +55,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     # Events share their whole seconds (many per second, or a start with the previous end):
     # each second is formatted once.
     clock = functools.cache(hms)
+    # Paths come from whoever wrote the watched folder, labels and descriptions from a model a
+    # video can talk to: each line escaped (files.printable) before it reaches a terminal.
     lines = [
-        f"{p} [{clock(int(a))}-{clock(int(b))}] {label}: {desc}" for p, a, b, label, desc in rows
+        printable(f"{p} [{clock(int(a))}-{clock(int(b))}] {label}: {desc}")
+        for p, a, b, label, desc in rows
     ]
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
@@ -82,8 +85,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for a, p in rows:
         mark = " fired" if a.fired else ""
         print(
-            f"{p} [{hms(a.start_s)}-{hms(a.end_s)}] {a.rule} ({a.severity}) {a.state}{mark}: "
-            f"{a.reason or a.why}"
+            printable(
+                f"{p} [{hms(a.start_s)}-{hms(a.end_s)}] {a.rule} ({a.severity}) {a.state}{mark}: "
+                f"{a.reason or a.why}"
+            )
         )
     return 0
 
@@ -123,7 +128,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"no events or speech match {args.query!r}", file=sys.stderr)
     for h in hits:
         if h.speech is not None:
-            print(f'{h.recording_path} {h.hms} speech: "{h.speech.text}"')
+            print(printable(f'{h.recording_path} {h.hms} speech: "{h.speech.text}"'))
             print(f"    {h.link}  (speech model {h.speech.provenance.get('model', '?')})")
             continue
         e = h.event
@@ -134,7 +139,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             for k in ("model", "prompt_hash")
             if prov.get(k)
         )
-        print(f"{h.recording_path} {h.hms} {e.label}: {e.description}")
+        print(printable(f"{h.recording_path} {h.hms} {e.label}: {e.description}"))
         print(f"    {h.link}" + (f"  ({source})" if source else ""))
     return 0
 
