@@ -80,6 +80,14 @@ def test_sample_tables_claiming_60m_samples_are_refused_in_bounded_memory(tmp_pa
     assert code == 1 and "malformed MP4" in out, out
     assert rss < RSS_CEILING_MIB, f"the probe peaked at {rss} MiB"
     assert probe(small).frame_count == 4  # the untouched file still probes
+    # Without its ftyp box (FFmpeg still reads it as QuickTime) the tables are checked all the same.
+    data = bomb.read_bytes()
+    headless = tmp_path / "headless.mov"
+    headless.write_bytes(data[int.from_bytes(data[:4], "big") :])
+    assert headless.read_bytes()[4:8] != b"ftyp"
+    code, out, rss = child_rss("-c", PROBE, str(headless))
+    assert code == 1 and "claims 60000000 samples" in out, out
+    assert rss < RSS_CEILING_MIB, f"the probe peaked at {rss} MiB"
 
 
 def test_chunks_in_a_gap_without_frames_are_not_sent_to_the_model(tmp_path: Path) -> None:

@@ -19,15 +19,18 @@ MIN_SAMPLE_BYTES = 8
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
 # Table -> bytes per entry after the 8 bytes of version, flags and entry count.
 _ENTRY_BYTES = {b"stts": 8, b"ctts": 8, b"stsc": 12, b"stco": 4, b"co64": 8}
+# What FFmpeg's mov demuxer accepts as a file's first box (an ftyp is not required: old
+# QuickTime files, and a hostile file that leaves it out, start with moov or mdat).
+_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp"}
 _MAX_TABLE = 1 << 28  # no legitimate sample table is anywhere near 256 MiB
 
 
 def sample_table_problem(f: BinaryIO, size: int) -> str | None:
-    """Why the sample tables of the ISO-BMFF file `f` (`size` bytes) cannot be true, or None
-    (also for files that are not ISO-BMFF: FFmpeg decides those)."""
+    """Why the sample tables of the ISO-BMFF/QuickTime file `f` (`size` bytes) cannot be true,
+    or None (also for files that are not: FFmpeg decides those)."""
     f.seek(0)
     head = f.read(8)
-    if len(head) < 8 or head[4:8] != b"ftyp":
+    if len(head) < 8 or head[4:8] not in _FIRST_BOXES:
         return None
     claimed = {b"stts": 0, b"ctts": 0, b"stsz": 0, b"stsc": 0}
     for kind, start, end in _boxes(f, 0, size, depth=0):
