@@ -215,7 +215,9 @@ def test_an_intake_stuck_in_a_plugin_stops_feeding_the_watchdog(setup: Setup) ->
 
 
 def test_two_concurrent_analyze_runs_the_loser_says_busy_and_exits_5(setup: Setup) -> None:
-    config = setup.config(fake={"sleep_s": 15.0})  # the winner holds its chunk a while
+    hold = setup.root / "hold"  # the winner's chunk lasts until this file is gone
+    hold.touch()
+    config = setup.config(fake={"hold_while_exists": str(hold)})
     clip = setup.clip("twice.mp4", setup.outside)
     args = ["analyze", "--config", str(config), str(clip)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **setup.env()}
@@ -240,9 +242,11 @@ def test_two_concurrent_analyze_runs_the_loser_says_busy_and_exits_5(setup: Setu
         second = run_cli(*args, env=setup.env())
         assert second.returncode == 5, second.stderr
         assert "being analysed by another process" in second.stderr
+        hold.unlink()  # the winner finishes, and its result is whole
         out, err = first.communicate(timeout=120)
-        assert first.returncode == 0, err
+        assert first.returncode == 0 and ": done, 1 chunks" in err, err
     finally:
+        hold.unlink(missing_ok=True)
         if first.poll() is None:
             first.kill()
         if store is not None:
