@@ -177,6 +177,8 @@ def test_analyze_on_a_fifo_or_a_non_utf8_name_returns_a_readable_error(setup: Se
     assert out.returncode == 1, out.stderr
     assert "skipped: not a regular file: it is a FIFO (named pipe)" in out.stderr
     assert "Traceback" not in out.stderr
+    out = run_cli("plan", "--config", str(config), str(setup.outside / "pipe.mp4"), timeout=120)
+    assert out.returncode == 1 and "not a regular file: it is a FIFO" in out.stderr, out.stderr
 
     bad = setup.clip(BAD_NAME, setup.outside)
     out = run_cli("analyze", "--config", str(config), str(bad), env=setup.env())

@@ -12,6 +12,7 @@ from typing import Any
 
 from daemon.cli.common import CliError, config_of, plugins_of, store_of
 from daemon.exits import EXIT_BUSY, EXIT_FAILED, EXIT_MODEL, EXIT_OK
+from daemon.files import printable
 from daemon.models import hms
 
 
@@ -22,12 +23,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     path = os.path.abspath(args.file)
     if not os.path.exists(path):
-        raise CliError(f"{args.file}: no such file")
+        raise CliError(f"{printable(args.file)}: no such file")
     bar = None
     if not args.json and sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=None, unit="chunk", desc=Path(path).name, file=sys.stderr)
+        bar = tqdm(total=None, unit="chunk", desc=printable(Path(path).name), file=sys.stderr)
 
     def on_chunk(done: Any) -> None:
         if bar is not None:
@@ -66,11 +67,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     cfg = config_of(args)
     if not os.path.exists(args.file):
-        raise CliError(f"{args.file}: no such file")
+        raise CliError(f"{printable(args.file)}: no such file")
     try:
         report = plan_report(cfg, os.path.abspath(args.file))
     except UnsupportedMedia as exc:
-        raise CliError(f"{args.file}: {exc.reason}", EXIT_FAILED) from None
+        raise CliError(f"{printable(args.file)}: {exc.reason}", EXIT_FAILED) from None
     except ModelLoadError as exc:
         raise CliError(str(exc), EXIT_MODEL) from None
     print(json.dumps(report, indent=2) if args.json else format_report(report))
