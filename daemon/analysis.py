@@ -154,8 +154,10 @@ def analyze_path(
     if rec.status in ("queued", "analyzing"):
         # Its chunks are held by another process (a second `analyze` of the same file, or the
         # daemon): this one did nothing, and says so rather than report a result.
+        holders = sorted({o for r, _, o, _ in store.chunks.running() if r == rec.id and o})
+        by = f" ({', '.join(holders)})" if holders else ""
         return result, (
-            f"{path}: recording {rec.id} is being analysed by another process; nothing done "
+            f"{path}: recording {rec.id} is being analysed by another process{by}; nothing done "
             f"here (framewatch status shows its progress){left}"
         )
     n = len(result["events"])

@@ -243,7 +243,8 @@ def test_two_concurrent_analyze_runs_the_loser_says_busy_and_exits_5(setup: Setu
         wait_until(running, 60, 0.1, "the first analyze holds a chunk")
         second = run_cli(*args, env=setup.env())
         assert second.returncode == 5, second.stderr
-        assert "being analysed by another process" in second.stderr
+        assert "being analysed by another process (" in second.stderr
+        assert f":{first.pid})" in second.stderr  # the holder, host:pid
         hold.unlink()  # the winner finishes, and its result is whole
         out, err = first.communicate(timeout=120)
         assert first.returncode == 0 and ": done, 1 chunks" in err, err
