@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from daemon.files import printable
 from daemon.models import event_json, speech_json
 from daemon.work import Hold, Job
 from daemon.work.local import LocalSource
@@ -144,7 +145,7 @@ def analyze_path(
             left = deliver(store, plugins, cfg)
             return (
                 result,
-                f"{path}: already analysed as recording {rec.id} (same content); nothing to do{left}",
+                f"{printable(path)}: already analysed as recording {rec.id} (same content); nothing to do{left}",
             )
         rec = analyze_recording(worker, rec.id, on_chunk=on_chunk, retry_failed=True)
     finally:
@@ -152,8 +153,18 @@ def analyze_path(
             worker.close()
     result = result_json(store, rec)
     left = deliver(store, plugins, cfg)
-    if rec.status == "failed":
-        return result, f"{path}: failed: {rec.reason}{left}"
+    path = printable(path)
+    if rec.status in ("failed", "skipped"):
+        return result, f"{path}: {rec.status}: {rec.reason}{left}"
+    if rec.status in ("queued", "analyzing"):
+        # Its chunks are held by another process (a second `analyze` of the same file, or the
+        # daemon): this one did nothing, and says so rather than report a result.
+        holders = sorted({o for r, _, o, _ in store.chunks.running() if r == rec.id and o})
+        by = f" ({', '.join(holders)})" if holders else ""
+        return result, (
+            f"{path}: recording {rec.id} is being analysed by another process{by}; nothing done "
+            f"here (framewatch status shows its progress){left}"
+        )
     n = len(result["events"])
     said = speech_summary(result, [c.provenance for c in store.chunks.of(rec.id)])
     return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events{said}{left}"

@@ -32,7 +32,8 @@ from daemon.cli.service import (
     cmd_selftest,
     cmd_worker,
 )
-from daemon.exits import EXIT_CUDA, EXIT_FAILED, EXIT_USAGE
+from daemon.exits import EXIT_CUDA, EXIT_FAILED, EXIT_STORE, EXIT_USAGE
+from daemon.files import printable
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -222,9 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     level = {0: args.log_level, 1: "INFO"}.get(args.verbose, "DEBUG")
     setup_logging(level)
+    from sqlalchemy.exc import DBAPIError
+
     from daemon.config import ConfigError
     from daemon.gpu import CudaFault, GpuLeaseBusy
     from daemon.hookspecs import CommandFailed
+    from daemon.store.db import StoreUnavailable
 
     try:
         return int(args.func(args) or 0)
@@ -248,6 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_CUDA
+    except (DBAPIError, StoreUnavailable) as exc:
+        # A corrupt database file, a folder without permission, a server that refuses: one line
+        # with the driver's own words, not a traceback (exits.EXIT_STORE).
+        orig = getattr(exc, "orig", None) or exc
+        why = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        print(f"framewatch: store error: {printable(why)}", file=sys.stderr)
+        return EXIT_STORE
     except KeyboardInterrupt:
         print("framewatch: interrupted", file=sys.stderr)
         return 130

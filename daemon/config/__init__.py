@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import stat
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,9 @@ class Config(_Section):
     alerting: AlertingConfig = AlertingConfig()
     speech: SpeechConfig = SpeechConfig()
     source: Path | None = Field(None, exclude=True, description="The file this was loaded from.")
+    warnings: tuple[str, ...] = Field(
+        (), exclude=True, description="What `config check` and start-up warn of (file mode)."
+    )
 
     def rules_for(self, path: str | os.PathLike[str], profile: str | None) -> list[AlertRule]:
         """The [[alerts]] rules that apply to a recording at `path` analysed with `profile`, in
@@ -262,4 +266,45 @@ def load_config(
         raise ConfigError(str(p), [("(file)", str(p), f"cannot read: {exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [("(file)", str(p), f"not valid TOML: {exc}")]) from None
-    return parse_config(apply_overrides(data, overrides), p)
+    cfg = parse_config(apply_overrides(data, overrides), p)
+    exposed = exposed_secrets(p, data)
+    return cfg.model_copy(update={"warnings": (exposed,)}) if exposed else cfg
+
+
+def exposed_secrets(path: Path, data: dict[str, Any]) -> str | None:
+    """A warning when the config file holds secrets inline (a webhook secret, a web token, a
+    password in a URL) and others than its owner (and group) may read it, or anyone but its owner
+    may change it; None otherwise. Only the keys are named, never a value."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    loose = mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_IROTH)
+    keys = _inline_secrets(data)
+    if not loose or not keys:
+        return None
+    return (
+        f"{path} (mode {stat.S_IMODE(mode):04o}) holds secrets ({', '.join(keys)}) and is "
+        f"{'writable by others than its owner' if mode & (stat.S_IWGRP | stat.S_IWOTH) else 'readable by anyone'}"
+        f": chmod 0640 (or 0600) it, or move the secrets to *_file settings"
+    )
+
+
+def _inline_secrets(data: Any, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, str) and v and (is_secret_key(k) or _url_password(v)):
+                found.append(key)
+            else:
+                found += _inline_secrets(v, key + ".")
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found += _inline_secrets(v, f"{prefix}{i}.")
+    return found
+
+
+def _url_password(text: str) -> bool:
+    head = text.split("://", 1)
+    return len(head) == 2 and ":" in head[1].split("/", 1)[0].rpartition("@")[0]
