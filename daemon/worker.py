@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -37,6 +37,7 @@ from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_mem
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
 from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion, Utterance
+from daemon.thumbnails import Thumbnails
 from daemon.verification import Verifier
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class Worker:
         self._prefetch: Prefetcher[Prepared] = Prefetcher(depth=1)
         # Alert candidates' second looks, on this thread (the same model and GPU lease).
         self.verifier = Verifier(self)
+        self.thumbnails = Thumbnails(config.media_dir())
 
     @property
     def analyzer(self) -> Analyzer:
@@ -502,7 +504,6 @@ class Worker:
                 )
             steps.append({"why": "out_of_memory", **window_steps(window, smaller)})
             window = smaller
-        trim_heap()  # the chunk's frames are gone now
         self.memory.calibrate(window, result.analyzer_stats)
         events = merge_overlaps(
             self.store.chunks.neighbour_events(rec.id, chunk.index),
@@ -567,6 +568,10 @@ class Worker:
             notify=self.subscribers("events_found"),
             **alerting,
         )
+        if stored is not None:  # pictures from the frames in memory, then they are dropped
+            self.thumbnails.sync_chunk(self.store, rec.id, stored, result.frames)
+        result = replace(result, frames=())
+        trim_heap()  # the chunk's frames are gone now
         n = len(stored) if stored is not None else 0
         if result.static is not None:
             log.info(

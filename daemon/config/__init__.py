@@ -118,6 +118,18 @@ class Config(_Section):
             return prefix + str((base / rel).resolve())
         return url
 
+    def media_dir(self) -> Path:
+        """storage.media_dir made absolute; by default `media` beside a SQLite store's file, else
+        `media` in the state directory (systemd's StateDirectory)."""
+        if self.storage.media_dir is not None:
+            path = self.storage.media_dir.expanduser()
+            base = self.source.parent if self.source else Path.cwd()
+            return Path(os.path.abspath(path if path.is_absolute() else base / path))
+        url, prefix = self.storage_url(), "sqlite:///"
+        if url.startswith(prefix) and url != prefix + ":memory:":
+            return Path(url[len(prefix) :].split("?")[0]).parent / "media"
+        return default_state_dir() / "media"
+
     def watch_path(self, watch: WatchConfig) -> Path:
         """watch.path made absolute (relative to the config file), `~` expanded."""
         path = watch.path.expanduser()

@@ -37,6 +37,8 @@ class ChunkResult:
     transcript: Transcript | None = None
     # Transcript lines that did not fit the prompt's speech.prompt_tokens.
     speech_left_out: int = 0
+    # The frames the analyzer saw, kept until the commit for the events' thumbnails.
+    frames: tuple[Frame, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,4 +167,5 @@ def _finish(
         tuple(hits),
         tuple(r.name for r in chunk.rules),
         refused,
+        frames=tuple(chunk.frames),
     )
