@@ -30,6 +30,7 @@ from daemon.models import EventInfo, Frame, thumbnail_path
 if TYPE_CHECKING:
     import numpy as np
 
+    from daemon.engine.events import Candidate
     from daemon.store import Store
 
 log = structlog.get_logger(__name__)
@@ -71,9 +72,17 @@ def nearest_frame(frames: Sequence[Frame], t: float) -> Frame | None:
     return before if t - before.t_s <= after.t_s - t else after
 
 
-def event_time(e: EventInfo) -> float:
+def event_time(e: EventInfo | Candidate) -> float:
     """The moment an event's picture shows: its evidence time, else its start."""
     return e.evidence_s if e.evidence_s is not None else e.start_s
+
+
+def frames_for(events: Iterable[Candidate], frames: Sequence[Frame]) -> tuple[Frame, ...]:
+    """Of a chunk's frames, only those some event's picture comes from (in time order), so the
+    rest can be freed before the commit: the events stored are a subset of these candidates,
+    with the same times (merging only drops duplicates)."""
+    wanted = {id(f): f for e in events if (f := nearest_frame(frames, event_time(e))) is not None}
+    return tuple(sorted(wanted.values(), key=lambda f: f.t_s))
 
 
 class Thumbnails:

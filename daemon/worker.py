@@ -37,7 +37,7 @@ from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_mem
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
 from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion, Utterance
-from daemon.thumbnails import Thumbnails
+from daemon.thumbnails import Thumbnails, frames_for
 from daemon.verification import Verifier
 
 if TYPE_CHECKING:
@@ -484,8 +484,9 @@ class Worker:
             outcome = self._attempt(rec, chunk, window, media, task, rules)
             if isinstance(outcome, ChunkDone):
                 return outcome
-            if outcome is not None:
-                result = outcome
+            if outcome is not None:  # only the frames of its events' pictures are kept
+                result = replace(outcome, frames=frames_for(outcome.events, outcome.frames))
+                del outcome
                 break
             # Out of memory: free what the try left (outside the except block, where the
             # traceback no longer pins its tensors), then the same chunk, smaller.
@@ -504,6 +505,7 @@ class Worker:
                 )
             steps.append({"why": "out_of_memory", **window_steps(window, smaller)})
             window = smaller
+        trim_heap()  # the chunk's frames are gone now (but for its events' pictures)
         self.memory.calibrate(window, result.analyzer_stats)
         events = merge_overlaps(
             self.store.chunks.neighbour_events(rec.id, chunk.index),
@@ -568,10 +570,8 @@ class Worker:
             notify=self.subscribers("events_found"),
             **alerting,
         )
-        if stored is not None:  # pictures from the frames in memory, then they are dropped
+        if stored is not None:  # pictures from the frames still in memory
             self.thumbnails.sync_chunk(self.store, rec.id, stored, result.frames)
-        result = replace(result, frames=())
-        trim_heap()  # the chunk's frames are gone now
         n = len(stored) if stored is not None else 0
         if result.static is not None:
             log.info(

@@ -18,7 +18,7 @@ from daemon.config import load_config
 from daemon.models import ChunkInput, EventInfo, Frame, thumbnail_path
 from daemon.selftest.clips import _colour_at
 from daemon.store import Store
-from daemon.thumbnails import MAX_SIDE, Thumbnails, encode_jpeg, nearest_frame
+from daemon.thumbnails import MAX_SIDE, Thumbnails, encode_jpeg, frames_for, nearest_frame
 from daemon.worker import Worker
 from tests.media import BLUE, GREEN, RED, make_video
 from tests.test_analyze import write_config
@@ -170,6 +170,15 @@ def test_nearest_frame_and_size() -> None:
     assert nearest_frame(frames, 1.6).t_s == 2.0  # type: ignore[union-attr]
     assert nearest_frame(frames, 9).t_s == 2.0  # type: ignore[union-attr]
     assert nearest_frame([], 1.0) is None
+    # Only the frames some event's picture comes from are kept until the commit.
+    picked = frames_for(
+        [
+            EventInfo(1, 1, 0, 1.4, 3.0, "a", ""),
+            EventInfo(2, 1, 0, 0.1, 1.0, "b", "", evidence_s=1.9),
+        ],
+        frames,
+    )
+    assert [f.t_s for f in picked] == [1.0, 2.0]
     # Never enlarged: a frame smaller than MAX_SIDE keeps its size.
     with Image.open(__import__("io").BytesIO(encode_jpeg(img))) as im:
         assert im.size == (160, 90)
