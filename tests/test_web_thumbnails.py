@@ -116,3 +116,32 @@ def test_webhook_payload_links_thumbnails_with_web_url(tmp_path: Path) -> None:
             store.close()
     finally:
         receiver.close()
+
+
+def test_the_page_lists_summary_chapters_through_the_hook_point(
+    setup: tuple[Store, Path, list[int]],
+) -> None:
+    """The store keeps no summaries on this branch: a stand-in `summaries` part (get(id) ->
+    Summary, KeyError when none) shows what the page does once it does."""
+    from daemon.models import Chapter, Summary
+
+    store, media, ids = setup
+    rec_id = store.events.get(ids[0]).recording_id
+    summary = Summary(
+        rec_id,
+        "Camera <day>",
+        "Stand-in summary.",
+        (Chapter(0.0, 30.0, "Morning & <b>coffee</b>"), Chapter(30.0, 90.0, "Visitors")),
+        (),
+    )
+
+    class StandInSummaries:
+        def get(self, recording_id: int) -> Summary:
+            if recording_id != rec_id:
+                raise KeyError(recording_id)
+            return summary
+
+    store.summaries = StandInSummaries()  # type: ignore[attr-defined]
+    page = client(store, media).get(f"/recordings/{rec_id}").text
+    assert "Camera &lt;day&gt;" in page and "Morning &amp; &lt;b&gt;coffee&lt;/b&gt;" in page
+    assert 'data-start="30.0" data-end="90.0"' in page and "Chapters (2)" in page
