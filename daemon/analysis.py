@@ -128,15 +128,19 @@ def analyze_path(
     on_chunk: Callable[[ChunkDone], None] | None = None,
     store: Store | None = None,
     plugins: PluginManager | None = None,
+    worker: Worker | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Analyse one file into the store and deliver its notifications to plugins; returns the
-    JSON result and a one-line summary."""
+    JSON result and a one-line summary. A caller analysing several files passes its own
+    `worker` (on `store`, made from `plugins`), so the model is loaded once; it closes it."""
     from daemon.pluginhost.manager import load_plugins
     from daemon.store import Store
 
     plugins = plugins or load_plugins(cfg)
     store = store or Store(cfg.storage_url())
-    worker = Worker(store, cfg, plugins.make_analyzer, subscribers=plugins.subscribers)
+    own = worker is None
+    if worker is None:
+        worker = Worker(store, cfg, plugins.make_analyzer, subscribers=plugins.subscribers)
     try:
         store.chunks.reap()
         rec, _ = worker.ingest(path, profile)
@@ -149,7 +153,8 @@ def analyze_path(
             )
         rec = analyze_recording(worker, rec.id, on_chunk=on_chunk, retry_failed=True)
     finally:
-        worker.close()
+        if own:
+            worker.close()
     result = result_json(store, rec, worker.thumbnails)
     left = deliver(store, plugins, cfg)
     if rec.status == "failed":

@@ -507,11 +507,14 @@ class Worker:
             window = smaller
         trim_heap()  # the chunk's frames are gone now (but for its events' pictures)
         self.memory.calibrate(window, result.analyzer_stats)
-        events = merge_overlaps(
-            self.store.chunks.neighbour_events(rec.id, chunk.index),
+        tolerance = self.config.analysis.merge_tolerance_s
+        events, widened = merge_overlaps(
+            self.store.chunks.neighbour_events(
+                rec.id, chunk.index, window.start_s - tolerance, window.end_s + tolerance
+            ),
             result.events,
             overlaps(window, self.store.chunks.of(rec.id)),
-            self.config.analysis.merge_tolerance_s,
+            tolerance,
             result.counts,
         )
         try:
@@ -551,7 +554,7 @@ class Worker:
         if self.config.speech.mode != "off":
             speech, heard = speech_to_store(
                 self.store,
-                self.transcriber,
+                lambda: self.transcriber,
                 rec,
                 media,
                 window,
@@ -568,6 +571,7 @@ class Worker:
             provenance,
             speech=speech,
             notify=self.subscribers("events_found"),
+            widened=widened,
             **alerting,
         )
         if stored is not None:  # pictures from the frames still in memory

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.cli.common import CliError, config_of, plugins_of, store_of
+from daemon.cli.evaluate import add_parser as add_eval_parser
 from daemon.cli.query import (
     cmd_alerts,
     cmd_events,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 CORE_COMMANDS = frozenset(
     {
         "analyze",
+        "eval",
         "alerts",
         "events",
         "run",
@@ -81,6 +83,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     a.add_argument("--json", action="store_true", help="print the result as one JSON object")
     a.add_argument("--profile", help="prompt profile for this file (default: analysis.profile)")
     a.set_defaults(func=cmd_analyze, log_level="WARNING")
+
+    add_eval_parser(sub, with_config)
 
     e = with_config(sub.add_parser("events", help="list stored events"))
     e.add_argument("--recording", help="only this file's events")

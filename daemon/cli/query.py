@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from daemon.cli.common import CliError, config_of, plugins_of, store_of
+from daemon.cli.common import CliError, config_of, plugins_of, recording_id_of, store_of
 from daemon.models import alert_json, event_json, hms, speech_json
 
 
@@ -73,12 +73,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     """Stored alerts: each rule's candidates and what became of them."""
     cfg = config_of(args)
     store = store_of(cfg)
-    recording_id = None
-    if args.recording:
-        rec = store.recordings.find(os.path.abspath(args.recording))
-        if rec is None:
-            raise CliError(f"{args.recording}: no such recording in the store")
-        recording_id = rec.id
+    recording_id = recording_id_of(store, args.recording) if args.recording else None
     rows = store.alerts.with_paths(recording_id, args.rule)
     if args.outcome:
         rows = [(a, p) for a, p in rows if a.state in args.outcome]
@@ -109,12 +104,7 @@ def parse_since(value: str) -> float:
 def cmd_search(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     store = store_of(cfg)
-    recording_id = None
-    if args.recording:
-        rec = store.recordings.find(os.path.abspath(args.recording))
-        if rec is None:
-            raise CliError(f"{args.recording}: no such recording in the store")
-        recording_id = rec.id
+    recording_id = recording_id_of(store, args.recording) if args.recording else None
     hits = store.events.search(
         args.query,
         recording_id=recording_id,
@@ -238,15 +228,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     store = store_of(cfg)
     ids: list[int] | None = None
     if args.recording:
-        rec = store.recordings.find(os.path.abspath(args.recording))
-        if rec is None and args.recording.isdigit():
-            try:
-                rec = store.recordings.get(int(args.recording))
-            except KeyError:
-                rec = None
-        if rec is None:
-            raise CliError(f"{args.recording}: no such recording in the store")
-        ids = [rec.id]
+        ids = [recording_id_of(store, args.recording, by_id=True)]
     dispatcher = Dispatcher(store, plugins, cfg)
     try:
         queued = dispatcher.replay(ids, args.plugin, alerts=args.alerts)

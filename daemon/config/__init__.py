@@ -7,8 +7,10 @@ re-exported here, so `from daemon.config import AlertRule` keeps working.
 
 from __future__ import annotations
 
+import copy
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +58,11 @@ __all__ = [
     "SpeechConfig",
     "StorageConfig",
     "WatchConfig",
+    "apply_overrides",
     "default_state_dir",
     "load_config",
     "parse_config",
+    "parse_override",
 ]
 
 
@@ -224,10 +228,43 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     return cfg.model_copy(update={"source": source.resolve() if source else None})
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate a TOML config file; None gives the defaults."""
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.path=value` (`--set`) as (key path, value): the value is read as a TOML value
+    (1, 0.5, true, "x", [1, 2]) and, when it is not one, taken as a string (model.name=Qwen/...)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part.strip() for part in key.split(".")):
+        raise ConfigError(None, [("--set", text, "expected key.path=value")])
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """A copy of a config mapping with each (dotted key, value) set, tables made as needed."""
+    out = copy.deepcopy(data)
+    for key, value in overrides:
+        parts = key.split(".")
+        table = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = table.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(None, [(key, value, f"{where} is not a table")])
+            table = nxt
+        table[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, overrides: Sequence[tuple[str, Any]] = ()
+) -> Config:
+    """Read and validate a TOML config file; None gives the defaults. `overrides`: (dotted key,
+    value) pairs set on top of the file before validation (`framewatch eval --set`)."""
     if path is None:
-        return Config()
+        return parse_config(apply_overrides({}, overrides)) if overrides else Config()
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -237,4 +274,4 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(str(p), [("(file)", str(p), f"cannot read: {exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [("(file)", str(p), f"not valid TOML: {exc}")]) from None
-    return parse_config(data, p)
+    return parse_config(apply_overrides(data, overrides), p)
