@@ -192,3 +192,22 @@ def test_an_event_without_a_frame_has_no_stale_picture(tmp_path: Path) -> None:
     # The same id stored again (SQLite may reuse a deleted id) for an event with no frame.
     thumbs.save([e], [])
     assert thumbs.find(e) is None
+
+
+def test_default_media_dir_and_eval_runs_keep_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.config import parse_config
+    from daemon.evaluation import RunSpec, run_config
+
+    assert parse_config({"storage": {"url": f"sqlite:///{tmp_path}/x/fw.db"}}).media_dir() == (
+        tmp_path / "x" / "media"
+    )
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    pg = parse_config({"storage": {"url": "postgresql+psycopg://fw@db/fw"}})
+    assert pg.media_dir() == tmp_path / "state" / "media"
+    # An eval run in a temporary store never writes (or prunes) the configured media folder.
+    cfg = write_config(tmp_path, tmp_path / "m", storage__media_dir=str(tmp_path / "shared"))
+    assert load_config(cfg).media_dir() == tmp_path / "shared"
+    run = run_config(str(cfg), RunSpec("x"), str(tmp_path / "run1"))
+    assert run.media_dir() == tmp_path / "run1" / "media"
