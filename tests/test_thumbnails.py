@@ -204,8 +204,11 @@ def test_default_media_dir_and_eval_runs_keep_their_own(
         tmp_path / "x" / "media"
     )
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
-    pg = parse_config({"storage": {"url": "postgresql+psycopg://fw@db/fw"}})
-    assert pg.media_dir() == tmp_path / "state" / "media"
+    pg = parse_config({"storage": {"url": "postgresql+psycopg://fw:pw@db/fw"}})
+    other = parse_config({"storage": {"url": "postgresql+psycopg://fw@db2/fw"}})
+    assert pg.media_dir().parent == tmp_path / "state" / "media"
+    assert pg.media_dir().name.startswith("fw-") and "pw" not in pg.media_dir().name
+    assert other.media_dir() != pg.media_dir()  # two stores never share (or prune) a folder
     # An eval run in a temporary store never writes (or prunes) the configured media folder.
     cfg = write_config(tmp_path, tmp_path / "m", storage__media_dir=str(tmp_path / "shared"))
     assert load_config(cfg).media_dir() == tmp_path / "shared"

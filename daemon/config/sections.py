@@ -66,8 +66,8 @@ class StorageConfig(_Section):
     media_dir: Path | None = Field(
         None,
         description="Where event thumbnails are kept (<media_dir>/<recording id>/<event id>.jpg). "
-        "Default: a folder media beside a SQLite store's file, else media in the state directory "
-        "($STATE_DIRECTORY under systemd). A relative path is relative to the config file. "
+        "Default: a folder media beside a SQLite store's file, else media/<database>-<digest of the "
+        "store's address> in the state directory ($STATE_DIRECTORY under systemd). A relative path is relative to the config file. "
         "Several boxes sharing a PostgreSQL store should point it at one shared folder.",
     )
 
