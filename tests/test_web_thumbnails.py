@@ -85,6 +85,11 @@ def test_event_out_and_the_timeline_page_show_thumbnails(
     absolute = client(store, media, "https://fw.example.org/")
     got = absolute.get(f"/api/recordings/{rec_id}/events").json()
     assert got[0]["thumbnail"] == f"https://fw.example.org/api/events/{ids[0]}/thumbnail"
+    hits = client(store, media).get("/api/search", params={"q": got[0]["label"]}).json()["hits"]
+    assert hits and all(
+        h["thumbnail"] == (f"/api/events/{h['id']}/thumbnail" if h["id"] in ids else None)
+        for h in hits
+    )
     page = client(store, media).get(f"/recordings/{rec_id}").text
     for i in ids:
         assert f'<img class="thumb" src="/api/events/{i}/thumbnail"' in page

@@ -1,8 +1,10 @@
 """The web plugin's ASGI app: read-only JSON API, HTML pages, the video stream and /metrics.
 
-Every route is a GET that reads the store. The one route that reads a file streams a stored
-recording (a path the store registered for that recording, still the regular file of the size,
-device and inode it was registered with: video.py), never a path taken from the request. Model text is untrusted: pages are
+Every route is a GET that reads the store. Two routes read a file, never a path taken from the
+request: the video streams a stored recording (a path the store registered for that recording,
+still the regular file of the size, device and inode it was registered with: video.py), and an
+event's thumbnail is read from the media folder at a path made of its stored ids (no link
+followed, a regular file). Model text is untrusted: pages are
 rendered with Jinja2 autoescaping and the script only ever writes text with `textContent`; a
 Content-Security-Policy allows scripts from this server alone.
 """
@@ -289,7 +291,7 @@ def create_app(
             limit=limit,
             offset=offset,
         )
-        return [hit_out(h) for h in hits]
+        return [hit_out(h, thumbnail_url(h.event) if h.event is not None else None) for h in hits]
 
     # -- JSON API ------------------------------------------------------------------------------
 

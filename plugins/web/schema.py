@@ -255,7 +255,7 @@ def speech_out(s: SpeechSegment) -> SpeechOut:
     )
 
 
-def hit_out(h: Any) -> HitOut:
+def hit_out(h: Any, thumbnail: str | None = None) -> HitOut:
     if h.speech is not None:
         said = h.speech
         fields: dict[str, Any] = {
@@ -267,7 +267,7 @@ def hit_out(h: Any) -> HitOut:
             "evidence_s": None,
         }
     else:
-        fields = event_out(h.event).model_dump()
+        fields = event_out(h.event, thumbnail).model_dump()
     return HitOut(
         **fields,
         rank=h.rank,
