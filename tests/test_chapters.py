@@ -175,3 +175,23 @@ def test_naming_default_and_media_server(tmp_path: Path) -> None:
     for bad in ({"language": "../x"}, {"title": "a.b"}, {"title": "x/y"}):
         with pytest.raises(ValueError):
             SubtitleSettings(naming="media-server", **bad)  # type: ignore[arg-type]
+
+
+def test_media_server_names_never_touch_a_persons_own_files(tmp_path: Path) -> None:
+    """`movie.chapters.xml` may be someone's own file: with media-server naming framewatch
+    writes and removes only what it wrote (a hidden ledger of digests)."""
+    video = tmp_path / "movie.mkv"
+    video.write_bytes(b"")
+    mine = tmp_path / "movie.chapters.xml"
+    mine.write_text("<Chapters>my own</Chapters>\n")
+    files = finish(video, summary_of(60.0), naming="media-server", language="en")
+    assert mine.read_text() == "<Chapters>my own</Chapters>\n"  # left alone, said so in the log
+    assert files["ffmetadata"].name == "movie.chapters.ffmeta" and files["ffmetadata"].exists()
+    assert files["srt"].name == "movie.en.framewatch.srt" and files["srt"].exists()
+    finish(video, None, naming="media-server", language="en")  # no summary now
+    assert mine.exists() and not files["ffmetadata"].exists()  # ours removed, theirs kept
+    # One of ours edited by a person since: kept too.
+    finish(video, summary_of(60.0), naming="media-server", language="en")
+    files["ffmetadata"].write_text(";FFMETADATA1\ntitle=edited\n")
+    finish(video, None, naming="media-server", language="en")
+    assert files["ffmetadata"].read_text() == ";FFMETADATA1\ntitle=edited\n"

@@ -7,7 +7,9 @@ are written as WebVTT chapters, an FFmpeg metadata file (`.framewatch.chapters.f
 Matroska chapter XML (`.framewatch.chapters.xml`) (chapterfiles.py); without one, the WebVTT
 chapters come from the events (when they form chapters) and no other chapter file is written.
 `naming = "media-server"` names them the way Jellyfin (and Plex, Kodi) pick external files up:
-`<stem>[.<language>].<title>.srt` / `.vtt`, and `<stem>.chapters.vtt` / `.ffmeta` / `.xml`.
+`<stem>[.<language>].<title>.srt` / `.vtt`, and `<stem>.chapters.vtt` / `.ffmeta` / `.xml`;
+names a person may use too, so only files framewatch wrote (the hidden
+`.<stem>.framewatch-files.json` keeps their digests) are ever replaced or removed.
 The video itself is never changed. Concurrent events share one cue, one line
 each, so overlapping events never produce overlapping cues. Model text is reduced to single lines
 and escaped, so it can neither end a cue nor forge a timing line.
@@ -267,10 +269,10 @@ def speech_outputs(
     return {f: folder / f"{video.stem}.{language}.{f}" for f in ("srt", "vtt")}
 
 
-def _ledger(recording: RecordingInfo, settings: SubtitleSettings) -> Path:
+def _ledger(recording: RecordingInfo, settings: SubtitleSettings, kind: str = "speech") -> Path:
     video = Path(recording.path)
     folder = Path(settings.dir) if settings.dir is not None else video.parent
-    return folder / f".{video.stem}.framewatch-speech.json"
+    return folder / f".{video.stem}.framewatch-{kind}.json"
 
 
 def _digest(path: Path) -> str | None:
@@ -349,11 +351,22 @@ def recording_finished(
         line_chars=settings.line_chars,
         min_cue_s=settings.min_cue_s,
     )
+    files: dict[Path, str | None] = {}
     if "srt" in settings.formats:
-        write_atomically(paths["srt"], to_srt(items))
+        files[paths["srt"]] = to_srt(items)
     if "vtt" in settings.formats:
-        write_atomically(paths["vtt"], to_vtt(items))
-    write_chapters(events, summary, settings, paths)
+        files[paths["vtt"]] = to_vtt(items)
+    # A chapter file not written this time is removed, so a replay never leaves an older run's.
+    texts = chapter_texts(events, summary, settings)
+    files.update({paths[k]: texts.get(k) for k in ("chapters", "ffmetadata", "matroska")})
+    if settings.naming == "framewatch":  # names only framewatch uses: ours to write and remove
+        for path, text in files.items():
+            if text is not None:
+                write_atomically(path, text)
+            else:
+                path.unlink(missing_ok=True)
+    else:  # names a person may use too (movie.chapters.xml): only the files framewatch wrote
+        write_owned(_ledger(recording, settings, "files"), files)
     heard = recording.settings.get("speech")
     if settings.speech and (heard or speech):
         written = write_speech(recording, speech, settings)
@@ -364,14 +377,10 @@ def recording_finished(
             log.info("speech_subtitles_written", files=[str(p) for p in written])
 
 
-def write_chapters(
-    events: Sequence[EventInfo],
-    summary: Summary | None,
-    settings: SubtitleSettings,
-    paths: dict[str, Path],
-) -> None:
-    """The chapter files (see the module); a file not written this time is removed, so a replay
-    never leaves an older run's chapters."""
+def chapter_texts(
+    events: Sequence[EventInfo], summary: Summary | None, settings: SubtitleSettings
+) -> dict[str, str]:
+    """The chapter files' texts (see the module), by outputs() key."""
     texts: dict[str, str] = {}
     if settings.chapters and summary is not None and summary.chapters:
         spans = [(c.start_s, c.end_s, c.title) for c in summary.chapters]
@@ -388,8 +397,37 @@ def write_chapters(
         texts["chapters"] = to_vtt(
             [(a, b, (one_line(title, settings.line_chars),)) for a, b, title in spans]
         )
-    for key in ("chapters", "ffmetadata", "matroska"):
-        if key in texts:
-            write_atomically(paths[key], texts[key])
-        else:
-            paths[key].unlink(missing_ok=True)
+    return texts
+
+
+def write_owned(ledger: Path, files: dict[Path, str | None]) -> list[Path]:
+    """Write each file (text) or remove it (None), but only where no file is or the file is one
+    framewatch wrote and nobody changed since (its digest in the hidden `ledger`); any other file
+    of that name is left alone and said so. Returns the files written."""
+    try:
+        written: dict[str, str] = json.loads(ledger.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        written = {}
+    done = []
+    for path, text in files.items():
+        current = _digest(path)
+        if current is not None and written.get(path.name) != current:
+            if text is not None:
+                log.warning(
+                    "subtitles_file_kept",
+                    path=str(path),
+                    reason="the file exists and framewatch did not write it (or it was edited)",
+                )
+            continue
+        if text is None:
+            path.unlink(missing_ok=True)
+            written.pop(path.name, None)
+            continue
+        write_atomically(path, text)
+        written[path.name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        done.append(path)
+    if written:
+        write_atomically(ledger, json.dumps(written, indent=1) + "\n")
+    else:
+        ledger.unlink(missing_ok=True)
+    return done
