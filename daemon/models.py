@@ -173,6 +173,9 @@ class EventInfo:
     confidence: float | None = None
     evidence_s: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The absolute path of its picture (a JPEG under the media folder), when it has one: filled
+    # for the events handed to plugins (events_found, recording_finished), None elsewhere.
+    thumbnail: str | None = None
 
 
 def thumbnail_path(media_dir: str | os.PathLike[str], recording_id: int, event_id: int) -> Path:

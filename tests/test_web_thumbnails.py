@@ -9,12 +9,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from daemon.models import Frame
+from daemon.hookspecs import hookimpl
+from daemon.models import EventInfo, Frame
 from daemon.pluginhost.dispatch import Dispatcher
 from daemon.store import Store
 from daemon.thumbnails import Thumbnails
@@ -99,6 +101,26 @@ def test_event_out_and_the_timeline_page_show_thumbnails(
     assert all(e["thumbnail"] is None for e in bare)
 
 
+def test_plugins_get_event_thumbnails(tmp_path: Path) -> None:
+    """The dispatcher hands plugins each event's picture as EventInfo.thumbnail (its path)."""
+    seen: list[Any] = []
+
+    class Recorder:
+        @hookimpl
+        def events_found(self, events: list[EventInfo]) -> None:
+            seen.extend(events)
+
+    cfg = make_config(tmp_path, {})
+    pm = manager(cfg, (Recorder(), "recorder"))
+    store = Store(cfg.storage_url())
+    analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2), ev(5, 6, "cat")]], finish=None)
+    first = store.events.of()[0]
+    Thumbnails(cfg.media_dir()).save([first], [Frame(1.0, np.zeros((9, 16, 3), np.uint8))])
+    Dispatcher(store, pm, cfg).deliver_all()
+    assert [e.thumbnail for e in seen] == [str(cfg.media_dir() / "1" / f"{first.id}.jpg"), None]
+    store.close()
+
+
 def test_webhook_payload_links_thumbnails_with_web_url(tmp_path: Path) -> None:
     receiver = Receiver()
     try:
@@ -110,14 +132,17 @@ def test_webhook_payload_links_thumbnails_with_web_url(tmp_path: Path) -> None:
             cfg = make_config(folder, {"webhook": settings})
             pm = manager(cfg)
             store = Store(cfg.storage_url())
-            analysed(store, pm, folder / "a.mp4", [[ev(1, 2)]], finish=None)
+            analysed(store, pm, folder / "a.mp4", [[ev(1, 2), ev(5, 6, "cat")]], finish=None)
+            first = store.events.of()[0]  # only the first event has a picture
+            Thumbnails(cfg.media_dir()).save([first], [Frame(1.0, np.zeros((9, 16, 3), np.uint8))])
             assert Dispatcher(store, pm, cfg).deliver_due() == 1
             (req,) = receiver.requests
-            (event,) = json.loads(req["body"])["data"]["events"]
+            pictured, bare = json.loads(req["body"])["data"]["events"]
+            assert "thumbnail" not in bare
             if web_url is None:
-                assert "thumbnail" not in event
+                assert "thumbnail" not in pictured
             else:
-                assert event["thumbnail"] == f"{web_url}/api/events/{event['id']}/thumbnail"
+                assert pictured["thumbnail"] == f"{web_url}/api/events/{first.id}/thumbnail"
             store.close()
     finally:
         receiver.close()

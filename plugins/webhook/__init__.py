@@ -101,8 +101,8 @@ class WebhookSettings(BaseModel):
     web_url: AnyHttpUrl | None = Field(
         None,
         description="The web plugin's public base URL (its public_url, e.g. "
-        "https://fw.example.org): each event in a payload then carries `thumbnail`, "
-        "<web_url>/api/events/<id>/thumbnail (404 there when the event has no picture).",
+        "https://fw.example.org): each event in a payload that has a picture then carries "
+        "`thumbnail`, <web_url>/api/events/<id>/thumbnail.",
     )
     timeout_s: float = Field(
         10.0,
@@ -344,12 +344,14 @@ def _recording_json(r: RecordingInfo) -> dict[str, Any]:
 
 
 def _events_json(settings: WebhookSettings, events: list[EventInfo]) -> list[dict[str, Any]]:
-    """The events as JSON, each with its thumbnail's URL when web_url is set."""
-    out = [event_json(e, provenance=False) for e in events]
-    if settings.web_url is not None:
-        base = str(settings.web_url).rstrip("/")
-        for item in out:
-            item["thumbnail"] = f"{base}/api/events/{item['id']}/thumbnail"
+    """The events as JSON; with web_url, each event that has a picture carries its URL."""
+    out = []
+    base = str(settings.web_url).rstrip("/") if settings.web_url is not None else None
+    for e in events:
+        item = event_json(e, provenance=False)
+        if base is not None and e.thumbnail is not None:
+            item["thumbnail"] = f"{base}/api/events/{e.id}/thumbnail"
+        out.append(item)
     return out
 
 
