@@ -17,6 +17,8 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 # The web plugin's browser test drives Debian's Chromium with Playwright (never a downloaded one).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+# Tests only: the chapter tests feed the subtitles plugin's Matroska chapter XML to mkvmerge.
+command -v mkvmerge >/dev/null 2>&1 || need_apt+=(mkvtoolnix)
 # Tests only: the speech tests make their speech with espeak-ng (framewatch never runs it).
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${FRAMEWATCH_NO_APT:-}" ]; then

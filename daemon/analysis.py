@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from daemon.models import RecordingInfo
     from daemon.pluginhost.manager import PluginManager
     from daemon.store import Store
+    from daemon.thumbnails import Thumbnails
 
 
 def analyze_recording(
@@ -61,10 +62,14 @@ def analyze_recording(
     return worker.settle(recording_id)
 
 
-def result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
-    """A recording as `framewatch analyze --json` prints it: recording, chunks, events, speech
-    (a chunk whose audio gave no transcript says why in `speech_note`)."""
+def result_json(
+    store: Store, rec: RecordingInfo, thumbnails: Thumbnails | None = None
+) -> dict[str, Any]:
+    """A recording as `framewatch analyze --json` prints it: recording, chunks, events (each with
+    its `thumbnail`: an absolute path, or null), speech (a chunk whose audio gave no transcript
+    says why in `speech_note`)."""
     chunks = store.chunks.of(rec.id)
+    find = thumbnails.find if thumbnails is not None else (lambda _e: None)
     return {
         "recording": {
             "id": rec.id,
@@ -85,7 +90,7 @@ def result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
             }
             for c in chunks
         ],
-        "events": [event_json(e) for e in store.events.of(rec.id)],
+        "events": [{**event_json(e), "thumbnail": find(e)} for e in store.events.of(rec.id)],
         "speech": [speech_json(s) for s in store.speech.of(rec.id)],
     }
 
@@ -141,7 +146,7 @@ def analyze_path(
         store.chunks.reap()
         rec, _ = worker.ingest(path, profile)
         if rec.status == "done":
-            result = result_json(store, rec)
+            result = result_json(store, rec, worker.thumbnails)
             left = deliver(store, plugins, cfg)
             return (
                 result,
@@ -151,7 +156,7 @@ def analyze_path(
     finally:
         if own:
             worker.close()
-    result = result_json(store, rec)
+    result = result_json(store, rec, worker.thumbnails)
     left = deliver(store, plugins, cfg)
     path = printable(path)
     if rec.status in ("failed", "skipped"):

@@ -57,9 +57,16 @@ def missing_files(truth: Truth) -> list[str]:
 
 def run_config(config_path: str | None, spec: RunSpec, store_dir: str | None) -> Config:
     """The config of one run: the file, a temporary SQLite store in `store_dir` (when given),
-    then the run's overrides (so an explicit storage.url in --set wins)."""
+    with its own media folder (thumbnails of a temporary store's event ids must never land in,
+    or prune, the configured store's), then the run's overrides (so an explicit storage.url in
+    --set wins)."""
     store: Overrides = (
-        (("storage.url", f"sqlite:///{os.path.join(store_dir, 'eval.db')}"),) if store_dir else ()
+        (
+            ("storage.url", f"sqlite:///{os.path.join(store_dir, 'eval.db')}"),
+            ("storage.media_dir", os.path.join(store_dir, "media")),
+        )
+        if store_dir
+        else ()
     )
     return load_config(config_path, store + spec.overrides)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -171,6 +173,15 @@ class EventInfo:
     confidence: float | None = None
     evidence_s: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The absolute path of its picture (a JPEG under the media folder), when it has one: filled
+    # for the events handed to plugins (events_found, recording_finished), None elsewhere.
+    thumbnail: str | None = None
+
+
+def thumbnail_path(media_dir: str | os.PathLike[str], recording_id: int, event_id: int) -> Path:
+    """Where an event's thumbnail (JPEG) lives under the media directory (`Config.media_dir()`):
+    `<media_dir>/<recording id>/<event id>.jpg`. The file may not exist (no frame, not made yet)."""
+    return Path(media_dir) / str(int(recording_id)) / f"{int(event_id)}.jpg"
 
 
 def event_json(e: EventInfo, *, provenance: bool = True) -> dict[str, Any]:

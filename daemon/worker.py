@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -39,6 +39,7 @@ from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_mem
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
 from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion, Utterance
+from daemon.thumbnails import Thumbnails, frames_for
 from daemon.verification import Verifier
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class Worker:
         self._prefetch: Prefetcher[Prepared] = Prefetcher(depth=1)
         # Alert candidates' second looks, on this thread (the same model and GPU lease).
         self.verifier = Verifier(self)
+        self.thumbnails = Thumbnails(config.media_dir())
 
     @property
     def analyzer(self) -> Analyzer:
@@ -491,8 +493,9 @@ class Worker:
             outcome = self._attempt(rec, chunk, window, media, task, rules)
             if isinstance(outcome, ChunkDone):
                 return outcome
-            if outcome is not None:
-                result = outcome
+            if outcome is not None:  # only the frames of its events' pictures are kept
+                result = replace(outcome, frames=frames_for(outcome.events, outcome.frames))
+                del outcome
                 break
             # Out of memory: free what the try left (outside the except block, where the
             # traceback no longer pins its tensors), then the same chunk, smaller.
@@ -511,7 +514,7 @@ class Worker:
                 )
             steps.append({"why": "out_of_memory", **window_steps(window, smaller)})
             window = smaller
-        trim_heap()  # the chunk's frames are gone now
+        trim_heap()  # the chunk's frames are gone now (but for its events' pictures)
         self.memory.calibrate(window, result.analyzer_stats)
         tolerance = self.config.analysis.merge_tolerance_s
         events, widened = merge_overlaps(
@@ -584,6 +587,8 @@ class Worker:
             widened=widened,
             **alerting,
         )
+        if stored is not None:  # pictures from the frames still in memory
+            self.thumbnails.sync_chunk(self.store, rec.id, stored, result.frames)
         n = len(stored) if stored is not None else 0
         if result.static is not None:
             log.info(

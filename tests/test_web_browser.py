@@ -169,3 +169,52 @@ def test_deep_link_and_list_page(browser: Any, site: tuple[str, int]) -> None:
     page.wait_for_url(f"**/recordings/{rid}#t=9")
     page.wait_for_function(f"{PLAYER} && {PLAYER}.readyState >= 1")
     assert abs(landed(page, 9.0) - 9.0) <= 1 / FPS
+
+
+THUMBS_SCREENSHOT_ENV = "FRAMEWATCH_DOCS_THUMBS_SCREENSHOT"  # docs/timeline-thumbnails.png
+
+
+def test_timeline_shows_each_events_thumbnail(browser: Any, tmp_path: Path) -> None:
+    """Thumbnails made the way the worker makes them (Thumbnails.save from the sampled frames at
+    each event's time, here sampled directly from the clip), then shown on the page."""
+    from types import SimpleNamespace
+
+    from daemon.engine.sampler import sample_frames
+    from daemon.thumbnails import Thumbnails
+
+    video = make_video(
+        tmp_path / "lecture.mp4",
+        seconds=12.0,
+        fps=FPS,
+        size=(640, 360),
+        scenes=[(0.0, RED), (4.0, GREEN), (8.0, BLUE)],
+    )
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
+    rec = populate(store, video, [EVENTS], chunk_s=12.0, size=video.stat().st_size)
+    events = store.events.of(rec.id)
+    frames = sample_frames(video, sorted(e.start_s for e in events), 640, 352)
+    media = tmp_path / "media"
+    assert Thumbnails(media).save(events, frames).written == len(events)
+    config = SimpleNamespace(media_dir=lambda: media)  # a stand-in for Config: media_dir() only
+    app = create_app(store, config, trusted_hosts=web.LOOPBACK_NAMES)
+    server = web.WebServer(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{server.url}/recordings/{rec.id}")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#events img.thumb')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        sizes = page.eval_on_selector_all(
+            "#events img.thumb", "els => els.map(i => [i.naturalWidth, i.naturalHeight])"
+        )
+        assert sizes == [[320, 176]] * len(events)
+        assert page.evaluate("window.__pwned") is None
+        shot = tmp_path / "timeline-thumbnails.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get(THUMBS_SCREENSHOT_ENV):
+            shutil.copy(shot, os.environ[THUMBS_SCREENSHOT_ENV])
+    finally:
+        server.stop()
+        store.close()

@@ -25,8 +25,15 @@ def cmd_events(args: argparse.Namespace) -> int:
         rows = store.events.with_paths()
         if rec is not None:
             rows = [(e, p) for e, p in rows if e.recording_id == rec.id]
+        from daemon.thumbnails import Thumbnails
+
+        find = Thumbnails(cfg.media_dir()).find
         items = [
-            (e.recording_id, e.start_s, {**event_json(e), "kind": "event", "recording": p})
+            (
+                e.recording_id,
+                e.start_s,
+                {**event_json(e), "thumbnail": find(e), "kind": "event", "recording": p},
+            )
             for e, p in rows
         ]
         items += [

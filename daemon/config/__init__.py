@@ -8,12 +8,15 @@ re-exported here, so `from daemon.config import AlertRule` keeps working.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 
@@ -125,6 +128,24 @@ class Config(_Section):
             base = self.source.parent if self.source else Path.cwd()
             return prefix + str((base / rel).resolve())
         return url
+
+    def media_dir(self) -> Path:
+        """storage.media_dir made absolute; by default `media` beside a SQLite store's file, else
+        `media/<database>-<digest of the store's address>` in the state directory (systemd's
+        StateDirectory): two stores never share a folder, so one never prunes the other's."""
+        if self.storage.media_dir is not None:
+            path = self.storage.media_dir.expanduser()
+            base = self.source.parent if self.source else Path.cwd()
+            return Path(os.path.abspath(path if path.is_absolute() else base / path))
+        url, prefix = self.storage_url(), "sqlite:///"
+        if url.startswith(prefix) and url != prefix + ":memory:":
+            return Path(url[len(prefix) :].split("?")[0]).parent / "media"
+        # The address without credentials: scheme, host, port and database name.
+        parts = urlsplit(url)
+        where = f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", parts.path.strip("/"))[:40] or "store"
+        digest = hashlib.sha256(where.encode()).hexdigest()[:10]
+        return default_state_dir() / "media" / f"{name}-{digest}"
 
     def watch_path(self, watch: WatchConfig) -> Path:
         """watch.path made absolute (relative to the config file), `~` expanded."""

@@ -63,6 +63,13 @@ class StorageConfig(_Section):
         "state directory ($STATE_DIRECTORY under systemd, else ~/.local/state/framewatch). "
         "A relative sqlite path is relative to the config file.",
     )
+    media_dir: Path | None = Field(
+        None,
+        description="Where event thumbnails are kept (<media_dir>/<recording id>/<event id>.jpg). "
+        "Default: a folder media beside a SQLite store's file, else media/<database>-<digest of the "
+        "store's address> in the state directory ($STATE_DIRECTORY under systemd). A relative path is relative to the config file. "
+        "Several boxes sharing a PostgreSQL store should point it at one shared folder.",
+    )
 
 
 class ModelConfig(_Section):

@@ -39,6 +39,8 @@ class ChunkResult:
     speech_left_out: int = 0
     # Why the chunk was not sent to the model although not static: no real frame in its window.
     empty: str | None = None
+    # The frames the analyzer saw, kept until the commit for the events' thumbnails.
+    frames: tuple[Frame, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,4 +187,5 @@ def _finish(
         tuple(hits),
         tuple(r.name for r in chunk.rules),
         refused,
+        frames=tuple(chunk.frames),
     )

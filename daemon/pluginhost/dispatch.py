@@ -17,11 +17,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from daemon.hookspecs import NOTIFICATION_HOOKS, Gone, RetryLater
+from daemon.models import EventInfo, thumbnail_path
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -224,6 +226,15 @@ class Dispatcher:
         delay = min(self.max_delay_s, self.base_delay_s * 2 ** max(0, attempt - 1))
         return delay * (0.5 + self.rng() / 2)
 
+    def _pictured(self, events: list[EventInfo]) -> list[EventInfo]:
+        """The events with `thumbnail` set where their picture exists (daemon/thumbnails.py)."""
+        media = self.config.media_dir()
+        out = []
+        for e in events:
+            path = thumbnail_path(media, e.recording_id, e.id) if e.id is not None else None
+            out.append(replace(e, thumbnail=str(path)) if path and path.is_file() else e)
+        return out
+
     def _payload(self, d: DeliveryInfo) -> dict[str, Any]:
         # Loaded now, not when the row was written: the frozen objects show the stored truth.
         recording = self.store.recordings.get(d.recording_id)
@@ -232,13 +243,13 @@ class Dispatcher:
             return {
                 "recording": recording,
                 "chunk": self.store.chunks.get(d.recording_id, d.chunk_index),
-                "events": self.store.events.of(d.recording_id, d.chunk_index),
+                "events": self._pictured(self.store.events.of(d.recording_id, d.chunk_index)),
                 "speech": self.store.speech.of(d.recording_id, d.chunk_index),
             }
         if d.hook == "recording_finished":
             return {
                 "recording": recording,
-                "events": self.store.events.of(d.recording_id),
+                "events": self._pictured(self.store.events.of(d.recording_id)),
                 "static_spans": self.store.chunks.static_spans(d.recording_id),
                 "alerts": self.store.alerts.of(d.recording_id),
                 "speech": self.store.speech.of(d.recording_id),

@@ -38,6 +38,14 @@ class Events:
             ).all()
             return [event_info(e) for e in rows]
 
+    def get(self, event_id: int) -> EventInfo:
+        """One stored event by id; KeyError when there is none (never stored, or replaced)."""
+        with self.db.session() as s:
+            row = s.get(Event, event_id)
+            if row is None:
+                raise KeyError(event_id)
+            return event_info(row)
+
     def lines(
         self, recording_id: int | None = None
     ) -> Sequence[tuple[str, float, float, str, str]]:

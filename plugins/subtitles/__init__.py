@@ -1,8 +1,16 @@
-"""Built-in plugin subtitles: SRT and WebVTT sidecars of a recording's events, plus WebVTT chapters,
+"""Built-in plugin subtitles: SRT and WebVTT sidecars of a recording's events, plus chapter files,
 and of what was said (speech on).
 
-Files are `<video stem>.framewatch.srt`, `.framewatch.vtt` and `.framewatch.chapters.vtt` (when
-the events form chapters), beside the video or in `dir`. Concurrent events share one cue, one line
+Files are `<video stem>.framewatch.srt`, `.framewatch.vtt` and `.framewatch.chapters.vtt`, beside
+the video or in `dir`. With a recording summary (`recording_finished(summary=...)`), its chapters
+are written as WebVTT chapters, an FFmpeg metadata file (`.framewatch.chapters.ffmeta`) and
+Matroska chapter XML (`.framewatch.chapters.xml`) (chapterfiles.py); without one, the WebVTT
+chapters come from the events (when they form chapters) and no other chapter file is written.
+`naming = "media-server"` names them the way Jellyfin (and Plex, Kodi) pick external files up:
+`<stem>[.<language>].<title>.srt` / `.vtt`, and `<stem>.chapters.vtt` / `.ffmeta` / `.xml`;
+names a person may use too, so only files framewatch wrote (the hidden
+`.<stem>.framewatch-files.json` keeps their digests) are ever replaced or removed.
+The video itself is never changed. Concurrent events share one cue, one line
 each, so overlapping events never produce overlapping cues. Model text is reduced to single lines
 and escaped, so it can neither end a cue nor forge a timing line.
 
@@ -28,8 +36,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.hookspecs import ConfigPath, hookimpl
-from daemon.models import EventInfo, RecordingInfo, SpeechSegment
+from daemon.models import EventInfo, RecordingInfo, SpeechSegment, Summary
 from plugins._shared import chapters, one_line, write_atomically
+from plugins.subtitles.chapterfiles import to_ffmetadata, to_matroska_xml
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +58,33 @@ class SubtitleSettings(BaseModel):
         ["srt", "vtt"], description="Which sidecars to write."
     )
     chapters: bool = Field(
-        True, description="Also write WebVTT chapters when the events form chapters."
+        True,
+        description="Also write chapter files: from the recording's summary when there is one, "
+        "else WebVTT chapters when the events form chapters.",
+    )
+    chapter_formats: list[Literal["vtt", "ffmetadata", "matroska"]] = Field(
+        ["vtt", "ffmetadata", "matroska"],
+        description="Chapter files of a summary's chapters: WebVTT chapters, an FFmpeg metadata "
+        "file (ffmpeg -i video -i FILE -map_metadata 1 -codec copy OUT) and Matroska chapter XML "
+        "(mkvmerge --chapters FILE).",
+    )
+    naming: Literal["framewatch", "media-server"] = Field(
+        "framewatch",
+        description="File names: framewatch (<stem>.framewatch.srt, .framewatch.chapters.vtt, ...) "
+        "or media-server (<stem>[.<language>].<title>.srt, <stem>.chapters.vtt, ...: the same "
+        "stem as the video, as Jellyfin, Plex and Kodi pick external files up).",
+    )
+    language: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$",
+        description="naming media-server: the language tag of the event subtitles (the language "
+        "the model writes in, e.g. en); none by default.",
+    )
+    title: str = Field(
+        "framewatch",
+        pattern=r"^[A-Za-z0-9_-]{1,40}$",
+        description="naming media-server: the title tag of the event subtitles (a media server "
+        "shows it as the track's name).",
     )
     max_lines: int = Field(
         3, ge=1, le=10, description="Concurrent events shown per cue; the rest as (+N more)."
@@ -199,13 +234,22 @@ def to_vtt(items: Sequence[Cue]) -> str:
 
 
 def outputs(recording: RecordingInfo, settings: SubtitleSettings) -> dict[str, Path]:
+    """The event subtitles' and chapter files' paths, by `naming`."""
     video = Path(recording.path)
     folder = Path(settings.dir) if settings.dir is not None else video.parent
-    base = folder / f"{video.stem}.framewatch"
+    if settings.naming == "media-server":
+        tag = f".{settings.language}" if settings.language else ""
+        subs = f"{video.stem}{tag}.{settings.title}"
+        chaps = f"{video.stem}.chapters"
+    else:
+        subs = chaps = f"{video.stem}.framewatch"
+        chaps += ".chapters"
     return {
-        "srt": base.with_name(base.name + ".srt"),
-        "vtt": base.with_name(base.name + ".vtt"),
-        "chapters": base.with_name(base.name + ".chapters.vtt"),
+        "srt": folder / f"{subs}.srt",
+        "vtt": folder / f"{subs}.vtt",
+        "chapters": folder / f"{chaps}.vtt",
+        "ffmetadata": folder / f"{chaps}.ffmeta",
+        "matroska": folder / f"{chaps}.xml",
     }
 
 
@@ -225,10 +269,10 @@ def speech_outputs(
     return {f: folder / f"{video.stem}.{language}.{f}" for f in ("srt", "vtt")}
 
 
-def _ledger(recording: RecordingInfo, settings: SubtitleSettings) -> Path:
+def _ledger(recording: RecordingInfo, settings: SubtitleSettings, kind: str = "speech") -> Path:
     video = Path(recording.path)
     folder = Path(settings.dir) if settings.dir is not None else video.parent
-    return folder / f".{video.stem}.framewatch-speech.json"
+    return folder / f".{video.stem}.framewatch-{kind}.json"
 
 
 def _digest(path: Path) -> str | None:
@@ -296,6 +340,7 @@ def recording_finished(
     recording: RecordingInfo,
     events: list[EventInfo],
     speech: list[SpeechSegment],
+    summary: Summary | None,
     settings: SubtitleSettings | None,
 ) -> None:
     settings = settings or SubtitleSettings()
@@ -306,24 +351,22 @@ def recording_finished(
         line_chars=settings.line_chars,
         min_cue_s=settings.min_cue_s,
     )
+    files: dict[Path, str | None] = {}
     if "srt" in settings.formats:
-        write_atomically(paths["srt"], to_srt(items))
+        files[paths["srt"]] = to_srt(items)
     if "vtt" in settings.formats:
-        write_atomically(paths["vtt"], to_vtt(items))
-    found = (
-        chapters(events, settings.chapter_gap_s, settings.chapter_min_s)
-        if settings.chapters
-        else []
-    )
-    if found:
-        write_atomically(
-            paths["chapters"],
-            to_vtt(
-                [(c.start_s, c.end_s, (one_line(c.title, settings.line_chars),)) for c in found]
-            ),
-        )
-    else:
-        paths["chapters"].unlink(missing_ok=True)  # a replay must not leave an older run's chapters
+        files[paths["vtt"]] = to_vtt(items)
+    # A chapter file not written this time is removed, so a replay never leaves an older run's.
+    texts = chapter_texts(events, summary, settings)
+    files.update({paths[k]: texts.get(k) for k in ("chapters", "ffmetadata", "matroska")})
+    if settings.naming == "framewatch":  # names only framewatch uses: ours to write and remove
+        for path, text in files.items():
+            if text is not None:
+                write_atomically(path, text)
+            else:
+                path.unlink(missing_ok=True)
+    else:  # names a person may use too (movie.chapters.xml): only the files framewatch wrote
+        write_owned(_ledger(recording, settings, "files"), files)
     heard = recording.settings.get("speech")
     if settings.speech and (heard or speech):
         written = write_speech(recording, speech, settings)
@@ -332,3 +375,59 @@ def recording_finished(
             log.info("speech_subtitles_none", recording_id=recording.id, reason=why)
         elif written:
             log.info("speech_subtitles_written", files=[str(p) for p in written])
+
+
+def chapter_texts(
+    events: Sequence[EventInfo], summary: Summary | None, settings: SubtitleSettings
+) -> dict[str, str]:
+    """The chapter files' texts (see the module), by outputs() key."""
+    texts: dict[str, str] = {}
+    if settings.chapters and summary is not None and summary.chapters:
+        spans = [(c.start_s, c.end_s, c.title) for c in summary.chapters]
+        if "ffmetadata" in settings.chapter_formats:
+            texts["ffmetadata"] = to_ffmetadata(summary.chapters, summary.title)
+        if "matroska" in settings.chapter_formats:
+            texts["matroska"] = to_matroska_xml(summary.chapters)
+    elif settings.chapters:
+        found = chapters(events, settings.chapter_gap_s, settings.chapter_min_s)
+        spans = [(c.start_s, c.end_s, c.title) for c in found]
+    else:
+        spans = []
+    if spans and (summary is None or "vtt" in settings.chapter_formats):
+        texts["chapters"] = to_vtt(
+            [(a, b, (one_line(title, settings.line_chars),)) for a, b, title in spans]
+        )
+    return texts
+
+
+def write_owned(ledger: Path, files: dict[Path, str | None]) -> list[Path]:
+    """Write each file (text) or remove it (None), but only where no file is or the file is one
+    framewatch wrote and nobody changed since (its digest in the hidden `ledger`); any other file
+    of that name is left alone and said so. Returns the files written."""
+    try:
+        written: dict[str, str] = json.loads(ledger.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        written = {}
+    done = []
+    for path, text in files.items():
+        current = _digest(path)
+        if current is not None and written.get(path.name) != current:
+            if text is not None:
+                log.warning(
+                    "subtitles_file_kept",
+                    path=str(path),
+                    reason="the file exists and framewatch did not write it (or it was edited)",
+                )
+            continue
+        if text is None:
+            path.unlink(missing_ok=True)
+            written.pop(path.name, None)
+            continue
+        write_atomically(path, text)
+        written[path.name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        done.append(path)
+    if written:
+        write_atomically(ledger, json.dumps(written, indent=1) + "\n")
+    else:
+        ledger.unlink(missing_ok=True)
+    return done

@@ -1,8 +1,10 @@
 """The web plugin's ASGI app: read-only JSON API, HTML pages, the video stream and /metrics.
 
-Every route is a GET that reads the store. The one route that reads a file streams a stored
-recording (a path the store registered for that recording, still the regular file of the size,
-device and inode it was registered with: video.py), never a path taken from the request. Model text is untrusted: pages are
+Every route is a GET that reads the store. Two routes read a file, never a path taken from the
+request: the video streams a stored recording (a path the store registered for that recording,
+still the regular file of the size, device and inode it was registered with: video.py), and an
+event's thumbnail is read from the media folder at a path made of its stored ids (no link
+followed, a regular file). Model text is untrusted: pages are
 rendered with Jinja2 autoescaping and the script only ever writes text with `textContent`; a
 Content-Security-Policy allows scripts from this server alone.
 """
@@ -29,8 +31,10 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from daemon.models import (
     ChunkInfo,
+    EventInfo,
     RecordingInfo,
     hms,
+    thumbnail_path,
 )
 from plugins.web.metrics import metrics_registry, metrics_response
 from plugins.web.schema import (
@@ -55,7 +59,13 @@ from plugins.web.schema import (
     speech_out,
     timestamp_of,
 )
-from plugins.web.video import SERVED_STATES, Refused, file_response, open_registered
+from plugins.web.video import (
+    SERVED_STATES,
+    Refused,
+    file_response,
+    open_registered,
+    read_picture,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -168,9 +178,11 @@ def create_app(
     *,
     token: str | None = None,
     trusted_hosts: Sequence[str] | None = None,
+    public_url: str | None = None,
 ) -> FastAPI:
     """The ASGI app over `store`. `token`: required as `Authorization: Bearer` (or as the
-    password of HTTP basic auth, for browsers); `trusted_hosts`: Host names answered (None: any)."""
+    password of HTTP basic auth, for browsers); `trusted_hosts`: Host names answered (None: any);
+    `public_url`: the base URL others reach this server at (API links are absolute under it)."""
     app = FastAPI(
         title=API_TITLE,
         summary="Read-only API over framewatch's recordings, events and search.",
@@ -182,6 +194,36 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(files("plugins.web") / "static")), name="static")
     env = templates()
     registry = metrics_registry(store)
+    # Event thumbnails live in the store's media folder (Config.media_dir, daemon/thumbnails.py).
+    media = config.media_dir() if config is not None and hasattr(config, "media_dir") else None
+    base_url = (public_url or "").rstrip("/")
+
+    def picture(e: EventInfo) -> Any:
+        """The path of an event's thumbnail (built from stored ids only), or None."""
+        if media is None or e.id is None:
+            return None
+        return thumbnail_path(media, e.recording_id, e.id)
+
+    def thumbnail_url(e: EventInfo) -> str | None:
+        path = picture(e)
+        if path is None or not path.is_file():
+            return None
+        return f"{base_url}/api/events/{e.id}/thumbnail"
+
+    def events_out(recording_id: int) -> list[EventOut]:
+        return [event_out(e, thumbnail_url(e)) for e in store.events.of(recording_id)]
+
+    def summary_of(recording_id: int) -> Any:
+        """The recording's summary (title, text, chapters), or None. HOOK POINT: summaries are
+        stored by the summary pass (issue 15, another branch); until the store has that part
+        there is none, and the page shows no chapters."""
+        part = getattr(store, "summaries", None)
+        if part is None:
+            return None
+        try:
+            return part.get(recording_id)
+        except KeyError:
+            return None
 
     def page(name: str, **context: Any) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**context))
@@ -249,7 +291,7 @@ def create_app(
             limit=limit,
             offset=offset,
         )
-        return [hit_out(h) for h in hits]
+        return [hit_out(h, thumbnail_url(h.event) if h.event is not None else None) for h in hits]
 
     # -- JSON API ------------------------------------------------------------------------------
 
@@ -267,7 +309,32 @@ def create_app(
     def recording_events(recording_id: RecordingId) -> list[EventOut]:
         """A recording's events, by start time."""
         recording_or_404(recording_id)
-        return [event_out(e) for e in store.events.of(recording_id)]
+        return events_out(recording_id)
+
+    @app.get(
+        "/api/events/{event_id}/thumbnail",
+        tags=["events"],
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "The event's picture."},
+            404: {"model": Problem, "description": "No such event, or it has no picture."},
+        },
+    )
+    def event_thumbnail(
+        event_id: Annotated[int, PathParam(ge=1, le=MAX_ID, description="The event's id.")],
+    ) -> Response:
+        """The JPEG of an event: the frame nearest its evidence time, saved when its chunk was
+        analysed. Read from the media folder at a path made of the stored ids, never from the
+        request's text."""
+        try:
+            e = store.events.get(event_id)
+        except KeyError:
+            raise HTTPException(404, "no such event") from None
+        path = picture(e)
+        data = read_picture(path) if path is not None else None
+        if data is None:
+            raise HTTPException(404, "this event has no picture")
+        return Response(data, media_type="image/jpeg")
 
     @app.get("/api/recordings/{recording_id}/alerts", tags=["alerts"], responses=NOT_FOUND)
     def recording_alerts(recording_id: RecordingId) -> list[AlertOut]:
@@ -401,7 +468,7 @@ def create_app(
     @app.get("/recordings/{recording_id}", include_in_schema=False)
     def recording_page(recording_id: RecordingId) -> HTMLResponse:
         rec = detail(recording_id)
-        events = [event_out(e) for e in store.events.of(recording_id)]
+        events = events_out(recording_id)
         alerts = [alert_out(a) for a in store.alerts.of(recording_id)]
         speech = [speech_out(s) for s in store.speech.of(recording_id)]
         ends = [e.end_s for e in events] + [s.end_s for s in speech]
@@ -412,6 +479,7 @@ def create_app(
             events=events,
             alerts=alerts,
             speech=speech,
+            summary=summary_of(recording_id),
             duration=duration,
             query="",
         )

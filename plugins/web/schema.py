@@ -37,6 +37,7 @@ class _Chunks(Protocol):
 
 class _Events(Protocol):
     def of(self, recording_id: int | None = None) -> list[EventInfo]: ...
+    def get(self, event_id: int) -> EventInfo: ...
     def search(
         self,
         query: str,
@@ -125,6 +126,11 @@ class EventOut(BaseModel):
     confidence: float | None
     evidence_s: float | None = Field(description="Time of the sampled frame it rests on.")
     provenance: dict[str, Any] = Field(description="Model, prompt hash and sampling settings.")
+    thumbnail: str | None = Field(
+        None,
+        description="URL of its picture (JPEG: the frame nearest evidence_s), or null when it "
+        "has none.",
+    )
 
 
 class AlertOut(BaseModel):
@@ -219,10 +225,10 @@ def recording_out(r: RecordingInfo, done: int, total: int) -> RecordingOut:
     )
 
 
-def event_out(e: EventInfo) -> EventOut:
+def event_out(e: EventInfo, thumbnail: str | None = None) -> EventOut:
     # models.event_json leaves out unknown confidence and evidence; the API says null.
     fields = {"confidence": None, "evidence_s": None, **event_json(e)}
-    return EventOut(**fields, recording_id=e.recording_id, time=hms(e.start_s))
+    return EventOut(**fields, recording_id=e.recording_id, time=hms(e.start_s), thumbnail=thumbnail)
 
 
 def alert_out(a: AlertInfo) -> AlertOut:
@@ -249,7 +255,7 @@ def speech_out(s: SpeechSegment) -> SpeechOut:
     )
 
 
-def hit_out(h: Any) -> HitOut:
+def hit_out(h: Any, thumbnail: str | None = None) -> HitOut:
     if h.speech is not None:
         said = h.speech
         fields: dict[str, Any] = {
@@ -261,7 +267,7 @@ def hit_out(h: Any) -> HitOut:
             "evidence_s": None,
         }
     else:
-        fields = event_out(h.event).model_dump()
+        fields = event_out(h.event, thumbnail).model_dump()
     return HitOut(
         **fields,
         rank=h.rank,

@@ -10,7 +10,7 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from daemon.hookspecs import ConfigPath, get_logger, read_secret
 
@@ -34,6 +34,12 @@ class WebSettings(BaseModel):
         None, description="Bearer token every request must carry; better: token_file."
     )
     token_file: ConfigPath | None = Field(None, description="File holding the bearer token.")
+    public_url: AnyHttpUrl | None = Field(
+        None,
+        description="The base URL others reach this server at (e.g. https://fw.example.org behind "
+        "a reverse proxy): API links such as event thumbnails are absolute under it. Give the "
+        "webhook plugin the same value as its web_url so its payloads link thumbnails.",
+    )
 
     @model_validator(mode="after")
     def _one_token(self) -> WebSettings:
@@ -181,6 +187,10 @@ def build(config: Any, store: Any, settings: WebSettings) -> tuple[Any, WebServe
     # Bound to loopback, only loopback host names are answered: a web page elsewhere cannot use
     # DNS rebinding to read the API through a browser on this machine.
     asgi = create_app(
-        store, config, token=token, trusted_hosts=LOOPBACK_NAMES if loopback else None
+        store,
+        config,
+        token=token,
+        trusted_hosts=LOOPBACK_NAMES if loopback else None,
+        public_url=str(settings.public_url) if settings.public_url is not None else None,
     )
     return asgi, WebServer(asgi, settings.host, settings.port)

@@ -86,6 +86,30 @@ def open_registered(path: str, size: int, key: str | None) -> Opened:
     return Opened(fd, st)
 
 
+def read_picture(path: str | os.PathLike[str], limit: int = 4 * 1024 * 1024) -> bytes | None:
+    """A small file framewatch wrote (an event's thumbnail), read the way the video is opened:
+    no symlink followed, no FIFO waited on, a regular file of at most `limit` bytes. None when
+    there is no such file."""
+    try:
+        fd = os.open(path, OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        chunks, left = [], st.st_size
+        while left > 0:
+            got = os.pread(fd, left, st.st_size - left)
+            if not got:
+                break
+            chunks.append(got)
+            left -= len(got)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 # -- HTTP Range (RFC 9110 section 14), as Starlette's FileResponse answered it before --------------
 
 

@@ -98,6 +98,12 @@ class WebhookSettings(BaseModel):
     profiles: list[str] | None = Field(
         None, description="Only recordings analysed with one of these profiles."
     )
+    web_url: AnyHttpUrl | None = Field(
+        None,
+        description="The web plugin's public base URL (its public_url, e.g. "
+        "https://fw.example.org): each event in a payload that has a picture then carries "
+        "`thumbnail`, <web_url>/api/events/<id>/thumbnail.",
+    )
     timeout_s: float = Field(
         10.0,
         gt=0,
@@ -337,6 +343,18 @@ def _recording_json(r: RecordingInfo) -> dict[str, Any]:
     }
 
 
+def _events_json(settings: WebhookSettings, events: list[EventInfo]) -> list[dict[str, Any]]:
+    """The events as JSON; with web_url, each event that has a picture carries its URL."""
+    out = []
+    base = str(settings.web_url).rstrip("/") if settings.web_url is not None else None
+    for e in events:
+        item = event_json(e, provenance=False)
+        if base is not None and e.thumbnail is not None:
+            item["thumbnail"] = f"{base}/api/events/{e.id}/thumbnail"
+        out.append(item)
+    return out
+
+
 def _span_json(s: StaticSpan) -> dict[str, Any]:
     return {**dataclasses.asdict(s), "reason": s.reason}
 
@@ -396,7 +414,7 @@ def events_found(
             "end_s": chunk.end_s,
             "of": chunk.chunks_total,
         },
-        "events": [event_json(e, provenance=False) for e in wanted],
+        "events": _events_json(settings, wanted),
     }
     _send(settings, delivery_id, "events.found", "events_found", data)
 
@@ -414,7 +432,7 @@ def recording_finished(
         return
     data = {
         "recording": _recording_json(recording),
-        "events": [event_json(e, provenance=False) for e in wanted],
+        "events": _events_json(settings, wanted),
         # What the model did not see, and why: a receiver can tell "nothing happened" from
         # "nothing was looked at".
         "static_spans": [_span_json(s) for s in static_spans],
