@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from daemon.models import event_json, speech_json
+from daemon.models import event_json, speech_json, summary_json
 from daemon.work import Hold, Job
 from daemon.work.local import LocalSource
 from daemon.worker import ChunkDone, Worker
@@ -60,10 +60,14 @@ def analyze_recording(
     return worker.settle(recording_id)
 
 
-def result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
+def result_json(
+    store: Store, rec: RecordingInfo, summary_note: str | None = None
+) -> dict[str, Any]:
     """A recording as `framewatch analyze --json` prints it: recording, chunks, events, speech
-    (a chunk whose audio gave no transcript says why in `speech_note`)."""
+    (a chunk whose audio gave no transcript says why in `speech_note`), and its summary
+    (`summary_json`; null without one, and then `summary_note` says why when this run knows)."""
     chunks = store.chunks.of(rec.id)
+    summary = store.summaries.get(rec.id)
     return {
         "recording": {
             "id": rec.id,
@@ -86,6 +90,8 @@ def result_json(store: Store, rec: RecordingInfo) -> dict[str, Any]:
         ],
         "events": [event_json(e) for e in store.events.of(rec.id)],
         "speech": [speech_json(s) for s in store.speech.of(rec.id)],
+        "summary": summary_json(summary) if summary is not None else None,
+        **({"summary_note": summary_note} if summary is None and summary_note else {}),
     }
 
 
@@ -145,7 +151,7 @@ def analyze_path(
         rec = analyze_recording(worker, rec.id, on_chunk=on_chunk, retry_failed=True)
     finally:
         worker.close()
-    result = result_json(store, rec)
+    result = result_json(store, rec, worker.summary_notes.get(rec.id))
     left = deliver(store, plugins, cfg)
     if rec.status == "failed":
         return result, f"{path}: failed: {rec.reason}{left}"

@@ -37,6 +37,7 @@ from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_mem
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
 from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion, Utterance
+from daemon.summarizing import before_settle
 from daemon.verification import Verifier
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class Worker:
         self._prefetch: Prefetcher[Prepared] = Prefetcher(depth=1)
         # Alert candidates' second looks, on this thread (the same model and GPU lease).
         self.verifier = Verifier(self)
+        self.summary_notes: dict[int, str] = {}  # recording id -> why it has no summary
 
     @property
     def analyzer(self) -> Analyzer:
@@ -285,7 +287,12 @@ class Worker:
 
     def settle(self, recording_id: int) -> RecordingInfo:
         """Once its last chunk ended (on whichever box), move the recording to done or failed and
-        tell plugins; a no-op while chunks are left."""
+        tell plugins; a no-op while chunks are left. One about to be done gets its summary first
+        (summarizing.py: never a reason to fail it; why there is none is kept in summary_notes)."""
+        load = lambda: self.analyzer if self.ready() else None  # noqa: E731
+        note = before_settle(self.store, self.config, load, recording_id, self.memory)
+        if note is not None:
+            self.summary_notes[recording_id] = note
         before = self.store.recordings.get(recording_id)
         settled = self.store.recordings.settle(
             recording_id,
