@@ -210,7 +210,7 @@ def repair_chapters(
             continue
         title = " ".join(str(c.get("title") or "").split())[:title_chars] or fallback
         found.append((ca, cb, title))
-    found.sort(key=lambda c: (c[0], c[1]))
+    found.sort(key=lambda c: c[0])  # stable: of two with one start, the first given stays
     kept: list[tuple[float, float, str]] = []
     for c in found:
         if kept and c[0] <= kept[-1][0]:  # starts where the previous one does: one of them
