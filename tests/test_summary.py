@@ -415,3 +415,42 @@ def test_summary_settings_per_watch_folder(tmp_path: Path) -> None:
     assert cfg.summary_for(tmp_path / "cams" / "a.mp4") == (False, "general")
     assert cfg.summary_for(tmp_path / "talks" / "b.mp4") == (True, "List the speakers.")
     assert cfg.summary_for(tmp_path / "other.mp4") == (True, "general")
+
+
+def test_summarize_command_text_output_and_its_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import reports
+    from daemon.hookspecs import hookimpl
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "fw.db"}"\n')
+    cfg = make_config(tmp_path)
+    store = Store(cfg.storage_url())
+    rec = analysed(store, manager(cfg), tmp_path / "yard.mp4", [[ev(1, 2, "door", "opens")]])
+    store.close()
+    made: list[Any] = [StandInSummarizer()]
+
+    class Plugin:
+        """STAND-IN analyzer plugin: what `made[0]` is."""
+
+        @staticmethod
+        @hookimpl
+        def make_analyzer(config: Any) -> Any:
+            return made[0]
+
+    monkeypatch.setattr(reports, "plugins_of", lambda c: manager(c, (Plugin, "standin")))
+    capsys.readouterr()
+    assert main(["summarize", str(tmp_path / "yard.mp4"), "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("# part 1\n\nThings happened from 1.0 to 2.0.\n")
+    assert "[00:00:00-00:00:01] first half" in out and "key events: #1" in out
+    assert "summary made from 1 events in 1 batches" in err and "framewatch replay" in err
+
+    made[0] = NoSummaryAnalyzer()
+    assert main(["summarize", str(tmp_path / "yard.mp4"), "--config", str(config)]) == 1
+    assert "has no summarize method" in capsys.readouterr().err
+    kept = Store(cfg.storage_url()).summaries.get(rec.id)
+    assert kept is not None and kept.title == "part 1"  # the old one stays
+    assert main(["summarize", str(tmp_path / "nope.mp4"), "--config", str(config)]) == 2
+    assert "not in the store" in capsys.readouterr().err
