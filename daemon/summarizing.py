@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from daemon.engine.summary import DEFAULT_TASK, SummaryFailed, SummarySettings, summarize
-from daemon.gpu import CudaFault, GpuLeaseBusy
+from daemon.gpu import CudaFault, GpuLeaseBusy, is_cuda_fault, is_oom, release_memory
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -153,8 +153,17 @@ def before_settle(
         log.warning("summary_failed", recording_id=recording_id, error=str(exc))
         return str(exc)
     except Exception as exc:  # the recording stands whatever the text pass does
-        log.exception("summary_failed", recording_id=recording_id)
-        return f"{type(exc).__name__}: {exc}"
+        if is_cuda_fault(exc):  # the CUDA context is gone: the process must end
+            raise CudaFault(f"{type(exc).__name__}: {exc}") from exc
+        oom = is_oom(exc)
+        if oom:
+            log.warning("summary_out_of_memory", recording_id=recording_id)
+        else:
+            log.exception("summary_failed", recording_id=recording_id)
+        why = f"{type(exc).__name__}: {exc}"
+    if oom:
+        release_memory()  # outside the except block: the traceback no longer holds tensors
+    return why
 
 
 __all__ = ["NoSummary", "before_settle", "can_summarize", "settings_of", "summarize_stored"]

@@ -454,3 +454,45 @@ def test_summarize_command_text_output_and_its_errors(
     assert kept is not None and kept.title == "part 1"  # the old one stays
     assert main(["summarize", str(tmp_path / "nope.mp4"), "--config", str(config)]) == 2
     assert "not in the store" in capsys.readouterr().err
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named as torch's: daemon.gpu.is_oom recognises it by name without torch."""
+
+
+class RaisingSummarizer(StandInSummarizer):
+    """STAND-IN whose summarize raises the given GPU error."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+
+    def summarize(self, request: SummaryInput) -> dict[str, Any]:
+        raise self.exc
+
+
+def test_out_of_memory_in_the_summary_leaves_the_recording_done(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    pm = manager(cfg)
+    store = Store(cfg.storage_url())
+    rec = analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2)]], finish=None)
+    inner = RaisingSummarizer(OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    worker = Worker(store, cfg, lambda: check_analyzer(inner, "stand-in", None))
+    assert worker.settle(rec.id).status == "done"
+    assert "OutOfMemoryError" in worker.summary_notes[rec.id]
+
+
+def test_a_cuda_fault_in_the_summary_ends_the_process_and_settles_later(tmp_path: Path) -> None:
+    from daemon.gpu import CudaFault
+
+    cfg = make_config(tmp_path)
+    pm = manager(cfg)
+    store = Store(cfg.storage_url())
+    rec = analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2)]], finish=None)
+    inner = RaisingSummarizer(RuntimeError("CUDA error: an illegal memory access"))
+    worker = Worker(store, cfg, lambda: check_analyzer(inner, "stand-in", None))
+    with pytest.raises(CudaFault):
+        worker.settle(rec.id)
+    assert store.recordings.get(rec.id).status == "analyzing"  # the next process settles it
+    fresh = Worker(store, cfg, lambda: check_analyzer(StandInSummarizer(), "stand-in", None))
+    assert fresh.settle(rec.id).status == "done" and store.summaries.get(rec.id) is not None
