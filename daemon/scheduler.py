@@ -242,6 +242,9 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.stop_event = stop
         self.source = open_source(config, store, worker, stop, produce=produce)
+        # The daily digest is written by the box that watches folders (`framewatch run`), not by
+        # every `framewatch worker` beside it.
+        self.produce = produce
         self.loop = ChunkLoop(worker, self.source, config, stop)
         # Without systemd's watchdog it still reports hung chunks in the log.
         self.watchdog = Watchdog(self.loop, sdnotify.watchdog_interval() or 30.0)
@@ -269,7 +272,7 @@ class Scheduler:
                 id="deliver",
                 executor="deliver",
             )
-            if self.config.digest.schedule:
+            if self.config.digest.schedule and self.produce:
                 hour, minute = (int(x) for x in self.config.digest.at.split(":"))
                 self.aps.add_job(
                     self._job(self.daily_digest),

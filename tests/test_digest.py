@@ -139,6 +139,7 @@ def test_scheduler_registers_the_daily_cron_job(tmp_path: Path) -> None:
     sched = object.__new__(Scheduler)
     added: list[tuple[Any, ...]] = []
     sched.config = cfg
+    sched.produce = True
     sched.watcher = None
     sched.dispatcher = SimpleNamespace(deliver_due=lambda n: None)  # type: ignore[assignment]
     sched.source = SimpleNamespace(maintenance=lambda: [])  # type: ignore[assignment]
@@ -151,6 +152,12 @@ def test_scheduler_registers_the_daily_cron_job(tmp_path: Path) -> None:
     sched.start()
     (digest,) = [kw for trigger, kw in added if kw.get("id") == "digest"]
     assert digest["hour"] == 6 and digest["minute"] == 30 and digest["executor"] == "deliver"
+    assert [trigger for trigger, kw in added if kw.get("id") == "digest"] == ["cron"]
+    # A `framewatch worker` box beside the one that watches folders writes no digest.
+    added.clear()
+    sched.produce = False
+    sched.start()
+    assert not [kw for _, kw in added if kw.get("id") == "digest"]
     assert CronTrigger(hour=6, minute=30)  # the trigger APScheduler builds from them
 
 
