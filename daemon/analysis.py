@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from daemon.files import printable
 from daemon.models import event_json, speech_json, summary_json
 from daemon.work import Hold, Job
 from daemon.work.local import LocalSource
@@ -129,15 +130,19 @@ def analyze_path(
     on_chunk: Callable[[ChunkDone], None] | None = None,
     store: Store | None = None,
     plugins: PluginManager | None = None,
+    worker: Worker | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Analyse one file into the store and deliver its notifications to plugins; returns the
-    JSON result and a one-line summary."""
+    JSON result and a one-line summary. A caller analysing several files passes its own
+    `worker` (on `store`, made from `plugins`), so the model is loaded once; it closes it."""
     from daemon.pluginhost.manager import load_plugins
     from daemon.store import Store
 
     plugins = plugins or load_plugins(cfg)
     store = store or Store(cfg.storage_url())
-    worker = Worker(store, cfg, plugins.make_analyzer, subscribers=plugins.subscribers)
+    own = worker is None
+    if worker is None:
+        worker = Worker(store, cfg, plugins.make_analyzer, subscribers=plugins.subscribers)
     try:
         store.chunks.reap()
         rec, _ = worker.ingest(path, profile)
@@ -146,15 +151,26 @@ def analyze_path(
             left = deliver(store, plugins, cfg)
             return (
                 result,
-                f"{path}: already analysed as recording {rec.id} (same content); nothing to do{left}",
+                f"{printable(path)}: already analysed as recording {rec.id} (same content); nothing to do{left}",
             )
         rec = analyze_recording(worker, rec.id, on_chunk=on_chunk, retry_failed=True)
     finally:
-        worker.close()
+        if own:
+            worker.close()
     result = result_json(store, rec, worker.summary_notes.get(rec.id))
     left = deliver(store, plugins, cfg)
-    if rec.status == "failed":
-        return result, f"{path}: failed: {rec.reason}{left}"
+    path = printable(path)
+    if rec.status in ("failed", "skipped"):
+        return result, f"{path}: {rec.status}: {rec.reason}{left}"
+    if rec.status in ("queued", "analyzing"):
+        # Its chunks are held by another process (a second `analyze` of the same file, or the
+        # daemon): this one did nothing, and says so rather than report a result.
+        holders = sorted({o for r, _, o, _ in store.chunks.running() if r == rec.id and o})
+        by = f" ({', '.join(holders)})" if holders else ""
+        return result, (
+            f"{path}: recording {rec.id} is being analysed by another process{by}; nothing done "
+            f"here (framewatch status shows its progress){left}"
+        )
     n = len(result["events"])
     said = speech_summary(result, [c.provenance for c in store.chunks.of(rec.id)])
     return result, f"{path}: {rec.status}, {len(result['chunks'])} chunks, {n} events{said}{left}"

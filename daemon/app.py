@@ -25,6 +25,7 @@ import structlog
 from daemon import sdnotify
 from daemon.config import ConfigError
 from daemon.exits import EXIT_FORCED
+from daemon.files import NotRegularFile, check_regular, printable, storable
 
 if TYPE_CHECKING:
     from daemon.config import Config, WatchConfig
@@ -87,6 +88,8 @@ class Daemon:
                     )
                 ],
             )
+        for warning in cfg.warnings:
+            log.warning("config_secrets_exposed", detail=warning)
         self.plugins = self.plugins or load_plugins(cfg)
         self.store = Store(cfg.storage_url())
         self.store.chunks.reap()  # chunks a dead process of this host left running
@@ -169,7 +172,12 @@ class Daemon:
     def _intake(self, path: str, watch: WatchConfig) -> None:
         """A finished file from the watcher: register its content; new content is queued."""
         assert self.worker is not None and self.store is not None and self.plugins is not None
-        with structlog.contextvars.bound_contextvars(path=path):
+        with structlog.contextvars.bound_contextvars(path=printable(path)):
+            if self._refused(path):
+                # A FIFO, a device or a name that is not UTF-8: skipped with its reason, and no
+                # plugin is handed a path it could block on or fail to encode.
+                self.worker.ingest(path, watch.profile)
+                return
             try:
                 verdict = self.plugins.accept_recording(path)
             except Exception:  # a broken filter plugin must not stop intake; its error is logged
@@ -190,6 +198,18 @@ class Daemon:
                     log.info("recording_known", status=rec.status, first_path=rec.path)
                 if rec.status in ("queued", "analyzing") and self.scheduler is not None:
                     self.scheduler.loop.wake()
+
+    @staticmethod
+    def _refused(path: str) -> bool:
+        if not storable(path):
+            return True
+        try:
+            check_regular(path)
+        except NotRegularFile:
+            return True
+        except OSError:
+            return False  # gone or unreadable: ingest says so
+        return False
 
     # -- signals ------------------------------------------------------------------------------
 

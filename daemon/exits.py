@@ -10,3 +10,9 @@ EXIT_FORCED = 4  # a second SIGTERM/SIGINT while stopping: left without waiting 
 # A non-OOM CUDA error left the CUDA context unusable: systemd restarts the service
 # (RestartForceExitStatus=75) and the chunk, released back to pending, runs again.
 EXIT_CUDA = 75
+# `framewatch analyze`: the same file's chunks are held by another process (a second analyze, or
+# the daemon); nothing was done here. Run it again once that one has finished.
+EXIT_BUSY = 5
+# The store cannot be opened or read (a corrupt database file, a directory without permission, a
+# server that refuses): one line says why, no traceback.
+EXIT_STORE = 6

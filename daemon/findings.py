@@ -3,7 +3,7 @@ the speech segments a neighbouring chunk has not stored already (daemon/worker.p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -57,7 +57,7 @@ def alert_candidates(
 
 def speech_to_store(
     store: Store,
-    transcriber: Transcriber,
+    transcriber: Callable[[], Transcriber],
     rec: RecordingInfo,
     media: MediaInfo,
     window: ChunkWindow,
@@ -66,7 +66,8 @@ def speech_to_store(
 ) -> tuple[list[Utterance], dict[str, Any]]:
     """The segments a chunk stores (without what a neighbouring chunk already stored) and its
     `speech` provenance: the recogniser, what was read, found and merged, and any note or error
-    about the audio (the caller asks only when speech is on)."""
+    about the audio (the caller asks only when speech is on). `transcriber` gives the recogniser
+    only when its provenance is needed: a file without audio never loads it."""
     if transcript is None:  # auto, and the file has no audio stream
         return [], {"note": "no audio stream" if not media.has_audio else "not transcribed"}
     kept, merged = merge_speech(
@@ -74,7 +75,7 @@ def speech_to_store(
         transcript.utterances,
         overlaps(window, store.chunks.of(rec.id)),
     )
-    heard = {"asr": transcriber.provenance(), **transcript.provenance(), "merged": merged}
+    heard = {"asr": transcriber().provenance(), **transcript.provenance(), "merged": merged}
     if left_out:
         heard["prompt_left_out"] = left_out
     if transcript.error:

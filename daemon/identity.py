@@ -8,6 +8,8 @@ import os
 import socket
 from dataclasses import dataclass
 
+from daemon.files import open_regular
+
 BLOCK = (
     1 << 20
 )  # head and tail blocks hashed; enough to tell recordings apart, cheap on hours of video
@@ -31,8 +33,10 @@ def file_key(st: os.stat_result) -> str:
 
 
 def fingerprint(path: str | os.PathLike[str]) -> FileId:
-    """size + SHA-256 of the first and last MiB. Raises OSError when the file cannot be read."""
-    with open(path, "rb") as f:
+    """size + SHA-256 of the first and last MiB. Raises OSError when the file cannot be read, and
+    files.NotRegularFile (an OSError) for a FIFO, a device or anything else that is not a
+    regular file, without opening it or blocking."""
+    with open(open_regular(path), "rb") as f:
         st = os.fstat(f.fileno())
         h = hashlib.sha256(str(st.st_size).encode())
         h.update(f.read(BLOCK))

@@ -148,6 +148,16 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class EventSpan:
+    """A stored event as the border merge sees it: its id, label and times."""
+
+    id: int
+    label: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class EventInfo:
     """One stored event; times are seconds from the recording's start."""
 

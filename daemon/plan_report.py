@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from daemon.config import Config
 
 
+# `framewatch plan` prints this many chunks at each end of a long plan and sums up the rest.
+SHOWN_AT_EACH_END = 5
+
+
 def _target(cfg: Config) -> tuple[str, GpuRuntime | None, str | None]:
     """(device planned for, the GPU found there or None, a one-line note on why the plan is what
     it is, or None). A plan is for the GPU whenever one is found or a GPU budget is set, so a
@@ -80,7 +84,7 @@ def _calibration(cfg: Config, device: str, gpu: GpuRuntime | None) -> float:
 def plan_report(cfg: Config, path: str) -> dict[str, Any]:
     """The plan as `framewatch plan --json` prints it. Raises UnsupportedMedia for a bad file and
     BudgetError when the model or its config does not fit or cannot be read."""
-    media = probe(path)
+    media = probe(path, cfg.chunking.max_duration_s)
     device, gpu, note = _target(cfg)
     name = cfg.model_name()
     spec = load_model_spec(name, cfg.model.revision)
@@ -234,7 +238,23 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(
         f"{'chunk':>5}  {'window':<17}  {'frames':>6}  {'size':>9}  {'visual':>7}  {'prompt':>7}  est. peak"
     )
-    for c in r["chunks"]:
+    chunks = r["chunks"]
+    if len(chunks) > 2 * SHOWN_AT_EACH_END + 1:
+        # A week of recording is thousands of chunks alike: the ends, and the largest estimate.
+        top = max(chunks, key=lambda c: c["est_peak_gib"])
+        left = len(chunks) - 2 * SHOWN_AT_EACH_END
+        chunks = [
+            *chunks[:SHOWN_AT_EACH_END],
+            {"more": left, "top": top},
+            *chunks[-SHOWN_AT_EACH_END:],
+        ]
+    for c in chunks:
+        if "more" in c:
+            lines.append(
+                f"{'...':>5}  {c['more']} chunks more (largest estimate {c['top']['est_peak_gib']:.2f} "
+                f"GiB, chunk {c['top']['index']}; --json lists every chunk)"
+            )
+            continue
         peak = f"{c['est_peak_gib']:.2f} GiB"
         if budget is not None:
             peak += f" of {budget:.2f}" + (" OVER" if c["est_peak_gib"] > budget else "")

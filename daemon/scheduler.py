@@ -62,6 +62,9 @@ class ChunkLoop:
         self.chunks = 0  # chunks analysed since start
         self._thread = threading.Thread(target=self._run, name="framewatch-chunks", daemon=True)
         self._last_status = ""
+        # Why the watcher's intake is stuck, or None (set by the Scheduler when it watches).
+        self.intake_stuck: Callable[[], str | None] = lambda: None
+        self.taking_since: float | None = None  # inside source.take (which prepares) since
 
     def start(self) -> None:
         self._thread.start()
@@ -81,13 +84,18 @@ class ChunkLoop:
         return self._thread.is_alive()
 
     def healthy(self, now: float | None = None) -> bool:
-        """Whether work is progressing: the thread lives and is idle or inside a chunk younger
-        than daemon.chunk_timeout_s. The systemd watchdog is fed only while this holds."""
+        """Whether work is progressing: the thread lives and is idle or inside a chunk (or the
+        preparing of a recording: its probe and plan) younger than daemon.chunk_timeout_s. The
+        systemd watchdog is fed only while this holds."""
         if not self._thread.is_alive():
             return False
         cur = self.current
         now = time.monotonic() if now is None else now
-        return cur is None or now - cur.started < self.config.daemon.chunk_timeout_s
+        limit = self.config.daemon.chunk_timeout_s
+        taking = self.taking_since
+        if taking is not None and now - taking >= limit:
+            return False
+        return cur is None or now - cur.started < limit
 
     def release_current(self) -> Current | None:
         """Hand the chunk on the GPU back to the queue (the process must go before it ends)."""
@@ -103,16 +111,21 @@ class ChunkLoop:
         try:
             self.source.start()
             while not self.stop.is_set():
-                job = self.source.take(self.stop.is_set)
+                # Taking includes preparing a new recording (probe, plan): timed like a chunk.
+                self.taking_since = time.monotonic()
+                try:
+                    job = self.source.take(self.stop.is_set)
+                finally:
+                    self.taking_since = None
                 if job is None:
                     if self._verify_due():
                         # Alert candidates left by a dead process or another box (or by a
                         # stop, or of a rule since removed) were decided; look for chunks again
                         # before idling. Without candidates this is one query.
-                        sdnotify.notify("WATCHDOG=1")
+                        self._ping()
                         continue
                     self._status(f"idle; {self.chunks} chunks analysed since start")
-                    sdnotify.notify("WATCHDOG=1")
+                    self._ping()
                     self.source.idle()
                     continue
                 self._run_job(job)
@@ -167,12 +180,17 @@ class ChunkLoop:
             self.source.finish(job, done, hold)
             if done is not None and done.status == "done":
                 self.chunks += 1
-            sdnotify.notify("WATCHDOG=1")
+            self._ping()
 
     def _chunk_started(self, rec: RecordingInfo, chunk: ChunkInfo) -> None:
         self.current = Current(rec.id, rec.path, chunk.index, chunk.chunks_total, time.monotonic())
         log.info("chunk_started", chunk=chunk.index, chunks_total=chunk.chunks_total)
         self._status(f"{os.path.basename(rec.path)} chunk {chunk.index + 1}/{chunk.chunks_total}")
+
+    def _ping(self) -> None:
+        # Progress, unless intake is stuck: then only Watchdog decides (and stays silent).
+        if self.intake_stuck() is None:
+            sdnotify.notify("WATCHDOG=1")
 
     def _status(self, text: str) -> None:
         if text != self._last_status:
@@ -183,7 +201,9 @@ class ChunkLoop:
 class Watchdog:
     """Feeds the systemd watchdog from its own thread while a long chunk is making progress, and
     stops feeding it once the chunk outlives daemon.chunk_timeout_s (a hung GPU call), so systemd
-    restarts the service; the chunk is then reaped and run again."""
+    restarts the service; the chunk is then reaped and run again. Likewise when the watcher's
+    intake is stuck (daemon.intake_timeout_s): a file that blocks intake must not leave every later
+    file queued behind it while systemd believes all is well."""
 
     def __init__(self, loop: ChunkLoop, interval_s: float):
         self.loop = loop
@@ -202,14 +222,20 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            if self.loop.healthy():
+            stuck = self.loop.intake_stuck()
+            if self.loop.healthy() and stuck is None:
                 self._hung_logged = False
                 sdnotify.notify("WATCHDOG=1")
                 continue
             if not self._hung_logged:
                 self._hung_logged = True
                 cur = self.loop.current
-                if cur is None:
+                taking = self.loop.taking_since
+                if stuck is not None:
+                    log.error("intake_stuck", reason=stuck)
+                elif cur is None and taking is not None:
+                    log.error("prepare_hung", running_s=round(time.monotonic() - taking))
+                elif cur is None:
                     log.error("worker_not_running")
                 else:
                     log.error(
@@ -247,6 +273,8 @@ class Scheduler:
         self.produce = produce
         self.loop = ChunkLoop(worker, self.source, config, stop)
         # Without systemd's watchdog it still reports hung chunks in the log.
+        if watcher is not None:
+            self.loop.intake_stuck = watcher.stuck
         self.watchdog = Watchdog(self.loop, sdnotify.watchdog_interval() or 30.0)
         self.aps = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1), "deliver": ThreadPoolExecutor(1)},

@@ -1,7 +1,7 @@
 """A recording's summary against the store: read its stored events (and speech), run the text
 pass (engine/summary.py) on the loaded analyzer, store the result (replacing any earlier one).
 
-The worker calls `before_settle` when a recording's last chunk ended, before it settles, so the
+The worker calls `summarize_before_settle` when a recording's last chunk ended, before it settles, so the
 `recording_finished` notification carries the summary; `framewatch summarize` calls
 `summarize_stored` to make it again. Neither decodes video: only stored text goes to the model.
 A summary that cannot be made is logged and left out; the recording is done all the same.
@@ -166,4 +166,24 @@ def before_settle(
     return why
 
 
-__all__ = ["NoSummary", "before_settle", "can_summarize", "settings_of", "summarize_stored"]
+def summarize_before_settle(worker: Any, recording_id: int) -> None:
+    """`before_settle` for a Worker (daemon/worker.py, `settle`): its store, config and memory,
+    its analyzer once it holds the GPU, and why there is no summary kept in its
+    `summary_notes` (`analyze --json` shows it)."""
+
+    def load() -> Any:
+        return worker.analyzer if worker.ready() else None
+
+    note = before_settle(worker.store, worker.config, load, recording_id, worker.memory)
+    if note is not None:
+        worker.summary_notes[recording_id] = note
+
+
+__all__ = [
+    "NoSummary",
+    "before_settle",
+    "summarize_before_settle",
+    "can_summarize",
+    "settings_of",
+    "summarize_stored",
+]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
-import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from watchdog.events import (
+    DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -35,6 +36,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
+from daemon.files import printable
+from daemon.procfs import NETWORK_FS, mount_fstype, open_for_writing
+
 if TYPE_CHECKING:
     from daemon.config import Config, WatchConfig
 
@@ -43,29 +47,6 @@ log = structlog.get_logger(__name__)
 # Names downloaders, editors and rsync use while a file is incomplete; taken once renamed.
 PARTIAL_GLOBS = ("*.part", "*.crdownload", "*.tmp", ".~*")
 
-# File systems whose changes made on another machine never reach inotify.
-NETWORK_FS = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb3",
-        "smbfs",
-        "fuse.sshfs",
-        "sshfs",
-        "9p",
-        "afs",
-        "ceph",
-        "glusterfs",
-        "fuse.glusterfs",
-        "fuse.rclone",
-        "fuse.s3fs",
-        "davfs",
-        "fuse.davfs2",
-        "lustre",
-    }
-)
-
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
@@ -73,6 +54,7 @@ _EVENTS: list[type[FileSystemEvent]] = [
     FileMovedEvent,
     FileDeletedEvent,
     DirMovedEvent,
+    DirDeletedEvent,  # only the root's own deletion is acted on
 ]
 
 OnReady = Callable[[str, "WatchConfig"], None]
@@ -104,72 +86,6 @@ def matches(rel: str, include: list[str], exclude: list[str]) -> bool:
     return any(hit(g) for g in include) and not any(hit(g) for g in exclude)
 
 
-def _unescape_mount(field: str) -> str:
-    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_fstype(path: str | os.PathLike[str], mounts: str = "/proc/mounts") -> str | None:
-    """The file system type of the mount holding `path` (the longest matching mount point)."""
-    real = os.path.realpath(path)
-    best, fstype = "", None
-    try:
-        with open(mounts, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                point = _unescape_mount(fields[1])
-                inside = real == point or real.startswith(point.rstrip("/") + "/")
-                # Later lines are mounted over earlier ones, hence >=.
-                if inside and len(point) >= len(best):
-                    best, fstype = point, fields[2]
-    except OSError as exc:
-        log.warning("mounts_unreadable", file=mounts, error=str(exc))
-    return fstype
-
-
-def open_for_writing(paths: set[str]) -> tuple[set[str], bool]:
-    """Which of `paths` some local process holds open for writing, from /proc/*/fd and fdinfo.
-
-    Returns (paths held open, complete): `complete` is False when some process's descriptors
-    could not be read (another user's, without CAP_SYS_PTRACE), so absence proves nothing."""
-    wanted = {os.path.realpath(p): p for p in paths}
-    held: set[str] = set()
-    complete = True
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return held, False
-    for pid in pids:
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except FileNotFoundError:
-            continue  # exited meanwhile
-        except OSError:
-            complete = False
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue
-            if target not in wanted:
-                continue
-            try:
-                with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as f:
-                    flags = next(
-                        (int(line.split()[1], 8) for line in f if line.startswith("flags:")), 0
-                    )
-            except (OSError, ValueError):
-                complete = False
-                continue
-            if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
-                held.add(wanted[target])
-    return held, complete
-
-
 # -- one watched folder -------------------------------------------------------------------------
 
 
@@ -193,6 +109,9 @@ class Folder:
         self.real_root = os.path.realpath(root)
         self.observer: BaseObserver | None = None
         self.polling = False
+        # The root itself was deleted (inotify reported it, and its watch ended with it): a
+        # new watch is set on the folder made again, not a poll for good.
+        self.root_deleted = False
 
     def rel(self, path: str) -> str | None:
         """`path` relative to the root, or None when outside it."""
@@ -245,6 +164,8 @@ class Watcher:
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._busy: tuple[str, float] | None = None  # the file being handed over, since when
+        self._ticked = time.monotonic()  # the settle loop's last finished tick
         settle = [w.settle_seconds for w in config.watch] or [1.0]
         # Often enough that a file is taken within a quarter of its settle time after it settled.
         self.tick_s = min(1.0, max(0.05, min(settle) / 4))
@@ -283,6 +204,7 @@ class Watcher:
             self._report(folder.root, "watch_folder_missing", "will retry at the next rescan")
             return
         self._reported.pop(folder.root, None)
+        folder.root_deleted = False
         poll = folder.should_poll()
         if not poll:
             try:
@@ -338,7 +260,10 @@ class Watcher:
             )
             obs.stop()
             folder.observer = None
-            if folder.polling or not os.path.isdir(folder.root):
+            # A folder deleted (and perhaps made again) ended its watch: watch it afresh, by
+            # inotify again where it applies. Only a watch that died over a folder still there
+            # (a subfolder beyond the inotify limit) falls back to polling for good.
+            if folder.polling or not os.path.isdir(folder.root) or folder.root_deleted:
                 self._observe(folder)
                 continue
             observer = PollingObserver(timeout=folder.watch.poll_interval_s)
@@ -352,6 +277,10 @@ class Watcher:
     def _on_event(self, folder: Folder, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+        if isinstance(event, DirDeletedEvent):
+            if src.rstrip("/") == folder.root.rstrip("/"):
+                folder.root_deleted = True
+            return
         if isinstance(event, DirMovedEvent):
             # A folder moved in: its files are complete (a move does not write). The created
             # events watchdog synthesises for them afterwards find them pending already.
@@ -397,6 +326,8 @@ class Watcher:
             st = os.stat(path)
         except OSError:
             return  # gone, or a dangling link (reported when a scan meets it)
+        if not stat.S_ISREG(st.st_mode):
+            writing = False  # a FIFO or device has no writer to wait for: intake skips it
         now = time.monotonic()
         with self._lock:
             entry = self._pending.get(path)
@@ -417,6 +348,7 @@ class Watcher:
                 self.settle_once()
             except Exception:  # keep settling; the next tick retries
                 log.exception("settle_failed")
+            self._ticked = time.monotonic()
 
     def settle_once(self, now: float | None = None) -> list[str]:
         """Hand over every file that has settled; returns their paths."""
@@ -466,6 +398,7 @@ class Watcher:
             log.info(
                 "file_ready", path=path, quiet_s=round(now - entry.changed, 3), size=entry.size
             )
+            self._busy = (path, time.monotonic())
             try:
                 self.on_ready(path, entry.folder.watch)
                 taken.append(path)
@@ -475,7 +408,23 @@ class Watcher:
                     self._taken.pop(path, None)
                     self._pending.setdefault(path, entry)
                 entry.changed = now
+            finally:
+                self._busy = None
         return taken
+
+    def stuck(self, now: float | None = None) -> str | None:
+        """Why intake is stuck, or None: one file's intake (fingerprint, accept_recording,
+        register: well under a second) has run for more than daemon.intake_timeout_s, or the
+        settle loop has not finished a tick for as long (a hung network mount). The systemd
+        watchdog stops being fed then (scheduler.Watchdog)."""
+        now = time.monotonic() if now is None else now
+        limit = self.config.daemon.intake_timeout_s
+        busy = self._busy
+        if busy is not None and now - busy[1] > limit:
+            return f"intake of {printable(busy[0])} running for {now - busy[1]:.0f} s"
+        if self._thread is not None and now - self._ticked > limit + self.tick_s:
+            return f"the settle loop has not ticked for {now - self._ticked:.0f} s"
+        return None
 
     @staticmethod
     def _stale_after(folder: Folder) -> float:

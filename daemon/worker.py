@@ -9,6 +9,7 @@ retry. This is the one place where the engine (pure) meets the store (state).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,20 +25,21 @@ from daemon.engine.pipeline import ChunkResult, Prepared, analyze_prepared, prep
 from daemon.engine.planner import (
     Floors,
     describe_steps,
-    evenly_spaced,
     step_down_window,
+    window_of,
     window_steps,
 )
 from daemon.engine.prefetch import Prefetcher
 from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine.prompts import instructions, prompt_hash
 from daemon.engine.speech import AsrSettings, Transcriber
+from daemon.files import NotRegularFile, printable, storable
 from daemon.findings import alert_candidates, overlaps, speech_to_store
 from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_memory, trim_heap
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
 from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion, Utterance
-from daemon.summarizing import before_settle
+from daemon.summarizing import summarize_before_settle
 from daemon.verification import Verifier
 
 if TYPE_CHECKING:
@@ -54,10 +56,6 @@ DEFAULT_LEASE_S = 3600.0
 Subscribers = Callable[[str], Sequence[str]]
 
 
-def _no_subscribers(_hook: str) -> Sequence[str]:
-    return ()
-
-
 @dataclass(frozen=True, slots=True)
 class ChunkDone:
     """What became of one chunk: done, failed (with why) or released (handed back unrun)."""
@@ -72,18 +70,6 @@ class ChunkDone:
     permanent: bool = False
 
 
-def window_of(chunk: ChunkInfo) -> ChunkWindow:
-    """A stored chunk as the window it was planned as (a resumed run samples the same frames)."""
-    return ChunkWindow(
-        index=chunk.index,
-        start_s=chunk.start_s,
-        end_s=chunk.end_s,
-        sample_times=evenly_spaced(chunk.start_s, chunk.end_s, chunk.frames),
-        width=chunk.width,
-        height=chunk.height,
-    )
-
-
 class Worker:
     """Analyses recordings one chunk at a time with a lazily created analyzer."""
 
@@ -94,7 +80,7 @@ class Worker:
         make_analyzer: Callable[[], Analyzer],
         *,
         owner: str | None = None,
-        subscribers: Subscribers = _no_subscribers,
+        subscribers: Subscribers = lambda _hook: (),
         lease_s: float = DEFAULT_LEASE_S,
         gpu: GpuRuntime | None = None,
     ):
@@ -163,9 +149,14 @@ class Worker:
 
     def ingest(self, path: str, profile: str | None = None) -> tuple[RecordingInfo, bool]:
         """Register the file's content; returns (recording, new?). An unreadable file becomes a
-        failed recording keyed by its path, so `status` can show why."""
+        failed recording keyed by its path, so `status` can show why; a FIFO, device or other
+        non-regular file, or a name that is not UTF-8, a skipped one (once: never retried)."""
+        if not storable(path):
+            return self._skip(path, "file name is not valid UTF-8: rename the file to analyse it")
         try:
             fid = fingerprint(path)
+        except NotRegularFile as exc:
+            return self._skip(path, exc.reason)
         except OSError as exc:
             reason = f"cannot read file: {exc.strerror or exc}"
             rec, created = self.store.recordings.register(
@@ -175,6 +166,20 @@ class Worker:
         return self.store.recordings.register(
             path, fid.fingerprint, fid.size, fid.mtime, profile, file_key=fid.file_key
         )
+
+    def _skip(self, path: str, reason: str) -> tuple[RecordingInfo, bool]:
+        name = printable(path)  # a name that is not UTF-8: its bytes as \xNN
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        rec, created = self.store.recordings.register(
+            name, f"skipped:{name}", st.st_size if st else 0, st.st_mtime if st else 0.0
+        )
+        if rec.status != "skipped":
+            log.warning("recording_skipped", recording_id=rec.id, path=name, reason=reason)
+            rec = self.store.recordings.set_status(rec.id, "skipped", reason)
+        return rec, created
 
     def settings(self, profile: str | None) -> dict[str, Any]:
         """What a recording is analysed with (stored on it, and in each event's provenance)."""
@@ -257,7 +262,7 @@ class Worker:
         """The recording's file, probed once while it is the one being worked on."""
         if self._media is not None and self._media[:2] == (rec.id, rec.path):
             return self._media[2]
-        media = probe(rec.path)
+        media = probe(rec.path, self.config.chunking.max_duration_s)
         self._media = (rec.id, rec.path, media)
         return media
 
@@ -286,13 +291,9 @@ class Worker:
         return rec
 
     def settle(self, recording_id: int) -> RecordingInfo:
-        """Once its last chunk ended (on whichever box), move the recording to done or failed and
-        tell plugins; a no-op while chunks are left. One about to be done gets its summary first
-        (summarizing.py: never a reason to fail it; why there is none is kept in summary_notes)."""
-        load = lambda: self.analyzer if self.ready() else None  # noqa: E731
-        note = before_settle(self.store, self.config, load, recording_id, self.memory)
-        if note is not None:
-            self.summary_notes[recording_id] = note
+        """Once its last chunk ended (on whichever box), summarise it (summarizing.py, never fatal)
+        and move it to done or failed, telling plugins; a no-op while chunks are left."""
+        summarize_before_settle(self, recording_id)
         before = self.store.recordings.get(recording_id)
         settled = self.store.recordings.settle(
             recording_id,
@@ -511,11 +512,14 @@ class Worker:
             window = smaller
         trim_heap()  # the chunk's frames are gone now
         self.memory.calibrate(window, result.analyzer_stats)
-        events = merge_overlaps(
-            self.store.chunks.neighbour_events(rec.id, chunk.index),
+        tolerance = self.config.analysis.merge_tolerance_s
+        events, widened = merge_overlaps(
+            self.store.chunks.neighbour_events(
+                rec.id, chunk.index, window.start_s - tolerance, window.end_s + tolerance
+            ),
             result.events,
             overlaps(window, self.store.chunks.of(rec.id)),
-            self.config.analysis.merge_tolerance_s,
+            tolerance,
             result.counts,
         )
         try:
@@ -527,7 +531,9 @@ class Worker:
             "prompt_hash": settings["prompt_hash"],
             "sampling": {
                 **settings["sampling"],
-                "frames": len(result.frame_times) if result.static else len(window.sample_times),
+                "frames": len(
+                    result.frame_times if result.static or result.empty else window.sample_times
+                ),
                 "width": window.width,
                 "height": window.height,
             },
@@ -537,6 +543,8 @@ class Worker:
             "analyze_s": round(result.analyze_s, 3),
             "analyzer": result.analyzer_stats,
         }
+        if result.empty is not None:
+            provenance["no_frames"] = result.empty  # a gap in the file's frames: model not asked
         if result.static is not None:
             # Recorded, not silent: a person can see the chunk was judged static, and why.
             provenance["static"] = result.static
@@ -555,7 +563,7 @@ class Worker:
         if self.config.speech.mode != "off":
             speech, heard = speech_to_store(
                 self.store,
-                self.transcriber,
+                lambda: self.transcriber,
                 rec,
                 media,
                 window,
@@ -572,6 +580,7 @@ class Worker:
             provenance,
             speech=speech,
             notify=self.subscribers("events_found"),
+            widened=widened,
             **alerting,
         )
         n = len(stored) if stored is not None else 0

@@ -28,6 +28,12 @@ class FakeSettings(BaseModel):
     fail_names: list[str] = []
     fail_if_exists: str | None = None
     refuse_names: list[str] = []
+    # accept_recording sleeps this long for files whose name contains `slow_accept_names`: an
+    # intake that hangs (a plugin blocking on a network call).
+    accept_sleep_s: float = 0.0
+    # analyze waits while this file exists (at most 120 s): a chunk held as long as a test wants.
+    hold_while_exists: str | None = None
+    slow_accept_names: list[str] = []
 
 
 class FakeAnalyzer:
@@ -39,6 +45,10 @@ class FakeAnalyzer:
 
     def analyze(self, chunk: ChunkInput) -> list[dict[str, Any]]:
         time.sleep(self.sleep_s)
+        hold, waited = self.settings.hold_while_exists, 0.0
+        while hold and os.path.exists(hold) and waited < 120:
+            time.sleep(0.05)
+            waited += 0.05
         name = os.path.basename(chunk.recording_path)
         if any(bad in name for bad in self.settings.fail_names):
             raise RuntimeError(f"fake analyzer refuses {name}")
@@ -72,4 +82,6 @@ def make_analyzer(settings: FakeSettings) -> FakeAnalyzer:
 
 @hookimpl
 def accept_recording(path: str, settings: FakeSettings) -> bool | None:
+    if any(slow in os.path.basename(path) for slow in settings.slow_accept_names):
+        time.sleep(settings.accept_sleep_s)
     return False if any(bad in os.path.basename(path) for bad in settings.refuse_names) else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import re
+import struct
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -118,6 +120,43 @@ def make_bad_inputs(directory: str | Path) -> dict[str, Path]:
     files["audio_only"] = make_audio_only(directory / "audio_only.m4a")
     files["huge"] = make_huge_header(directory / "huge.mkv")
     return files
+
+
+def make_timed_frames(path: str | Path, times: list[float], side: int = 64) -> Path:
+    """A Matroska MJPEG file with one frame at each of `times` (seconds, set as the frames' PTS):
+    `[0, 1, 1e6]` is a 3-frame file of a few KB whose last timestamp claims 11 days."""
+    path = Path(path)
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("mjpeg", rate=1)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuvj420p"
+        for i, t in enumerate(times):
+            picture = np.full((side, side, 3), (70 * i) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def make_sample_count_bomb(source: str | Path, path: str | Path, count: int = 60_000_000) -> Path:
+    """A copy of the MP4 `source` whose sample tables claim `count` samples: the first stts
+    entry's count, stsz as `count` samples of one byte (a constant size needs no table) and the
+    first stsc run's samples per chunk. Only those fields change; the file stays a few KB."""
+    data = bytearray(Path(source).read_bytes())
+    for kind, at, value in (
+        (b"stts", 16, (count,)),
+        (b"stsz", 12, (1, count)),
+        (b"stsc", 20, (count,)),
+    ):
+        box = data.find(kind) - 4
+        if box < 0 or data.find(kind, box + 5) >= 0:
+            raise RuntimeError(f"expected exactly one {kind.decode()} box in {source}")
+        struct.pack_into(f">{len(value)}I", data, box + at, *value)
+    Path(path).write_bytes(data)
+    return Path(path)
 
 
 def _patch_once(data: bytearray, old: bytes, new: bytes) -> None:

@@ -170,3 +170,30 @@ def test_config_error_values_are_redacted_in_the_exception_too(tmp_path: Path) -
     with pytest.raises(ConfigError) as ei:
         parse_config({"storage": {"url": "postgresql://fw:SEKRIT@db/fw", "urll": 1}})
     assert "SEKRIT" not in str(ei.value)
+
+
+WEBHOOK_SECRET = "whsec_" + "ZnJhbWV3YXRjaC10ZXN0LXNlY3JldC0zMi1ieXRlcyE="
+
+
+def test_config_check_warns_of_inline_secrets_others_may_read_or_change(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(
+        f'[plugins.webhook]\nurl = "http://127.0.0.1:9/hook"\nsecret = "{WEBHOOK_SECRET}"\n'
+        '[plugins.web]\ntoken = "web-token-value-0123456789"\n'
+    )
+    for mode, word in ((0o666, "writable by others"), (0o644, "readable by anyone")):
+        p.chmod(mode)
+        r = _cli("config", "check", "--config", str(p))
+        assert r.returncode == 0, r.stderr
+        warning = r.stderr.splitlines()[0]
+        assert warning.startswith("framewatch: warning: ") and word in warning
+        assert "plugins.webhook.secret" in warning and "plugins.web.token" in warning
+        assert WEBHOOK_SECRET not in r.stderr and "web-token-value" not in r.stderr
+    p.chmod(0o640)  # group-readable is how the unit's group reads it: no warning
+    r = _cli("config", "check", "--config", str(p))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    # Secrets in files (secret_file) are not inline: a world-readable config is then fine.
+    q = tmp_path / "d.toml"
+    q.write_text('[plugins.webhook]\nurl = "http://127.0.0.1:9/hook"\nsecret_file = "s"\n')
+    q.chmod(0o666)
+    assert "warning" not in _cli("config", "check", "--config", str(q)).stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.engine.events import Candidate, Counts, clean_text, merge_overlaps, normalize
+from daemon.models import EventSpan
 
 
 def ev(s: float, e: float, label: str = "door opens", d: str = "x") -> dict:
@@ -70,12 +71,28 @@ def test_text_cleaned() -> None:
 def test_merge_drops_duplicate_in_overlap_only() -> None:
     new = [Candidate(296.0, 298.0, "Door opens", "x"), Candidate(150.0, 151.0, "door opens", "y")]
     counts = Counts(kept=2)
-    kept = merge_overlaps([("door opens", 295.5, 297.0)], new, [(295.0, 300.0)], 2.0, counts)
+    stored = [EventSpan(7, "door opens", 295.5, 297.0)]
+    kept, widened = merge_overlaps(stored, new, [(295.0, 300.0)], 2.0, counts)
     assert [k.start_s for k in kept] == [150.0]  # the middle of the chunk is never merged away
     assert counts.merged == 1 and counts.kept == 1
+    assert widened == {7: (295.5, 298.0)}  # the stored event now covers both reports
 
 
 def test_merge_keeps_different_labels_and_distant_times() -> None:
     new = [Candidate(296.0, 296.5, "car", "x"), Candidate(299.0, 299.5, "door opens", "x")]
-    kept = merge_overlaps([("door opens", 295.0, 295.5)], new, [(295.0, 300.0)], 2.0)
-    assert len(kept) == 2
+    kept, widened = merge_overlaps(
+        [EventSpan(1, "door opens", 295.0, 295.5)], new, [(295.0, 300.0)], 2.0
+    )
+    assert len(kept) == 2 and widened == {}
+
+
+def test_a_scene_across_three_overlapping_chunks_is_stored_once() -> None:
+    """A green scene from 4 s to 8.5 s, chunks [0,5] [4,9] [8,12] with 1 s overlaps: chunk 0 saw
+    its start (4.5-5), chunk 1 all of it, chunk 2 its end (8-8.5). Chunk 1 widens chunk 0's event
+    instead of being merged away, so chunk 2 finds the whole scene and adds nothing."""
+    first = EventSpan(1, "green", 4.5, 5.0)
+    kept, widened = merge_overlaps([first], [Candidate(4.5, 8.5, "green", "")], [(4, 5), (8, 9)], 1)
+    assert kept == [] and widened == {1: (4.5, 8.5)}
+    whole = EventSpan(1, "green", *widened[1])
+    kept, widened = merge_overlaps([whole], [Candidate(8.0, 8.5, "green", "")], [(8, 9)], 1)
+    assert kept == [] and widened == {}

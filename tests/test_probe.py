@@ -141,8 +141,27 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_recording(tmp_path):
-    with pytest.raises(UnsupportedMedia, match="cannot read file"):
+    with pytest.raises(UnsupportedMedia, match="not a regular file: it is a directory"):
         probe(tmp_path)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    # open() of a FIFO for reading blocks until a writer comes: the probe never opens one (and
+    # would not block if one were swapped in after its check: O_NONBLOCK, then fstat).
+    os.mkfifo(tmp_path / "pipe.mp4")
+    with pytest.raises(UnsupportedMedia, match="not a regular file: it is a FIFO"):
+        probe(tmp_path / "pipe.mp4")
+
+
+def test_a_fifo_swapped_in_after_the_check_opens_without_blocking(tmp_path, monkeypatch):
+    # The race the lstat check alone cannot close: the check passes (patched here: nothing else
+    # can make a path change kind between two system calls on demand), the open meets a FIFO.
+    from daemon import files
+
+    os.mkfifo(tmp_path / "pipe.mp4")
+    monkeypatch.setattr(files, "check_regular", lambda path: os.stat(path))
+    with pytest.raises(files.NotRegularFile, match="FIFO"):
+        files.open_regular(tmp_path / "pipe.mp4")
 
 
 def test_unreadable_file(tmp_path):

@@ -72,5 +72,10 @@ def test_the_unit_keeps_the_settings_the_daemon_relies_on() -> None:
     assert keys["Type"] == ["notify"] and keys["Restart"] == ["on-failure"]
     assert "WatchdogSec" in keys and "StateDirectory" in keys and keys["DevicePolicy"] == ["closed"]
     assert "MemoryDenyWriteExecute" not in keys  # CUDA's JIT needs writable+executable pages
+    # A hard memory cap, so a hostile file that gets past the probe's checks (issue 14) is killed
+    # inside the unit, not the machine: a size with a unit suffix, documented in the README.
+    (cap,) = keys["MemoryMax"]
+    assert cap[:-1].isdigit() and cap[-1] in "KMGT"
+    assert "MemoryMax" in (UNIT.parent.parent / "README.md").read_text()
     stop = keys["TimeoutStopSec"][0]
     assert stop.endswith("s") and int(stop[:-1]) > 60  # longer than daemon.stop_timeout_s

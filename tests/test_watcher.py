@@ -225,3 +225,23 @@ def test_inotify_limit_falls_back_to_polling(watch: Any, monkeypatch: pytest.Mon
     assert any(e["event"] == "inotify_limit_reached" for e in logs)
     (folder / "late.mp4").write_bytes(video_bytes())
     assert taken.wait_for(1) == ["late.mp4"]
+
+
+def test_a_watch_folder_deleted_and_made_again_is_watched_by_inotify_again(watch: Any) -> None:
+    w, taken, folder = watch()
+    old = w.folders[0].observer
+    assert old is not None and not w.folders[0].polling
+    shutil.rmtree(folder)
+    folder.mkdir()
+    # The inotify watch ends with the folder it was set on (watchdog stops its emitter).
+    deadline = time.monotonic() + 10  # a guard, not a measurement
+    while all(e.is_alive() for e in old.emitters) and old.emitters and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with capture_logs() as logs:
+        w.rescan()  # the periodic rescan checks the observers
+    assert any(e["event"] == "observer_died" for e in logs), logs
+    new = w.folders[0]
+    assert new.observer is not old and not new.polling  # inotify, not polling for good
+    assert isinstance(new.observer, watcher_mod.InotifyObserver)
+    (folder / "after.mp4").write_bytes(video_bytes())
+    assert taken.wait_for(1) == ["after.mp4"]

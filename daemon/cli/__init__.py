@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.cli.common import CliError, config_of, plugins_of, store_of
+from daemon.cli.evaluate import add_parser as add_eval_parser
 from daemon.cli.query import (
     cmd_alerts,
     cmd_events,
@@ -32,7 +33,8 @@ from daemon.cli.service import (
     cmd_selftest,
     cmd_worker,
 )
-from daemon.exits import EXIT_CUDA, EXIT_FAILED, EXIT_USAGE
+from daemon.exits import EXIT_CUDA, EXIT_FAILED, EXIT_STORE, EXIT_USAGE
+from daemon.files import printable
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 CORE_COMMANDS = frozenset(
     {
         "analyze",
+        "eval",
         "alerts",
         "events",
         "run",
@@ -84,6 +87,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     a.add_argument("--json", action="store_true", help="print the result as one JSON object")
     a.add_argument("--profile", help="prompt profile for this file (default: analysis.profile)")
     a.set_defaults(func=cmd_analyze, log_level="WARNING")
+
+    add_eval_parser(sub, with_config)
 
     e = with_config(sub.add_parser("events", help="list stored events"))
     e.add_argument("--recording", help="only this file's events")
@@ -223,9 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     level = {0: args.log_level, 1: "INFO"}.get(args.verbose, "DEBUG")
     setup_logging(level)
+    from sqlalchemy.exc import DBAPIError
+
     from daemon.config import ConfigError
     from daemon.gpu import CudaFault, GpuLeaseBusy
     from daemon.hookspecs import CommandFailed
+    from daemon.store.db import StoreUnavailable
 
     try:
         return int(args.func(args) or 0)
@@ -249,6 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_CUDA
+    except (DBAPIError, StoreUnavailable) as exc:
+        # A corrupt database file, a folder without permission, a server that refuses: one line
+        # with the driver's own words, not a traceback (exits.EXIT_STORE).
+        orig = getattr(exc, "orig", None) or exc
+        why = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        print(f"framewatch: store error: {printable(why)}", file=sys.stderr)
+        return EXIT_STORE
     except KeyboardInterrupt:
         print("framewatch: interrupted", file=sys.stderr)
         return 130

@@ -37,3 +37,17 @@ def plugins_of(cfg: Config) -> PluginManager:
     from daemon.pluginhost.manager import load_plugins
 
     return load_plugins(cfg)
+
+
+def recording_id_of(store: Store, name: str, *, by_id: bool = False) -> int:
+    """The stored recording a command-line argument names: its file's path (made absolute), or
+    with `by_id` also its id; CliError when the store has none."""
+    rec = store.recordings.find(os.path.abspath(name))
+    if rec is None and by_id and name.isdigit():
+        try:
+            rec = store.recordings.get(int(name))
+        except KeyError:
+            rec = None
+    if rec is None:
+        raise CliError(f"{name}: no such recording in the store")
+    return rec.id

@@ -9,7 +9,8 @@ import json
 import os
 import sys
 
-from daemon.cli.common import CliError, config_of, plugins_of, store_of
+from daemon.cli.common import CliError, config_of, plugins_of, recording_id_of, store_of
+from daemon.files import printable
 from daemon.models import alert_json, event_json, hms, speech_json
 
 
@@ -54,8 +55,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     # Events share their whole seconds (many per second, or a start with the previous end):
     # each second is formatted once.
     clock = functools.cache(hms)
+    # Paths come from whoever wrote the watched folder, labels and descriptions from a model a
+    # video can talk to: each line escaped (files.printable) before it reaches a terminal.
     lines = [
-        f"{p} [{clock(int(a))}-{clock(int(b))}] {label}: {desc}" for p, a, b, label, desc in rows
+        printable(f"{p} [{clock(int(a))}-{clock(int(b))}] {label}: {desc}")
+        for p, a, b, label, desc in rows
     ]
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
@@ -66,12 +70,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     """Stored alerts: each rule's candidates and what became of them."""
     cfg = config_of(args)
     store = store_of(cfg)
-    recording_id = None
-    if args.recording:
-        rec = store.recordings.find(os.path.abspath(args.recording))
-        if rec is None:
-            raise CliError(f"{args.recording}: no such recording in the store")
-        recording_id = rec.id
+    recording_id = recording_id_of(store, args.recording) if args.recording else None
     rows = store.alerts.with_paths(recording_id, args.rule)
     if args.outcome:
         rows = [(a, p) for a, p in rows if a.state in args.outcome]
@@ -81,8 +80,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for a, p in rows:
         mark = " fired" if a.fired else ""
         print(
-            f"{p} [{hms(a.start_s)}-{hms(a.end_s)}] {a.rule} ({a.severity}) {a.state}{mark}: "
-            f"{a.reason or a.why}"
+            printable(
+                f"{p} [{hms(a.start_s)}-{hms(a.end_s)}] {a.rule} ({a.severity}) {a.state}{mark}: "
+                f"{a.reason or a.why}"
+            )
         )
     return 0
 
@@ -102,12 +103,7 @@ def parse_since(value: str) -> float:
 def cmd_search(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     store = store_of(cfg)
-    recording_id = None
-    if args.recording:
-        rec = store.recordings.find(os.path.abspath(args.recording))
-        if rec is None:
-            raise CliError(f"{args.recording}: no such recording in the store")
-        recording_id = rec.id
+    recording_id = recording_id_of(store, args.recording) if args.recording else None
     hits = store.events.search(
         args.query,
         recording_id=recording_id,
@@ -122,7 +118,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"no events or speech match {args.query!r}", file=sys.stderr)
     for h in hits:
         if h.speech is not None:
-            print(f'{h.recording_path} {h.hms} speech: "{h.speech.text}"')
+            print(printable(f'{h.recording_path} {h.hms} speech: "{h.speech.text}"'))
             print(f"    {h.link}  (speech model {h.speech.provenance.get('model', '?')})")
             continue
         e = h.event
@@ -133,7 +129,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             for k in ("model", "prompt_hash")
             if prov.get(k)
         )
-        print(f"{h.recording_path} {h.hms} {e.label}: {e.description}")
+        print(printable(f"{h.recording_path} {h.hms} {e.label}: {e.description}"))
         print(f"    {h.link}" + (f"  ({source})" if source else ""))
     return 0
 
@@ -189,10 +185,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(", ".join(f"{n} {state}" for state, n in counts.items()))
     if current is not None and current["chunk"] is not None:
-        print(f"now: {current['path']} chunk {current['chunk'] + 1}/{current['chunks_total']}")
+        print(
+            f"now: {printable(current['path'])} chunk {current['chunk'] + 1}/{current['chunks_total']}"
+        )
     for r, done, total in recs:
-        reason = f" ({r.reason})" if r.reason else ""
-        print(f"{r.id:>5} {r.status:<9} {done}/{total} {r.path}{reason}")
+        # Names and reasons come from whoever wrote the watched folder: escaped, so an escape
+        # sequence or a newline in a file name cannot redraw the terminal or fake a line.
+        reason = f" ({printable(r.reason)})" if r.reason else ""
+        print(f"{r.id:>5} {r.status:<9} {done}/{total} {printable(r.path)}{reason}")
     d = data["deliveries"]
     if d["pending"] or d["failed"] or d["dead"]:
         print(
@@ -231,15 +231,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     store = store_of(cfg)
     ids: list[int] | None = None
     if args.recording:
-        rec = store.recordings.find(os.path.abspath(args.recording))
-        if rec is None and args.recording.isdigit():
-            try:
-                rec = store.recordings.get(int(args.recording))
-            except KeyError:
-                rec = None
-        if rec is None:
-            raise CliError(f"{args.recording}: no such recording in the store")
-        ids = [rec.id]
+        ids = [recording_id_of(store, args.recording, by_id=True)]
     dispatcher = Dispatcher(store, plugins, cfg)
     try:
         queued = dispatcher.replay(ids, args.plugin, alerts=args.alerts)

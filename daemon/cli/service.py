@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import CliError, config_of, plugins_of
-from daemon.exits import EXIT_FAILED, EXIT_MODEL, EXIT_OK
+from daemon.cli.common import CliError, config_of, plugins_of, store_of
+from daemon.exits import EXIT_BUSY, EXIT_FAILED, EXIT_MODEL, EXIT_OK
+from daemon.files import printable
 from daemon.models import hms
 
 
@@ -22,12 +23,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     path = os.path.abspath(args.file)
     if not os.path.exists(path):
-        raise CliError(f"{args.file}: no such file")
+        raise CliError(f"{printable(args.file)}: no such file")
     bar = None
     if not args.json and sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=None, unit="chunk", desc=Path(path).name, file=sys.stderr)
+        bar = tqdm(total=None, unit="chunk", desc=printable(Path(path).name), file=sys.stderr)
 
     def on_chunk(done: Any) -> None:
         if bar is not None:
@@ -38,7 +39,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             )
 
     try:
-        result, summary = analyze_path(cfg, path, profile=args.profile, on_chunk=on_chunk)
+        result, summary = analyze_path(
+            cfg, path, profile=args.profile, on_chunk=on_chunk, store=store_of(cfg)
+        )
     except ModelLoadError as exc:
         raise CliError(str(exc), EXIT_MODEL) from None
     finally:
@@ -49,9 +52,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         for e in result["events"]:
             print(f"[{hms(e['start_s'])}] {e['label']}: {e['description']}")
-    failed = result["recording"]["status"] == "failed"
-    print(("framewatch: error: " if failed else "") + summary, file=sys.stderr)
-    return EXIT_FAILED if failed else EXIT_OK
+    status = result["recording"]["status"]
+    code = {"failed": EXIT_FAILED, "skipped": EXIT_FAILED, "queued": EXIT_BUSY}.get(status, EXIT_OK)
+    code = EXIT_BUSY if status == "analyzing" else code
+    print(("framewatch: error: " if code else "") + summary, file=sys.stderr)
+    return code
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -62,11 +67,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     cfg = config_of(args)
     if not os.path.exists(args.file):
-        raise CliError(f"{args.file}: no such file")
+        raise CliError(f"{printable(args.file)}: no such file")
     try:
         report = plan_report(cfg, os.path.abspath(args.file))
     except UnsupportedMedia as exc:
-        raise CliError(f"{args.file}: {exc.reason}", EXIT_FAILED) from None
+        raise CliError(f"{printable(args.file)}: {exc.reason}", EXIT_FAILED) from None
     except ModelLoadError as exc:
         raise CliError(str(exc), EXIT_MODEL) from None
     print(json.dumps(report, indent=2) if args.json else format_report(report))
@@ -101,6 +106,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     plugins_of(cfg)  # plugin settings are part of the config: [plugins.<name>] tables
+    for warning in cfg.warnings:
+        print(f"framewatch: warning: {warning}", file=sys.stderr)
     print(f"{cfg.source or '(defaults)'}: ok", file=sys.stderr)
     return 0
 

@@ -8,8 +8,11 @@ re-exported here, so `from daemon.config import AlertRule` keeps working.
 
 from __future__ import annotations
 
+import copy
 import os
+import stat
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +63,11 @@ __all__ = [
     "StorageConfig",
     "SummaryConfig",
     "WatchConfig",
+    "apply_overrides",
     "default_state_dir",
     "load_config",
     "parse_config",
+    "parse_override",
 ]
 
 
@@ -83,6 +88,9 @@ class Config(_Section):
     summary: SummaryConfig = SummaryConfig()
     digest: DigestConfig = DigestConfig()
     source: Path | None = Field(None, exclude=True, description="The file this was loaded from.")
+    warnings: tuple[str, ...] = Field(
+        (), exclude=True, description="What `config check` and start-up warn of (file mode)."
+    )
 
     def rules_for(self, path: str | os.PathLike[str], profile: str | None) -> list[AlertRule]:
         """The [[alerts]] rules that apply to a recording at `path` analysed with `profile`, in
@@ -242,10 +250,43 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     return cfg.model_copy(update={"source": source.resolve() if source else None})
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Read and validate a TOML config file; None gives the defaults."""
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.path=value` (`--set`) as (key path, value): the value is read as a TOML value
+    (1, 0.5, true, "x", [1, 2]) and, when it is not one, taken as a string (model.name=Qwen/...)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part.strip() for part in key.split(".")):
+        raise ConfigError(None, [("--set", text, "expected key.path=value")])
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """A copy of a config mapping with each (dotted key, value) set, tables made as needed."""
+    out = copy.deepcopy(data)
+    for key, value in overrides:
+        parts = key.split(".")
+        table = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = table.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(None, [(key, value, f"{where} is not a table")])
+            table = nxt
+        table[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, overrides: Sequence[tuple[str, Any]] = ()
+) -> Config:
+    """Read and validate a TOML config file; None gives the defaults. `overrides`: (dotted key,
+    value) pairs set on top of the file before validation (`framewatch eval --set`)."""
     if path is None:
-        return Config()
+        return parse_config(apply_overrides({}, overrides)) if overrides else Config()
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -255,4 +296,45 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(str(p), [("(file)", str(p), f"cannot read: {exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [("(file)", str(p), f"not valid TOML: {exc}")]) from None
-    return parse_config(data, p)
+    cfg = parse_config(apply_overrides(data, overrides), p)
+    exposed = exposed_secrets(p, data)
+    return cfg.model_copy(update={"warnings": (exposed,)}) if exposed else cfg
+
+
+def exposed_secrets(path: Path, data: dict[str, Any]) -> str | None:
+    """A warning when the config file holds secrets inline (a webhook secret, a web token, a
+    password in a URL) and others than its owner (and group) may read it, or anyone but its owner
+    may change it; None otherwise. Only the keys are named, never a value."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    loose = mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_IROTH)
+    keys = _inline_secrets(data)
+    if not loose or not keys:
+        return None
+    return (
+        f"{path} (mode {stat.S_IMODE(mode):04o}) holds secrets ({', '.join(keys)}) and is "
+        f"{'writable by others than its owner' if mode & (stat.S_IWGRP | stat.S_IWOTH) else 'readable by anyone'}"
+        f": chmod 0640 (or 0600) it, or move the secrets to *_file settings"
+    )
+
+
+def _inline_secrets(data: Any, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, str) and v and (is_secret_key(k) or _url_password(v)):
+                found.append(key)
+            else:
+                found += _inline_secrets(v, key + ".")
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found += _inline_secrets(v, f"{prefix}{i}.")
+    return found
+
+
+def _url_password(text: str) -> bool:
+    head = text.split("://", 1)
+    return len(head) == 2 and ":" in head[1].split("/", 1)[0].rpartition("@")[0]

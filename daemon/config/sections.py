@@ -128,6 +128,12 @@ class ModelConfig(_Section):
 class ChunkingConfig(_Section):
     seconds: float = Field(300.0, gt=0, description="Length L of each chunk in seconds.")
     overlap_seconds: float = Field(5.0, ge=0, description="Overlap O between consecutive chunks.")
+    max_duration_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="Longest recording planned: a file whose header or timestamps claim more "
+        "fails with that reason (a tiny file can claim years and plan millions of chunks).",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_length(self) -> ChunkingConfig:
@@ -311,6 +317,13 @@ class DaemonConfig(_Section):
         gt=0,
         description="A chunk running longer counts as hung: the systemd watchdog is no longer fed, "
         "so systemd restarts the service and the chunk is retried.",
+    )
+    intake_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Handing one finished file over (fingerprint, accept_recording, register) "
+        "taking longer counts as stuck intake: the systemd watchdog is no longer fed, so systemd "
+        "restarts the service.",
     )
     stop_timeout_s: float = Field(
         60.0,

@@ -6,10 +6,10 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from daemon.models import Candidate
+from daemon.models import Candidate, EventSpan
 
 MAX_LABEL = 200
 MAX_DESCRIPTION = 4000
@@ -137,25 +137,43 @@ def same_event(
 
 
 def merge_overlaps(
-    neighbours: Iterable[tuple[str, float, float]],
+    stored: Iterable[EventSpan],
     new: Sequence[Candidate],
     overlap: Sequence[tuple[float, float]],
     tolerance_s: float,
     counts: Counts | None = None,
-) -> list[Candidate]:
-    """Drop new events that an already stored neighbouring chunk reported for the same moment.
+) -> tuple[list[Candidate], dict[int, tuple[float, float]]]:
+    """Merge new events into what other chunks already stored for the same moment.
 
-    `neighbours` are (label, start_s, end_s) of events stored for the adjacent chunks; `overlap`
-    the time ranges this chunk shares with them. Only events touching an overlap can be
-    duplicates, so the middle of a chunk is never merged away."""
-    stored = list(neighbours)
+    `stored` are the events other chunks stored around this chunk's window; `overlap` the time
+    ranges this chunk shares with its neighbours. Only events touching an overlap can be
+    duplicates, so the middle of a chunk is never merged away. A new event that repeats a stored
+    one is not stored again; where it reaches further (a scene that began at the end of the
+    previous chunk and goes on in this one), the stored event is widened to cover both, so the
+    next chunk compares against the whole scene. Returns the events to store and the widened
+    spans ({stored event id: (start_s, end_s)}), both for the chunk's commit."""
+    spans = list(stored)
     kept: list[Candidate] = []
+    widened: dict[int, tuple[float, float]] = {}
     for cand in new:
         in_overlap = any(cand.start_s <= hi and cand.end_s >= lo for lo, hi in overlap)
-        if in_overlap and any(same_event(lbl, s, e, cand, tolerance_s) for lbl, s, e in stored):
-            if counts is not None:
-                counts.merged += 1
-                counts.kept -= 1
+        i = next(
+            (
+                i
+                for i, sp in enumerate(spans)
+                if in_overlap and same_event(sp.label, sp.start_s, sp.end_s, cand, tolerance_s)
+            ),
+            None,
+        )
+        if i is None:
+            kept.append(cand)
             continue
-        kept.append(cand)
-    return kept
+        if counts is not None:
+            counts.merged += 1
+            counts.kept -= 1
+        sp = spans[i]
+        lo, hi = min(sp.start_s, cand.start_s), max(sp.end_s, cand.end_s)
+        if (lo, hi) != (sp.start_s, sp.end_s):
+            spans[i] = replace(sp, start_s=lo, end_s=hi)
+            widened[sp.id] = (lo, hi)
+    return kept, widened

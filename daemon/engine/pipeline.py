@@ -37,6 +37,8 @@ class ChunkResult:
     transcript: Transcript | None = None
     # Transcript lines that did not fit the prompt's speech.prompt_tokens.
     speech_left_out: int = 0
+    # Why the chunk was not sent to the model although not static: no real frame in its window.
+    empty: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,13 @@ class Prepared:
     decode_s: float
     static: dict[str, Any] | None = None
     transcript: Transcript | None = None
+    empty: str | None = None  # no frame of the file in the window: not sent to the model
+
+
+# A sampled frame further than this from its window is not the window's: the sampler gives the
+# last frame for every time after it, so a file whose timestamps claim more than its frames
+# cover would otherwise send the model copies of one picture for every chunk of the gap.
+FRAME_REACH_S = 1.0
 
 
 def prepare_chunk(
@@ -93,13 +102,23 @@ def prepare_chunk(
             )
         )
     )
+    empty = None
+    if frames and not any(
+        window.start_s - FRAME_REACH_S <= f.t_s <= window.end_s + FRAME_REACH_S for f in frames
+    ):
+        near = min(frames, key=lambda f: abs(f.t_s - window.start_s)).t_s
+        empty = (
+            f"no frame of the file in {window.start_s:.1f}-{window.end_s:.1f} s (nearest at "
+            f"{near:.1f} s): not sent to the model"
+        )
+        used, frames = None, ()
     decode_s = time.perf_counter() - t0
     transcript = (
         transcriber.transcribe(path, window.start_s, window.end_s, duration_s)
         if transcriber is not None
         else None
     )
-    return Prepared(path, window, used, frames, decode_s, note, transcript)
+    return Prepared(path, window, used, frames, decode_s, note, transcript, empty)
 
 
 def analyze_prepared(
@@ -125,6 +144,7 @@ def analyze_prepared(
             {},
             prepared.static,
             transcript=prepared.transcript,
+            empty=prepared.empty,
         )
     t1 = time.perf_counter()
     speech, left_out = transcript_text(said, speech_tokens)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.engine.budget import round_side, visual_tokens
-from daemon.models import ChunkWindow, MediaInfo
+from daemon.models import ChunkInfo, ChunkWindow, MediaInfo
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -376,3 +376,15 @@ def window_steps(before: ChunkWindow, after: ChunkWindow) -> dict[str, tuple[flo
     if len(after.sample_times) != len(before.sample_times):
         out["frames"] = (len(before.sample_times), len(after.sample_times))
     return out
+
+
+def window_of(chunk: ChunkInfo) -> ChunkWindow:
+    """A stored chunk as the window it was planned as (a resumed run samples the same frames)."""
+    return ChunkWindow(
+        index=chunk.index,
+        start_s=chunk.start_s,
+        end_s=chunk.end_s,
+        sample_times=evenly_spaced(chunk.start_s, chunk.end_s, chunk.frames),
+        width=chunk.width,
+        height=chunk.height,
+    )

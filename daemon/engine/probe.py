@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import statistics
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING
 import av
 import av.error
 
+from daemon.engine.sampletables import sample_table_problem
+from daemon.files import NotRegularFile, open_regular, regular_path
 from daemon.models import MediaInfo
 
 if TYPE_CHECKING:
@@ -19,6 +22,12 @@ if TYPE_CHECKING:
     from av.video.stream import VideoStream
 
 MAX_SIDE = 8192
+
+# No real recording has less than a byte per second: a picture every ten minutes of 600 bytes
+# (a thumbnail-sized JPEG) still has one. A file below this claims a duration its bytes cannot
+# hold (checked for claims over MIN_CLAIM_S, where a short clip's container overhead is noise).
+MIN_BYTES_PER_S = 1.0
+MIN_CLAIM_S = 600.0
 
 # Decoders refuse pictures above this many pixels, so a stream whose bitstream declares a bigger
 # size than its container (which is what we check) still cannot allocate gigabytes.
@@ -49,22 +58,57 @@ class UnsupportedMedia(Exception):
         return self.reason
 
 
-def probe(path: str | Path) -> MediaInfo:
+def probe(path: str | Path, max_duration_s: float | None = None) -> MediaInfo:
     """Describe the first video stream of `path` and prove one frame decodes.
 
-    Raises UnsupportedMedia (never an av exception) when the file is unusable.
+    Raises UnsupportedMedia (never an av exception) when the file is unusable, and when its
+    duration is not credible: more than `max_duration_s` (chunking.max_duration_s), or fewer
+    than MIN_BYTES_PER_S bytes of file per second claimed (a few KB claiming days).
     """
     path = Path(path)
     size = _file_size(path)
+    _check_tables(path, size)
     try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise UnsupportedMedia(_open_failure_reason(path, exc)) from exc
+        with regular_path(path) as name:
+            try:
+                container = av.open(name)
+            except av.error.FFmpegError as exc:
+                raise UnsupportedMedia(_open_failure_reason(path, exc)) from exc
+    except OSError as exc:  # swapped for something else since _file_size looked
+        raise UnsupportedMedia(_os_reason(exc)) from exc
     try:
         with container:
-            return _probe_open(path, size, container)
+            media = _probe_open(path, size, container)
     except av.error.FFmpegError as exc:
         raise UnsupportedMedia(f"unreadable media ({av_message(exc)})") from exc
+    _check_duration(media.duration_s, size, max_duration_s)
+    return media
+
+
+def _check_tables(path: Path, size: int) -> None:
+    """An MP4's sample counts held to its size before FFmpeg allocates for them."""
+    try:
+        with open(open_regular(path), "rb") as f:
+            why = sample_table_problem(f, size)
+    except OSError as exc:
+        raise UnsupportedMedia(_os_reason(exc)) from exc
+    if why:
+        raise UnsupportedMedia(why)
+
+
+def _check_duration(duration: float, size: int, max_duration_s: float | None) -> None:
+    """The duration is the file's own word (header or last timestamp); refuse what no real
+    recording of this size could be, and what is longer than the configured cap."""
+    if duration > MIN_CLAIM_S and size / duration < MIN_BYTES_PER_S:
+        raise UnsupportedMedia(
+            f"claims {duration:.0f} s of video in {size} bytes ({size / duration:.3g} bytes per "
+            f"second, under {MIN_BYTES_PER_S}): its header or timestamps are not credible"
+        )
+    if max_duration_s is not None and duration > max_duration_s:
+        raise UnsupportedMedia(
+            f"claims {duration:.0f} s of video, more than chunking.max_duration_s "
+            f"({max_duration_s:.0f} s); raise it if the recording really is that long"
+        )
 
 
 def rotation_of(frame: VideoFrame) -> int:
@@ -183,21 +227,31 @@ def _scan(
 
 def _file_size(path: Path) -> int:
     try:
-        size = path.stat().st_size
-        # stat succeeds on unreadable files; opening is the real test of access.
-        with path.open("rb"):
-            pass
+        # stat succeeds on unreadable files; opening (never blocking, regular files only) is
+        # the real test of access.
+        fd = open_regular(path)
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
     except OSError as exc:
-        reason = {
-            errno.ENOENT: "no such file",
-            errno.EACCES: "permission denied",
-            errno.EPERM: "permission denied",
-            errno.EISDIR: "it is a directory",
-        }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
-        raise UnsupportedMedia(f"cannot read file: {reason}") from exc
+        raise UnsupportedMedia(_os_reason(exc)) from exc
     if size == 0:
         raise UnsupportedMedia("empty file (0 bytes)")
     return size
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, NotRegularFile):
+        return exc.reason
+    reason = {
+        errno.ENOENT: "no such file",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EISDIR: "it is a directory",
+        errno.ELOOP: "it became a symlink",
+    }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
+    return f"cannot read file: {reason}"
 
 
 def _open_failure_reason(path: Path, exc: av.error.FFmpegError) -> str:
@@ -220,7 +274,7 @@ def _mp4_damage(path: Path) -> str | None:
     codec-less data stream), so the top-level boxes are walked here instead.
     """
     try:
-        with path.open("rb") as f:
+        with open(open_regular(path), "rb") as f:
             end = f.seek(0, 2)
             offset = 0
             kinds: list[bytes] = []

@@ -14,6 +14,7 @@ import structlog
 from av.codec.hwaccel import HWAccel
 
 from daemon.engine.probe import DECODER_OPTIONS, UnsupportedMedia, av_message, video_stream
+from daemon.files import regular_path
 from daemon.models import Frame
 
 if TYPE_CHECKING:
@@ -105,24 +106,33 @@ def sample_frames(
 
 
 def _open(path: str | Path, hwaccel: str | None) -> av.container.InputContainer:
+    # Only a regular file, opened without blocking (a FIFO put in its place since the probe).
+    try:
+        with regular_path(path) as name:
+            return _open_checked(name, hwaccel)
+    except OSError as exc:
+        raise UnsupportedMedia(f"cannot open media ({exc.strerror or exc})") from exc
+
+
+def _open_checked(path: str, hwaccel: str | None) -> av.container.InputContainer:
     if hwaccel and hwaccel != "none" and hwaccel not in HW_UNAVAILABLE:
         kind, _, device = hwaccel.partition(":")
         try:
             return av.open(
-                str(path),
+                path,
                 hwaccel=HWAccel(kind, device=device or None, allow_software_fallback=True),
             )
         except av.error.FFmpegError as exc:
             hw_error = f"FFmpeg could not open a {kind} device for decoding: {av_message(exc)}"
         # The device or the file? A file that opens without the device says the device.
-        container = _open(path, None)
+        container = _open_checked(path, None)
         HW_UNAVAILABLE[hwaccel] = hw_error
         log.warning(
             "hwaccel_unavailable", hwaccel=hwaccel, reason=hw_error, decoding="on the CPU instead"
         )
         return container
     try:
-        return av.open(str(path))
+        return av.open(path)
     except av.error.FFmpegError as exc:
         raise UnsupportedMedia(f"cannot open media ({av_message(exc)})") from exc
 

@@ -24,6 +24,7 @@ from daemon.models import (
     ChunkInfo,
     ChunkWindow,
     EventInfo,
+    EventSpan,
     RuleHit,
     StaticSpan,
     Utterance,
@@ -179,16 +180,21 @@ class Chunks:
             s.add(c)
             return chunk_info(c, _total(s, recording_id))
 
-    def neighbour_events(self, recording_id: int, index: int) -> list[tuple[str, float, float]]:
-        """(label, start, end) of the events stored for the chunks just before and after `index`."""
+    def neighbour_events(
+        self, recording_id: int, index: int, start_s: float, end_s: float
+    ) -> list[EventSpan]:
+        """The events other chunks of the recording stored within [start_s, end_s] (a chunk's
+        window and the merge tolerance around it), for the border merge."""
         with self.db.session() as s:
             rows = s.exec(
-                select(Event.label, Event.start_s, Event.end_s).where(
+                select(Event.id, Event.label, Event.start_s, Event.end_s).where(
                     Event.recording_id == recording_id,
-                    col(Event.chunk_index).in_([index - 1, index + 1]),
+                    Event.chunk_index != index,
+                    Event.end_s >= start_s,
+                    Event.start_s <= end_s,
                 )
             ).all()
-            return [(lbl, st, en) for lbl, st, en in rows]
+            return [EventSpan(int(i), lbl, st, en) for i, lbl, st, en in rows]
 
     def neighbour_speech(self, recording_id: int, index: int) -> list[Utterance]:
         """The speech segments stored for the chunks just before and after `index`."""
@@ -215,13 +221,15 @@ class Chunks:
         severity: Mapping[str, str] | None = None,
         alert_provenance: Mapping[str, Any] | None = None,
         alert_notes: Mapping[str, str] | None = None,
+        widened: Mapping[int, tuple[float, float]] | None = None,
     ) -> list[EventInfo] | None:
         """Store a chunk's events and speech segments and mark it done, in one transaction,
         replacing whatever a previous run stored for it. Each segment records the recogniser
         that wrote it (`provenance["speech"]["asr"]`: model and settings). Outbox rows for
         `notify` plugins (hook events_found) go in the same transaction, and so do the alert
-        candidates of `hits` (store/alerts.py). Returns None when the chunk is no longer ours
-        (lease taken over)."""
+        candidates of `hits` (store/alerts.py), and so do the new times of the events of other
+        chunks that this chunk's events `widened` (the border merge). Returns None when the
+        chunk is no longer ours (lease taken over)."""
         with self.db.session() as s:
             # Locked: two boxes that computed the same chunk commit one after the other, and the
             # second sees it done (events stored once, one outbox row per plugin).
@@ -253,6 +261,11 @@ class Chunks:
                 for e in events
             ]
             s.add_all(rows)
+            for event_id, (lo, hi) in (widened or {}).items():
+                other = s.get(Event, event_id)
+                if other is not None and other.recording_id == recording_id:
+                    other.start_s, other.end_s = lo, hi
+                    s.add(other)
             s.exec(delete(Speech).where(col(Speech.chunk_id) == c.id))
             asr = dict(provenance.get("speech", {}).get("asr", {}))
             model = str(asr.pop("model", ""))

@@ -23,12 +23,24 @@ from sqlalchemy.pool import NullPool
 READ_ONLY = "framewatch_read_only"
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be opened where it is configured (its folder cannot be made or used); the
+    message is one line for a person (the CLI prints it and exits with EXIT_STORE)."""
+
+
 def make_engine(url: str) -> Engine:
     """An engine for the store URL; SQLite files get WAL, a busy timeout and immediate transactions."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot use the store's folder {folder}: "
+                    + ("not a folder" if folder.exists() else (exc.strerror or str(exc)).lower())
+                ) from None
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_setup(engine)
         return engine

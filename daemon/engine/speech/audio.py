@@ -18,6 +18,7 @@ import av.error
 import numpy as np
 
 from daemon.engine.probe import av_message, video_stream
+from daemon.files import regular_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -83,9 +84,12 @@ def read_audio(path: str | Path, start_s: float, end_s: float, *, rate: int = RA
     n = int(round((end_s - start_s) * rate))
     win = AudioWindow(np.zeros(n, dtype=np.float32), start_s, end_s, rate)
     try:
-        container = av.open(str(path))
+        with regular_path(path) as name:  # a FIFO put in its place must not block the reader
+            container = av.open(name)
     except av.error.FFmpegError as exc:
         raise AudioError(f"cannot open media ({av_message(exc)})") from exc
+    except OSError as exc:
+        raise AudioError(f"cannot open media ({exc.strerror or exc})") from exc
     with container:
         if not container.streams.audio:
             win.note = "no audio stream"
