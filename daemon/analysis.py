@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from daemon.files import printable
-from daemon.models import event_json, speech_json
+from daemon.models import event_json, speech_json, summary_json
 from daemon.work import Hold, Job
 from daemon.work.local import LocalSource
 from daemon.worker import ChunkDone, Worker
@@ -63,13 +63,18 @@ def analyze_recording(
 
 
 def result_json(
-    store: Store, rec: RecordingInfo, thumbnails: Thumbnails | None = None
+    store: Store,
+    rec: RecordingInfo,
+    thumbnails: Thumbnails | None = None,
+    summary_note: str | None = None,
 ) -> dict[str, Any]:
     """A recording as `framewatch analyze --json` prints it: recording, chunks, events (each with
     its `thumbnail`: an absolute path, or null), speech (a chunk whose audio gave no transcript
-    says why in `speech_note`)."""
+    says why in `speech_note`), and its summary (`summary_json`; null without one, and then
+    `summary_note` says why when this run knows)."""
     chunks = store.chunks.of(rec.id)
     find = thumbnails.find if thumbnails is not None else (lambda _e: None)
+    summary = store.summaries.get(rec.id)
     return {
         "recording": {
             "id": rec.id,
@@ -92,6 +97,8 @@ def result_json(
         ],
         "events": [{**event_json(e), "thumbnail": find(e)} for e in store.events.of(rec.id)],
         "speech": [speech_json(s) for s in store.speech.of(rec.id)],
+        "summary": summary_json(summary) if summary is not None else None,
+        **({"summary_note": summary_note} if summary is None and summary_note else {}),
     }
 
 
@@ -146,7 +153,7 @@ def analyze_path(
         store.chunks.reap()
         rec, _ = worker.ingest(path, profile)
         if rec.status == "done":
-            result = result_json(store, rec, worker.thumbnails)
+            result = result_json(store, rec, worker.thumbnails, worker.summary_notes.get(rec.id))
             left = deliver(store, plugins, cfg)
             return (
                 result,
@@ -156,7 +163,7 @@ def analyze_path(
     finally:
         if own:
             worker.close()
-    result = result_json(store, rec, worker.thumbnails)
+    result = result_json(store, rec, worker.thumbnails, worker.summary_notes.get(rec.id))
     left = deliver(store, plugins, cfg)
     path = printable(path)
     if rec.status in ("failed", "skipped"):

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from daemon.models import (
         AlertInfo,
         ChunkInfo,
+        DigestInfo,
         EventInfo,
         RecordingInfo,
         SpeechSegment,
@@ -301,6 +302,20 @@ def alert_fired(
     settings: this plugin's validated settings, or None.
     delivery_id: stable across retries of this notification.
     Returns: nothing. Raise to have it retried (RetryLater to set the delay, Gone to give up).
+    """
+
+
+@hookspec
+def digest_ready(digest: DigestInfo, settings: BaseModel | None) -> None:
+    """A digest was written (`framewatch digest`, or the daily one with `[digest] schedule`).
+
+    digest: the file (`path`) and its Markdown text, the period (`since`, `until`, seconds
+    since the epoch), the folder when only one counted, and every recording finished in the
+    period with its summary (None when it has none).
+    settings: this plugin's validated settings, or None.
+    Returns: nothing. Called directly, once per plugin (not through the outbox: a digest belongs
+    to no recording): an exception is logged, not retried; `framewatch digest` for the same
+    period sends it again.
     """
 
 

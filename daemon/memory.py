@@ -23,6 +23,7 @@ from daemon.engine.budget import (
     calibration_key,
     estimator_for,
     load_model_spec,
+    text_pass_tokens,
     what_would_fit,
 )
 from daemon.engine.planner import (
@@ -101,6 +102,15 @@ class GpuMemory:
                 est = replace(est, max_new_tokens=est.max_new_tokens + extra)
             self._model = (est, budget)
         return self._model
+
+    def text_tokens(self, ceiling: int, max_new_tokens: int) -> int:
+        """The most prompt tokens one text-only request (a summary batch) may have within the
+        memory budget, at most `ceiling` (no budget on the CPU: `ceiling`)."""
+        memory = self.budget()
+        if memory is None:
+            return ceiling
+        est, budget = memory
+        return text_pass_tokens(est, budget, max_new_tokens, ceiling)
 
     def plan(self, media: MediaInfo) -> tuple[list[ChunkWindow], dict[str, list[float]]]:
         """The configured plan and what was stepped down ({} when nothing); on a GPU, fitted to

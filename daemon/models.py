@@ -387,6 +387,37 @@ class Summary:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class SummaryInput:
+    """A text-only request to an analyzer's optional `summarize` (README, "Your own model"):
+    `prompt` holds a recording's stored events (or the summaries of its batches, to merge) and
+    the task; the answer is a JSON object {"title", "summary", "chapters": [{"start_s", "end_s",
+    "title"}], "key_events": [event ids]} within these bounds, or {"error": why}."""
+
+    recording_path: str
+    prompt: str
+    max_chapters: int = 12
+    max_key_events: int = 10
+    title_chars: int = 80
+    text_chars: int = 800
+    chapter_title_chars: int = 60
+    max_new_tokens: int = 768
+
+
+@dataclass(frozen=True, slots=True)
+class DigestInfo:
+    """A digest: one Markdown file (`path`, its text `markdown`) over the recordings that were
+    finished from `since` to `until` (seconds since the epoch), each with its summary (None when
+    it has none), oldest first; `folder` when only one folder's recordings count."""
+
+    path: str
+    since: float
+    until: float
+    markdown: str
+    recordings: tuple[tuple[RecordingInfo, Summary | None], ...]
+    folder: str | None = None
+
+
 def summary_json(s: Summary) -> dict[str, Any]:
     """A summary as JSON (`analyze --json`, `summarize --json`, the web API, digests):
     {"title", "text", "chapters": [{"start_s", "end_s", "title"}], "key_events": [ids],

@@ -19,6 +19,7 @@ from daemon.engine.budget import (
     calibration_key,
     estimator_for,
     load_model_spec,
+    text_pass_tokens,
     what_would_fit,
 )
 from daemon.engine.planner import configured_plan, describe_steps, fit_plan
@@ -145,6 +146,25 @@ def plan_report(cfg: Config, path: str) -> dict[str, Any]:
         "stepped_down": stepped,
         "kv_kib_per_token": spec.kv_bytes_per_token(est.dtype) / 1024,
         "speech": _speech(cfg, est.asr_gib > 0),
+        "summary": _summary(cfg, path, est, budget),
+    }
+
+
+def _summary(cfg: Config, path: str, est: Any, budget: float | None) -> dict[str, Any] | None:
+    """The summary's text pass (no frames): the prompt tokens one request may have (summary.
+    batch_tokens, lowered to what fits the budget) and that request's estimated peak."""
+    if not cfg.summary_for(path)[0]:
+        return None
+    s = cfg.summary
+    tokens = s.batch_tokens
+    if budget is not None:
+        tokens = text_pass_tokens(est, budget, s.max_new_tokens, s.batch_tokens)
+    peak = replace(est, text_tokens=tokens, max_new_tokens=s.max_new_tokens).chunk(0, 32, 32)
+    return {
+        "batch_tokens": tokens,
+        "max_new_tokens": s.max_new_tokens,
+        "est_peak_gib": round(peak.peak_gib, 3),
+        "lowered_by_budget": tokens < s.batch_tokens,
     }
 
 
@@ -207,6 +227,13 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(
             f"speech  {sp['model']} on {sp['device']}: {memory}; "
             f"transcript up to {sp['prompt_tokens']} prompt tokens per chunk"
+        )
+    sm = r.get("summary")
+    if sm is not None:
+        lowered = ", lowered to fit the budget" if sm["lowered_by_budget"] else ""
+        lines.append(
+            f"summary text pass: batches of up to {sm['batch_tokens']} prompt tokens{lowered}, "
+            f"est. peak {sm['est_peak_gib']:.2f} GiB per request"
         )
     lines.append(
         f"{'chunk':>5}  {'window':<17}  {'frames':>6}  {'size':>9}  {'visual':>7}  {'prompt':>7}  est. peak"

@@ -4,7 +4,8 @@ One thread per process (the chunk loop) takes jobs from the work source (daemon/
 store queue or the shared Redis stream, chosen by config) and runs them one at a time through
 `Worker.run`, so only one chunk is ever on the GPU; it checks the stop event between chunks.
 APScheduler runs everything else on its own threads: the source's upkeep (retries, reaping),
-rescans, and plugin deliveries in a pool of their own so a slow plugin never holds up analysis.
+rescans, and plugin deliveries in a pool of their own so a slow plugin never holds up analysis
+(the daily digest, `[digest] schedule`, runs in that pool too: a cron trigger at `[digest] at`).
 """
 
 from __future__ import annotations
@@ -267,6 +268,9 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.stop_event = stop
         self.source = open_source(config, store, worker, stop, produce=produce)
+        # The daily digest is written by the box that watches folders (`framewatch run`), not by
+        # every `framewatch worker` beside it.
+        self.produce = produce
         self.loop = ChunkLoop(worker, self.source, config, stop)
         # Without systemd's watchdog it still reports hung chunks in the log.
         if watcher is not None:
@@ -296,9 +300,29 @@ class Scheduler:
                 id="deliver",
                 executor="deliver",
             )
+            if self.config.digest.schedule and self.produce:
+                hour, minute = (int(x) for x in self.config.digest.at.split(":"))
+                self.aps.add_job(
+                    self._job(self.daily_digest),
+                    "cron",
+                    hour=hour,
+                    minute=minute,
+                    id="digest",
+                    executor="deliver",
+                )
         self.loop.start()
         self.watchdog.start()
         self.aps.start()
+
+    def daily_digest(self, now: float | None = None) -> None:
+        """The scheduled digest ([digest] schedule): the 24 hours up to now (to the minute),
+        written and handed to the plugins that implement digest_ready."""
+        from daemon.digest import make_digest, notify_digest
+
+        assert self.dispatcher is not None
+        until = float(int(now if now is not None else time.time()) // 60 * 60)
+        digest = make_digest(self.store, self.config, until - 86400.0, until)
+        notify_digest(self.dispatcher.plugins, digest)
 
     def stop(self, deadline: float) -> bool:
         """Stop in reverse order by `deadline` (time.monotonic()): the jobs, then the chunk loop

@@ -39,6 +39,7 @@ from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_mem
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
 from daemon.models import ChunkInfo, ChunkWindow, MediaInfo, RecordingInfo, RuleQuestion, Utterance
+from daemon.summarizing import summarize_before_settle
 from daemon.thumbnails import Thumbnails, frames_for
 from daemon.verification import Verifier
 
@@ -54,10 +55,6 @@ DEFAULT_LEASE_S = 3600.0
 # (hook name) -> plugin names that implement it; the plugin host provides it, the worker only
 # writes the outbox rows in the right transactions.
 Subscribers = Callable[[str], Sequence[str]]
-
-
-def _no_subscribers(_hook: str) -> Sequence[str]:
-    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +81,7 @@ class Worker:
         make_analyzer: Callable[[], Analyzer],
         *,
         owner: str | None = None,
-        subscribers: Subscribers = _no_subscribers,
+        subscribers: Subscribers = lambda _hook: (),
         lease_s: float = DEFAULT_LEASE_S,
         gpu: GpuRuntime | None = None,
     ):
@@ -105,6 +102,7 @@ class Worker:
         # Alert candidates' second looks, on this thread (the same model and GPU lease).
         self.verifier = Verifier(self)
         self.thumbnails = Thumbnails(config.media_dir())
+        self.summary_notes: dict[int, str] = {}  # recording id -> why it has no summary
 
     @property
     def analyzer(self) -> Analyzer:
@@ -295,8 +293,9 @@ class Worker:
         return rec
 
     def settle(self, recording_id: int) -> RecordingInfo:
-        """Once its last chunk ended (on whichever box), move the recording to done or failed and
-        tell plugins; a no-op while chunks are left."""
+        """Once its last chunk ended (on whichever box), summarise it (summarizing.py, never fatal)
+        and move it to done or failed, telling plugins; a no-op while chunks are left."""
+        summarize_before_settle(self, recording_id)
         before = self.store.recordings.get(recording_id)
         settled = self.store.recordings.settle(
             recording_id,

@@ -36,6 +36,8 @@ def _config(tmp: Path, model: Path, rules: list[dict[str, Any]] = RULES) -> Any:
             "sampling": {"fps": 1, "max_side": 64},
             "analysis": {"max_events": 1, "label_chars": 8, "description_chars": 16},
             "alerts": rules,
+            # The text pass is tested in test_summary.py; here it would only cost time.
+            "summary": {"enabled": False},
             "alerting": {
                 "reason_chars": 24,
                 "verify_fps": 2,

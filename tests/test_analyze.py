@@ -32,6 +32,15 @@ def write_config(tmp: Path, model: Path, **over: Any) -> Path:
         "chunking": {"seconds": 4, "overlap_seconds": 1},
         "sampling": {"fps": 1, "max_side": 64},
         "analysis": {"max_events": 2, "label_chars": 16, "description_chars": 40},
+        # Small bounds: the random model's summary must end inside max_new_tokens.
+        "summary": {
+            "max_new_tokens": 400,
+            "max_chars": 80,
+            "title_chars": 16,
+            "chapter_title_chars": 16,
+            "max_chapters": 2,
+            "max_key_events": 2,
+        },
     }
     for key, value in over.items():
         section, _, name = key.partition("__")
@@ -81,7 +90,8 @@ def test_analyze_json_contract_and_rows(
     cfg = write_config(tmp_path, tiny_model)
     assert main(["analyze", str(clip), "--config", str(cfg), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"recording", "chunks", "events", "speech"}
+    assert set(out) == {"recording", "chunks", "events", "speech", "summary"}
+    assert out["summary"]["chapters"][0]["start_s"] == 0.0  # test_summary.py tests it whole
     assert out["speech"] == []  # speech is off by default
     rec = out["recording"]
     assert rec["status"] == "done" and rec["path"] == str(clip)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -392,3 +393,22 @@ def test_gpu_lease_is_one_process_per_device(tmp_path: Path) -> None:
         holder.wait()
     assert lease.acquire(wait=False) and lease.held  # the kernel dropped the dead holder's lock
     lease.release()
+
+
+def test_the_summary_text_pass_fits_its_batches_to_the_budget() -> None:
+    from daemon.engine.budget import text_pass_tokens
+
+    est = Estimator(SPEC_2B, slack=0.15, context_gib=0.5)
+    # Plenty of memory: the configured batch size.
+    assert text_pass_tokens(est, 40.0, 768, 6000) == 6000
+    # Little room above the weights: fewer tokens, and what is chosen fits while 17 more would not.
+    room = est.fixed_gib() + 0.3
+    n = text_pass_tokens(est, room, 768, 200_000)
+    assert 512 < n < 200_000
+
+    def peak(t: int) -> float:
+        return replace(est, text_tokens=t, max_new_tokens=768).chunk(0, 32, 32).peak_gib
+
+    assert peak(n) <= room < peak(n + 17)
+    # Not even the floor fits: the floor (the request then runs unfitted, like a chunk).
+    assert text_pass_tokens(est, 1.0, 768, 6000) == 512

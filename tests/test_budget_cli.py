@@ -61,6 +61,8 @@ def test_plan_json_fits_the_budget_without_torch(setup: Path) -> None:
     assert r["model"] == str(setup / "model") and r["budget_gib"] == 6.0
     assert r["weights_gib"] == pytest.approx(3.96, rel=0.02)
     assert r["stepped_down"]  # 80 frames of 640x352 do not fit 6 GiB on 2B
+    # The summary's text pass is planned too: its batches fit the same budget.
+    assert r["summary"]["batch_tokens"] <= 6000 and r["summary"]["est_peak_gib"] <= 6.0
     assert [c["index"] for c in r["chunks"]] == list(range(len(r["chunks"])))
     for c in r["chunks"]:
         assert set(c) == {

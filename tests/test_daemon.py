@@ -88,6 +88,7 @@ def env(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "sampling": {"fps": 1, "max_side": 64},
             "analysis": {"max_events": 1},
             "daemon": {"queue_poll_s": 5},
+            "summary": {"enabled": False},  # test_summary.py tests the text pass
         },
         [{"path": "in", "settle_seconds": SETTLE, "include": ["*.mp4", "*.mkv", "*.m4a"]}],
     )

@@ -345,6 +345,8 @@ def eval_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
         "storage": {"url": f"sqlite:///{tmp_path / 'fw.db'}"},
         "chunking": {"seconds": 30, "overlap_seconds": 1},
         "sampling": {"fps": 1, "max_side": 64},
+        # Eval scores events; the summary's text pass is tested in test_summary.py.
+        "summary": {"enabled": False},
         **sections,
     }
     return write_config(tmp_path / "config.toml", tables, [])

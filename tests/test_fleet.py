@@ -115,6 +115,8 @@ url = "{redis_url}"
 prefix = "{prefix}"
 lease_seconds = {LEASE_S}
 max_deliveries = {MAX_DELIVERIES}
+[summary]
+enabled = false
 [model]
 name = "{model}"
 max_new_tokens = 24

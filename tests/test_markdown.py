@@ -192,3 +192,90 @@ def test_hook_recording_finished_lists_every_alert_with_its_outcome(tmp_path: Pa
     # Without alerts the report has no such section (reports of today stay as they were).
     plain, _ = report(tmp_path / "plain", [[ev(1, 2, "person", "walks")]])
     assert "## Alerts" not in plain.read_text(encoding="utf-8")
+
+
+def test_two_recordings_with_one_file_name_keep_two_reports(tmp_path: Path) -> None:
+    """Two cameras both write `clip.mp4`; their reports share one output `dir`."""
+    cfg = make_config(tmp_path, {"markdown_export": {"dir": "reports"}})
+    pm = manager(cfg)
+    store = Store(cfg.storage_url())
+    outs = []
+    for cam, label in (("front", "door"), ("back", "cat")):
+        video = tmp_path / cam / "clip.mp4"
+        video.parent.mkdir()
+        video.write_bytes(cam.encode())
+        analysed(store, pm, video, [[ev(1, 2, label, "seen")]])
+        Dispatcher(store, pm, cfg).deliver_all()
+        outs.append(sorted((tmp_path / "reports").iterdir()))
+    reports = outs[-1]
+    assert len(outs[0]) == 1 and len(reports) == 2
+    (plain,) = [p for p in reports if p.name == "clip.framewatch.md"]
+    (other,) = [p for p in reports if p != plain]
+    assert other.name.startswith("clip.") and other.name.endswith(".framewatch.md")
+    assert "**door**" in plain.read_text() and "(../front/clip.mp4#t=1)" in plain.read_text()
+    assert "**cat**" in other.read_text() and "(../back/clip.mp4#t=1)" in other.read_text()
+    # Delivered again (a replay), each report is rewritten in place: still two, each its own.
+    store.outbox.add(
+        [
+            ("markdown_export", "recording_finished", r.id, None)
+            for r, _, _ in store.recordings.list()
+        ]
+    )
+    assert Dispatcher(store, pm, cfg).deliver_all() == 2
+    assert sorted((tmp_path / "reports").iterdir()) == reports
+    assert "**door**" in plain.read_text() and "**cat**" in other.read_text()
+    for p in reports:
+        tokens = MarkdownIt("commonmark").parse(p.read_text())
+        assert not [t for t in walk(tokens) if t.type.startswith("html")]
+        assert "framewatch recording" not in MarkdownIt("commonmark").render(p.read_text())
+
+
+def test_report_with_a_summary_opens_with_it(tmp_path: Path) -> None:
+    from daemon.models import Chapter, Summary
+
+    cfg = make_config(tmp_path, {"markdown_export": {}})
+    pm = manager(cfg)
+    store = Store(cfg.storage_url())
+    video = tmp_path / "talk.mp4"
+    video.write_bytes(b"")
+    rec = analysed(
+        store,
+        pm,
+        video,
+        [[ev(5, 9, "intro", "hello")], [ev(70, 80, "demo", HOSTILE[1])]],
+        finish=None,
+    )
+    ids = [e.id for e in store.events.of(rec.id)]
+    store.summaries.put(
+        Summary(
+            rec.id,
+            "A *talk* <b>",
+            "Someone spoke. " + HOSTILE[5],
+            (Chapter(0.0, 60.0, "Intro"), Chapter(60.0, 120.0, "Demo [x](y)")),
+            (ids[1],),
+            {"model": "stand-in"},
+        )
+    )
+    store.recordings.set_status(
+        rec.id,
+        "done",
+        notify=[(p, "recording_finished") for p in pm.subscribers("recording_finished")],
+    )
+    assert Dispatcher(store, pm, cfg).deliver_all() == 1
+    text = (tmp_path / "talk.framewatch.md").read_text()
+    tokens = MarkdownIt("commonmark").parse(text)
+    assert not [t for t in walk(tokens) if t.type.startswith("html")]
+    heads = [text_of(tokens[i + 1]) for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert heads == [
+        "A *talk* <b>",
+        "Chapters",
+        "Key moments",
+        "Timeline",
+        "00:00:00 Intro",
+        "00:01:00 Demo [x](y)",
+    ]
+    html = MarkdownIt("commonmark").render(text)
+    assert 'href="talk.mp4#t=0">00:00:00</a> to 00:01:00 Intro' in html
+    assert 'href="talk.mp4#t=60">00:01:00</a> to 00:02:00 Demo [x](y)' in html
+    assert 'href="talk.mp4#t=70">00:01:10</a> <strong>demo</strong>' in html
+    assert "<b>" not in html and 'href="y"' not in html and "<img" not in html

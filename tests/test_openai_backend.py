@@ -25,6 +25,7 @@ SMALL = {
     "chunking": {"seconds": 4, "overlap_seconds": 1},
     "sampling": {"fps": 1, "max_side": 64},
     "analysis": {"max_events": 1, "label_chars": 8, "description_chars": 16},
+    "summary": {"enabled": False},  # test_summary.py tests the text pass
 }
 
 

@@ -53,6 +53,7 @@ def test_every_hook_is_found() -> None:
         "recording_finished",
         "recording_failed",
         "alert_fired",
+        "digest_ready",
     }
 
 

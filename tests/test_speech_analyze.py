@@ -36,6 +36,7 @@ def write_config(tmp: Path, model: Path, speech: dict[str, Any], plugins: str = 
     path.write_text(
         f'[storage]\nurl = "sqlite:///{tmp / "fw.db"}"\n'
         f'[model]\nname = "{model}"\nmax_new_tokens = 32\n'
+        "[summary]\nenabled = false\n"
         "[chunking]\nseconds = 20\noverlap_seconds = 4\n"
         "[sampling]\nfps = 0.5\nmax_side = 64\n"
         "[analysis]\nmax_events = 2\nlabel_chars = 16\ndescription_chars = 40\n"
@@ -58,7 +59,8 @@ def test_analyze_json_has_speech_beside_events(
     assert main(["analyze", str(clip), "--config", str(cfg), "--json"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
-    assert set(out) == {"recording", "chunks", "events", "speech"}
+    assert set(out) == {"recording", "chunks", "events", "speech", "summary", "summary_note"}
+    assert out["summary"] is None and out["summary_note"] == "summary.enabled is false"
     assert out["recording"]["status"] == "done"
     assert all(c["status"] == "done" and "speech_note" not in c for c in out["chunks"])
     said = out["speech"]

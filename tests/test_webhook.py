@@ -499,3 +499,38 @@ def test_hook_alert_fired_once_per_alert_with_the_receiver_down_during_analysis(
         assert len(again) == 4
     finally:
         receiver.close()
+
+
+def test_hook_digest_ready_posts_a_digest_ready_event(tmp_path: Path, receiver: Receiver) -> None:
+    from daemon.digest import make_digest, notify_digest
+    from daemon.models import Chapter, Summary
+
+    cfg, pm, store = setup(tmp_path, receiver.url)
+    a = analysed(store, pm, tmp_path / "a.mp4", [[ev(1, 2, "door", "opens")]], finish=None)
+    store.summaries.put(Summary(a.id, "Door", "It opened.", (Chapter(0, 60, "all"),), (), {}))
+    store.recordings.set_status(
+        a.id,
+        "done",
+        notify=[(p, "recording_finished") for p in pm.subscribers("recording_finished")],
+    )
+    b = analysed(store, pm, tmp_path / "b.mp4", [[ev(1, 2, "cat", "sits")]])
+    Dispatcher(store, pm, cfg).deliver_all()
+    finished = [
+        verified(r) for r in receiver.requests if verified(r)["type"] == "recording.finished"
+    ]
+    assert [f["data"]["summary"] and f["data"]["summary"]["title"] for f in finished] == [
+        "Door",
+        None,
+    ]
+
+    digest = make_digest(store, cfg, time.time() - 3600, time.time() + 1)
+    assert notify_digest(pm, digest) == ["webhook"]
+    notify_digest(pm, digest)  # sent again: the same webhook-id
+    sent = [r for r in receiver.requests if verified(r)["type"] == "digest.ready"]
+    assert len(sent) == 2 and len({r["headers"]["webhook-id"] for r in sent}) == 1
+    data = verified(sent[0])["data"]
+    assert data["path"] == digest.path
+    assert [r["recording"]["path"] for r in data["recordings"]] == [a.path, b.path]
+    assert data["recordings"][0]["summary"]["chapters"] == [
+        {"start_s": 0, "end_s": 60, "title": "all"}
+    ]

@@ -23,6 +23,7 @@ from daemon.cli.query import (
     cmd_status,
     parse_since,
 )
+from daemon.cli.reports import add_parsers as add_report_parsers
 from daemon.cli.service import (
     cmd_analyze,
     cmd_config_check,
@@ -56,6 +57,8 @@ CORE_COMMANDS = frozenset(
         "config",
         "make-test-model",
         "selftest",
+        "summarize",
+        "digest",
     }
 )
 
@@ -167,6 +170,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     pn.add_argument("file")
     pn.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     pn.set_defaults(func=cmd_plan, log_level="WARNING")
+
+    add_report_parsers(sub, with_config)
 
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")

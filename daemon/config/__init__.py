@@ -1,7 +1,8 @@
 """Typed configuration: `load_config(path) -> Config`, every error reported with its key path.
 
 The sections live beside this module, one owner each: `sections` (storage, model, chunking,
-sampling, analysis, watch folders, daemon, plugins, GPU, queue), `alerts`, `speech`. Everything is
+sampling, analysis, watch folders, daemon, plugins, GPU, queue), `alerts`, `speech`,
+`summary` (summaries and digests). Everything is
 re-exported here, so `from daemon.config import AlertRule` keeps working.
 """
 
@@ -39,6 +40,7 @@ from daemon.config.sections import (
     default_state_dir,
 )
 from daemon.config.speech import DEFAULT_SPEECH_MODEL, SpeechConfig
+from daemon.config.summary import DigestConfig, SummaryConfig
 from daemon.redact import SECRET, is_secret_key, redact_value
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaemonConfig",
+    "DigestConfig",
     "GpuConfig",
     "ModelConfig",
     "PluginsConfig",
@@ -61,6 +64,7 @@ __all__ = [
     "SamplingConfig",
     "SpeechConfig",
     "StorageConfig",
+    "SummaryConfig",
     "WatchConfig",
     "apply_overrides",
     "default_state_dir",
@@ -84,6 +88,8 @@ class Config(_Section):
     alerts: list[AlertRule] = Field(default_factory=list, description="[[alerts]] rules.")
     alerting: AlertingConfig = AlertingConfig()
     speech: SpeechConfig = SpeechConfig()
+    summary: SummaryConfig = SummaryConfig()
+    digest: DigestConfig = DigestConfig()
     source: Path | None = Field(None, exclude=True, description="The file this was loaded from.")
     warnings: tuple[str, ...] = Field(
         (), exclude=True, description="What `config check` and start-up warn of (file mode)."
@@ -163,6 +169,30 @@ class Config(_Section):
             if target.is_relative_to(root) and (best is None or len(root.parts) > best[0]):
                 best = (len(root.parts), watch)
         return best[1] if best else None
+
+    def summary_for(self, path: str | os.PathLike[str]) -> tuple[bool, str | None]:
+        """(whether a recording at `path` gets a summary, the task prompt or None for the
+        default): [summary] with its [[watch]] folder's `summary` / `summary_prompt`."""
+        watch = self.watch_for(path)
+        on = self.summary.enabled
+        prompt = self.summary.prompt
+        if watch is not None:
+            on = on if watch.summary is None else watch.summary
+            prompt = watch.summary_prompt or prompt
+        return on, prompt
+
+    def digest_dir(self) -> Path:
+        """digest.dir made absolute; default: digests/ beside an SQLite store file, else under
+        the state directory."""
+        d = self.digest.dir
+        if d is not None:
+            d = d.expanduser()
+            base = self.source.parent if self.source else Path.cwd()
+            return d if d.is_absolute() else (base / d).resolve()
+        url = self.storage_url()
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            return Path(url[len("sqlite:///") :]).parent / "digests"
+        return default_state_dir() / "digests"
 
     def model_name(self) -> str:
         """model.name, with a relative local directory resolved against the config file."""

@@ -266,6 +266,12 @@ class WatchConfig(_Section):
     poll_interval_s: float = Field(
         5.0, gt=0, le=3600, description="How often a polled folder is compared."
     )
+    summary: bool | None = Field(
+        None, description="summary.enabled for this folder (None: inherit)."
+    )
+    summary_prompt: str | None = Field(
+        None, description="summary.prompt for this folder (None: inherit)."
+    )
     skip_static: bool | None = Field(
         None, description="sampling.skip_static for this folder (None: inherit)."
     )

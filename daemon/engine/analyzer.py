@@ -45,6 +45,13 @@ class Analyzer(Protocol):
         used (cut off, not JSON) gives [] rather than an exception."""
         ...
 
+    # Optional (checked with getattr; pluginhost/analyzer.py holds plugins to it):
+    #   verify(request: VerifyInput) -> dict: an alert candidate's second look;
+    #   summarize(request: SummaryInput) -> dict: a text-only pass, the recording's summary
+    #     {"title", "summary", "chapters", "key_events"} (engine/summary.py) or {"error": why};
+    #     without it a recording gets no summary (provenance note, never a failure);
+    #   count_tokens(text) -> int: the model's tokenizer, to cut the summary's batches.
+
     def provenance(self) -> dict[str, Any]:
         """What produced the events (model id, dtype, device, backend), stored with each event."""
         ...

@@ -425,6 +425,29 @@ class Estimator:
         return replace(self, ratio=ratio)
 
 
+def text_pass_tokens(
+    est: Estimator, budget_gib: float, max_new_tokens: int, ceiling: int, floor: int = 512
+) -> int:
+    """The most prompt tokens a text-only request (a recording's summary: no frames) may have
+    so that its peak fits `budget_gib`, at most `ceiling`; `floor` when not even that fits (the
+    request then runs unfitted, as a chunk without a budget does, protected by its OOM
+    handling). The summary's batches are cut to it (engine/summary.py)."""
+    text = replace(est, max_new_tokens=max_new_tokens)
+
+    def fits(n: int) -> bool:
+        return replace(text, text_tokens=n).chunk(0, 32, 32).peak_gib <= budget_gib
+
+    if fits(ceiling):
+        return ceiling
+    lo, hi = floor, ceiling
+    if not fits(lo):
+        return floor
+    while hi - lo > 16:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def resolve_dtype(setting: str, device: str, bf16_supported: bool = True) -> str:
     """model.dtype as the backend loads it and the planner budgets it: auto is bfloat16 on a GPU
     that supports it, else float32 (CPUs and pre-Ampere GPUs run bfloat16 slowly or emulate it;

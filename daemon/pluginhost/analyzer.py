@@ -18,7 +18,12 @@ that names it:
   plugin) and the chunk goes on;
 - `verify(request) -> dict` is optional: without it every candidate stays unverified, saying so;
   an answer without a boolean `happened` (or an exception) makes that one alert unverified with
-  a reason naming the plugin, never a retry loop.
+  a reason naming the plugin, never a retry loop;
+- `summarize(request) -> dict` is optional (a text-only pass over a recording's stored events,
+  `daemon.models.SummaryInput`): without it a recording simply has no summary, and the log and
+  `framewatch summarize` say why; an exception or an answer that is not a dict makes that one
+  summary fail (logged, naming the plugin), never the recording. `count_tokens(text) -> int` is
+  optional too: without it the summary's batches are cut by a character estimate.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from daemon.log import get_logger
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.engine.analyzer import Analyzer
-    from daemon.models import ChunkInput, VerifyInput
+    from daemon.models import ChunkInput, SummaryInput, VerifyInput
 
 log = get_logger(__name__)
 
@@ -150,6 +155,46 @@ class PluginAnalyzer:
             )
         return raw
 
+    @property
+    def can_summarize(self) -> bool:
+        """Whether the analyzer offers the optional text-only pass (`summarize`)."""
+        return callable(getattr(self.inner, "summarize", None))
+
+    def summarize(self, request: SummaryInput) -> dict[str, Any]:
+        """The analyzer's summary answer, checked: a dict (engine/summary.py repairs what is in
+        it), or {"error": why}. Raises AnalyzerFailed naming the plugin when it raised or broke
+        the contract."""
+        try:
+            raw = self.inner.summarize(request)
+        except Exception as exc:
+            if not self._stranger or is_oom(exc) or is_cuda_fault(exc):
+                raise
+            raise AnalyzerFailed(
+                f"the analyzer of plugin {self.plugin!r}: summarize() raised "
+                f"{type(exc).__name__}: {exc}",
+                permanent=False,
+            ) from exc
+        if not isinstance(raw, dict):
+            raise AnalyzerFailed(
+                f"the analyzer of plugin {self.plugin!r}: summarize() returned "
+                f"{type(raw).__name__}, not a JSON object",
+                permanent=True,
+            )
+        return raw
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text` by the analyzer's own tokenizer; None when it has none (or fails)."""
+        own = getattr(self.inner, "count_tokens", None)
+        if not callable(own):
+            return None
+        try:
+            n = own(text)
+        except Exception:
+            if not self._stranger:
+                raise
+            return None
+        return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+
     def provenance(self) -> dict[str, Any]:
         """The plugin's provenance, or a default naming the plugin; stored with every event."""
         own = getattr(self.inner, "provenance", None)
@@ -195,9 +240,10 @@ def check_analyzer(made: Any, plugin: str, version: str | None) -> PluginAnalyze
     provenance = getattr(made, "provenance", None)
     if provenance is not None and not callable(provenance):
         raise refuse("whose provenance is not a method")
-    verify = getattr(made, "verify", None)
-    if verify is not None and not callable(verify):
-        raise refuse("whose verify is not a method")
+    for optional in ("verify", "summarize", "count_tokens"):
+        method = getattr(made, optional, None)
+        if method is not None and not callable(method):
+            raise refuse(f"whose {optional} is not a method")
     checked = PluginAnalyzer(made, plugin, version, name)
     if provenance is not None:
         try:

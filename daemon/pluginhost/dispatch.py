@@ -253,7 +253,7 @@ class Dispatcher:
                 "static_spans": self.store.chunks.static_spans(d.recording_id),
                 "alerts": self.store.alerts.of(d.recording_id),
                 "speech": self.store.speech.of(d.recording_id),
-                "summary": None,  # summaries are not stored yet (issue 15)
+                "summary": self.store.summaries.get(d.recording_id),
             }
         if d.hook == "recording_failed":
             return {"recording": recording, "error": recording.reason or ""}

@@ -53,6 +53,15 @@ def run_selftest(keep: str | None = None) -> dict[str, Any]:
                 "sampling": {"fps": 1, "max_side": 128},
                 "analysis": {"max_events": 2, "label_chars": 16, "description_chars": 40},
                 "speech": speech_settings,
+                # Small bounds: the random model's summary must end inside max_new_tokens.
+                "summary": {
+                    "max_new_tokens": 400,
+                    "max_chars": 80,
+                    "title_chars": 16,
+                    "chapter_title_chars": 16,
+                    "max_chapters": 2,
+                    "max_key_events": 2,
+                },
             }
         )
         result, summary = analyze_path(cfg, str(clip))
@@ -77,6 +86,15 @@ def run_selftest(keep: str | None = None) -> dict[str, Any]:
             for s in result["speech"]:
                 if not 0 <= s["start_s"] <= s["end_s"] <= 12.1:
                     problems.append(f"speech segment outside the clip: {s}")
+        made = result["summary"]
+        if made is None:
+            problems.append(f"no summary: {result.get('summary_note', 'unknown why')}")
+        elif (
+            made["chapters"][0]["start_s"] != 0
+            or abs(made["chapters"][-1]["end_s"] - float(result["recording"]["duration_s"] or 0))
+            > 0.01
+        ):
+            problems.append(f"summary chapters do not cover the clip: {made['chapters']}")
         _, again = analyze_path(cfg, str(clip))
         if "already analysed" not in again:
             problems.append("second run was not a no-op")

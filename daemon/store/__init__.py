@@ -11,7 +11,8 @@ never migrated, over connections that cannot write; `framewatch serve` reads thr
 - `speech` (speech.py): stored speech segments (written with their chunk's events);
 - `outbox` (outbox.py): plugin notifications and plugin blocks;
 - `alerts` (alerts.py): alert rules' candidates, their second look and outcome;
-- `calibration` (calibration.py): measured GPU memory against estimates.
+- `calibration` (calibration.py): measured GPU memory against estimates;
+- `summaries` (summaries.py): each recording's summary and chapters, and what a digest covers.
 
 Only frozen data objects (daemon.models, DeliveryInfo) leave the store; its tables (tables.py)
 and sessions (session.py) stay inside. db.py and listing.py are the lean path of commands that only
@@ -32,6 +33,7 @@ from daemon.store.recordings import Recordings
 from daemon.store.session import Database
 from daemon.store.speech import SpeechSegments
 from daemon.store.stats import stats
+from daemon.store.summaries import Summaries
 from daemon.store.tables import CHUNK_STATES, RECORDING_STATES
 
 __all__ = [
@@ -58,6 +60,7 @@ class Store:
         self.outbox = Outbox(self.db)
         self.alerts = Alerts(self.db)
         self.calibration = Calibrations(self.db)
+        self.summaries = Summaries(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -37,6 +37,7 @@ from daemon.store.tables import (
     Event,
     Recording,
     Speech,
+    SummaryRow,
     chunk_info,
     event_info,
 )
@@ -239,6 +240,8 @@ class Chunks:
                 )
                 return None
             s.exec(delete(Event).where(col(Event.chunk_id) == c.id))
+            # The recording's summary names events by id and was made from the old ones: stale.
+            s.exec(delete(SummaryRow).where(col(SummaryRow.recording_id) == recording_id))
             rows = [
                 Event(
                     recording_id=recording_id,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func
-from sqlmodel import col, select, update
+from sqlmodel import Session, col, select, update
 
 from daemon.models import RecordingInfo
 from daemon.store import listing
@@ -203,6 +203,16 @@ class Recordings:
             )
             return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
+    def outcome(self, recording_id: int) -> str | None:
+        """What `settle` would make of the recording now: "done", "failed", or None while it
+        has chunks to run or alert candidates to decide (or is settled already). The worker
+        makes the summary of one about to be done before settling it."""
+        with self.db.session() as s:
+            rec = s.get(Recording, recording_id)
+            if rec is None:
+                raise KeyError(recording_id)
+            return _outcome(s, rec)[0]
+
     def settle(
         self, recording_id: int, finished: Sequence[str] = (), failed: Sequence[str] = ()
     ) -> RecordingInfo:
@@ -217,19 +227,8 @@ class Recordings:
             ).first()
             if rec is None:
                 raise KeyError(recording_id)
-            if rec.status not in ("queued", "analyzing"):
-                return recording_info(rec)
-            chunks = s.exec(
-                select(Chunk).where(Chunk.recording_id == recording_id).order_by(col(Chunk.index))
-            ).all()
-            if not chunks or any(c.status in ("pending", "running") for c in chunks):
-                return recording_info(rec)
-            waiting = s.exec(
-                select(Alert.id)
-                .where(Alert.recording_id == recording_id, Alert.state == "candidate")
-                .limit(1)
-            ).first()
-            if waiting is not None:
+            outcome, chunks = _outcome(s, rec)
+            if outcome is None:
                 return recording_info(rec)
             bad = [c for c in chunks if c.status == "failed"]
             if bad:
@@ -274,3 +273,21 @@ class Recordings:
             )
             s.add(rec)
             return recording_info(rec)
+
+
+def _outcome(s: Session, rec: Recording) -> tuple[str | None, list[Chunk]]:
+    """(done | failed | None, the recording's chunks): None while chunks are pending or running
+    or an alert candidate waits for its second look, or when it is settled already."""
+    if rec.status not in ("queued", "analyzing"):
+        return None, []
+    chunks = list(
+        s.exec(select(Chunk).where(Chunk.recording_id == rec.id).order_by(col(Chunk.index))).all()
+    )
+    if not chunks or any(c.status in ("pending", "running") for c in chunks):
+        return None, chunks
+    waiting = s.exec(
+        select(Alert.id).where(Alert.recording_id == rec.id, Alert.state == "candidate").limit(1)
+    ).first()
+    if waiting is not None:
+        return None, chunks
+    return ("failed" if any(c.status == "failed" for c in chunks) else "done"), chunks

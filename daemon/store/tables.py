@@ -13,7 +13,15 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from daemon.models import AlertInfo, ChunkInfo, EventInfo, RecordingInfo, SpeechSegment
+from daemon.models import (
+    AlertInfo,
+    Chapter,
+    ChunkInfo,
+    EventInfo,
+    RecordingInfo,
+    SpeechSegment,
+    Summary,
+)
 
 RECORDING_STATES = ("queued", "analyzing", "done", "failed", "skipped")
 CHUNK_STATES = ("pending", "running", "done", "failed")
@@ -104,6 +112,20 @@ class Speech(SQLModel, table=True):
     model: str
     # The recogniser's settings and the segment's scores (avg_logprob, no_speech_prob).
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SummaryRow(SQLModel, table=True):
+    """A recording's summary (revision 0007): one row per recording, replaced whole when made
+    again, dropped when its events change (chunks.py, `commit`)."""
+
+    __tablename__ = "summary"
+    recording_id: int = Field(foreign_key="recording.id", primary_key=True)
+    title: str
+    text: str
+    chapters: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    key_events: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    made_at: float = Field(default_factory=time.time)
 
 
 class Delivery(SQLModel, table=True):
@@ -270,4 +292,17 @@ def speech_segment(r: Speech) -> SpeechSegment:
         text=r.text,
         language=r.language,
         provenance={"model": r.model, **r.settings},
+    )
+
+
+def summary_of(r: SummaryRow) -> Summary:
+    return Summary(
+        recording_id=r.recording_id,
+        title=r.title,
+        text=r.text,
+        chapters=tuple(
+            Chapter(float(c["start_s"]), float(c["end_s"]), str(c["title"])) for c in r.chapters
+        ),
+        key_events=tuple(int(i) for i in r.key_events),
+        provenance={**r.provenance, "made_at": r.made_at},
     )

@@ -1,14 +1,21 @@
 """Built-in plugin markdown_export: one Markdown report per finished recording.
 
 The report (`<video stem>.framewatch.md`, next to the video or in `dir`) is rendered from a Jinja2
-template a user may replace. Every value a template prints is escaped for Markdown unless a filter
+template a user may replace. With the recording's summary ([summary]) it opens with the summary's
+title and text, its chapters (each a link that opens the video at its start) and key moments,
+and the timeline is grouped by those chapters. Each report ends with an invisible CommonMark link
+reference definition naming its recording, so when two recordings with the same file name
+report into one `dir`, the second gets `<video stem>.<8 hex digits>.framewatch.md` instead of
+overwriting the first. Every value a template prints is escaped for Markdown unless a filter
 marked it safe, so model text can neither change the document's structure nor inject HTML, even
 in a user's own template.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import string
 from collections.abc import Sequence
 from importlib.resources import files
@@ -20,7 +27,8 @@ from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.hookspecs import ConfigPath, hookimpl
-from daemon.models import AlertInfo, EventInfo, RecordingInfo, StaticSpan, hms
+from daemon.models import AlertInfo, EventInfo, RecordingInfo, StaticSpan, Summary, hms
+from plugins._shared import Chapter as TimelineChapter
 from plugins._shared import chapters, one_line, write_atomically
 
 if TYPE_CHECKING:
@@ -105,10 +113,52 @@ def _template(settings: MarkdownSettings) -> jinja2.Template:
     return environment().from_string(source)
 
 
+def owner_mark(recording: RecordingInfo) -> str:
+    """The report's last line: a link reference definition (CommonMark renders nothing for it)
+    naming the recording by a hash of its content fingerprint."""
+    return f'[//]: # "framewatch recording {_owner(recording)}"'
+
+
+def _owner(recording: RecordingInfo) -> str:
+    return hashlib.sha256(recording.fingerprint.encode("utf-8")).hexdigest()[:8]
+
+
+_MARK = re.compile(r'^\[//\]: # "framewatch recording ([0-9a-f]{8})"$', re.M)
+
+
 def report_path(recording: RecordingInfo, settings: MarkdownSettings) -> Path:
+    """`<stem>.framewatch.md` beside the video or in `dir`; when that file is another
+    recording's report (its owner mark names another recording), `<stem>.<owner>.framewatch.md`."""
     video = Path(recording.path)
     folder = Path(settings.dir) if settings.dir is not None else video.parent
-    return folder / (video.stem + SUFFIX)
+    plain = folder / (video.stem + SUFFIX)
+    try:
+        with plain.open(encoding="utf-8", errors="replace") as f:
+            found = _MARK.findall(f.read())
+    except OSError:
+        return plain
+    if not found or found[-1] == _owner(recording):
+        return plain
+    return folder / f"{video.stem}.{_owner(recording)}{SUFFIX}"
+
+
+def summary_chapters(summary: Summary, events: Sequence[EventInfo]) -> list[TimelineChapter]:
+    """The timeline grouped by the summary's chapters (an event belongs to the chapter its
+    start lies in); fewer than two chapters: [] (no grouping)."""
+    if len(summary.chapters) < 2:
+        return []
+    out = []
+    last = len(summary.chapters) - 1
+    for i, c in enumerate(summary.chapters):
+        inside = tuple(
+            e
+            for e in events
+            if c.start_s <= e.start_s < c.end_s
+            or (i == last and e.start_s >= c.start_s)
+            or (i == 0 and e.start_s < c.start_s)
+        )
+        out.append(TimelineChapter(c.start_s, c.end_s, c.title, inside))
+    return out
 
 
 def render(
@@ -118,18 +168,22 @@ def render(
     out: Path,
     static_spans: Sequence[StaticSpan] = (),
     alerts: Sequence[AlertInfo] = (),
+    summary: Summary | None = None,
 ) -> str:
     """The report's text for `out` (links to the video are relative to where the report lies)."""
     href = quote(os.path.relpath(recording.path, out.parent).replace(os.sep, "/"))
 
-    def link(e: EventInfo | StaticSpan | AlertInfo) -> Markup:
+    def link(e: EventInfo | StaticSpan | AlertInfo | Any) -> Markup:
         # Media fragment: browsers and many players open the video at that second.
         return Markup(f"[{hms(e.start_s)}]({href}#t={int(e.start_s)})")
 
     ordered = sorted(events, key=lambda e: (e.start_s, e.end_s))
     settings_items = _flatten("", {k: v for k, v in recording.settings.items() if k != "model"})
+    by_id = {e.id: e for e in ordered}
     context = {
-        "title": Path(recording.path).name,
+        "title": summary.title if summary is not None else Path(recording.path).name,
+        "summary": summary,
+        "key_events": [by_id[i] for i in summary.key_events if i in by_id] if summary else [],
         "source": recording.path,
         "source_link": Markup(f"[{md_escape(Path(recording.path).name)}]({href})"),
         "duration": recording.duration_s,
@@ -137,7 +191,9 @@ def render(
         "profile": recording.profile,
         "settings": settings_items,
         "events": ordered,
-        "chapters": chapters(ordered, settings.chapter_gap_s, settings.chapter_min_s),
+        "chapters": summary_chapters(summary, ordered)
+        if summary is not None
+        else chapters(ordered, settings.chapter_gap_s, settings.chapter_min_s),
         "link": link,
         "recording": recording,
         "static_spans": list(static_spans),
@@ -145,7 +201,7 @@ def render(
         # Every alert of the recording with its outcome, fired or not: the report is the record.
         "alerts": sorted(alerts, key=lambda a: (a.start_s, a.id)),
     }
-    return _template(settings).render(context)
+    return _template(settings).render(context).rstrip("\n") + "\n\n" + owner_mark(recording) + "\n"
 
 
 @hookimpl
@@ -159,8 +215,9 @@ def recording_finished(
     events: list[EventInfo],
     static_spans: list[StaticSpan],
     alerts: list[AlertInfo],
+    summary: Summary | None,
     settings: MarkdownSettings | None,
 ) -> None:
     settings = settings or MarkdownSettings()
     out = report_path(recording, settings)
-    write_atomically(out, render(recording, events, settings, out, static_spans, alerts))
+    write_atomically(out, render(recording, events, settings, out, static_spans, alerts, summary))

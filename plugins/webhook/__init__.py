@@ -3,7 +3,9 @@
 Sends `events.found` for every analysed chunk that has (matching) events,
 `recording.finished` at the end, with the static spans the model was not shown, and
 `alert.fired` for every alert of an `[[alerts]]` rule that fired (confirmed by the second look,
-or unverified where its rule delivers that), once per alert id. The `webhook-id` is derived from
+or unverified where its rule delivers that), once per alert id, and `digest.ready` when a digest
+was written (its `webhook-id` is derived from the digest's period and folder, so a digest sent
+again has the same id). The `webhook-id` is derived from
 the outbox row, so it is the same
 on every retry and a receiver can drop duplicates. Redirects are not followed (a signed request
 is for the configured URL only). 410 Gone disables the endpoint; 429/503 honour Retry-After.
@@ -54,11 +56,14 @@ from daemon.hookspecs import (
 from daemon.models import (
     AlertInfo,
     ChunkInfo,
+    DigestInfo,
     EventInfo,
     RecordingInfo,
     StaticSpan,
+    Summary,
     alert_json,
     event_json,
+    summary_json,
 )
 from plugins._shared import one_line
 
@@ -424,6 +429,7 @@ def recording_finished(
     recording: RecordingInfo,
     events: list[EventInfo],
     static_spans: list[StaticSpan],
+    summary: Summary | None,
     settings: WebhookSettings,
     delivery_id: str,
 ) -> None:
@@ -436,6 +442,8 @@ def recording_finished(
         # What the model did not see, and why: a receiver can tell "nothing happened" from
         # "nothing was looked at".
         "static_spans": [_span_json(s) for s in static_spans],
+        # The recording's summary and chapters ([summary]), or null without one.
+        "summary": summary_json(summary) if summary is not None else None,
     }
     _send(settings, delivery_id, "recording.finished", "recording_finished", data)
 
@@ -449,3 +457,28 @@ def alert_fired(
         return
     data = {"recording": _recording_json(recording), "alert": alert_json(alert, recording.path)}
     _send(settings, delivery_id, "alert.fired", "alert_fired", data)
+
+
+@hookimpl
+def digest_ready(digest: DigestInfo, settings: WebhookSettings) -> None:
+    rows = [
+        (r, m)
+        for r, m in digest.recordings
+        if settings.profiles is None or _profile(r) in settings.profiles
+    ]
+    data = {
+        "path": digest.path,
+        "since": datetime.fromtimestamp(digest.since, UTC).isoformat(),
+        "until": datetime.fromtimestamp(digest.until, UTC).isoformat(),
+        "folder": digest.folder,
+        "recordings": [
+            {
+                "recording": _recording_json(r),
+                "summary": summary_json(m) if m is not None else None,
+            }
+            for r, m in rows
+        ],
+    }
+    period = f"{digest.since}:{digest.until}:{digest.folder or ''}"
+    digest_id = "digest_" + hashlib.sha256(period.encode()).hexdigest()[:16]
+    _send(settings, digest_id, "digest.ready", "digest_ready", data)

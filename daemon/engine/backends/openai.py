@@ -23,12 +23,13 @@ from daemon.engine import prompts
 from daemon.engine.alerts import parse_verdicts, rule_answer_tokens
 from daemon.engine.analyzer import ModelLoadError, new_stats
 from daemon.engine.prompts import parse_events
+from daemon.engine.summary import summary_schema
 
 if TYPE_CHECKING:
     import numpy as np
 
     from daemon.config import Config
-    from daemon.models import ChunkInput, VerifyInput
+    from daemon.models import ChunkInput, SummaryInput, VerifyInput
 
 log = structlog.get_logger(__name__)
 
@@ -248,6 +249,47 @@ class OpenAIAnalyzer:
         if not isinstance(data.get("happened"), bool):
             return {"error": 'no boolean "happened"'}
         return {"happened": data["happened"], "reason": str(data.get("reason", ""))}
+
+    def summarize(self, request: SummaryInput) -> dict[str, Any]:
+        """A text-only chat completion constrained by the summary schema: {"title", "summary",
+        "chapters", "key_events"}, or {"error": why} when the answer is unusable. Raises
+        ServerError when the server cannot answer."""
+        started = time.perf_counter()
+        stats: dict[str, Any] = new_stats(0)
+        self.last_stats = stats
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "max_tokens": request.max_new_tokens,
+            "temperature": 0,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "summary",
+                    "schema": summary_schema(request),
+                    "strict": True,
+                },
+            },
+        }
+        answer = self._post(body)
+        self._server_model = answer.get("model") or self._server_model
+        usage = answer.get("usage") or {}
+        stats["prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
+        stats["generated_tokens"] = int(usage.get("completion_tokens") or 0)
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        try:
+            choice = answer["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            return {"error": "no choices[0].message.content"}
+        if choice.get("finish_reason") == "length":
+            stats["truncated"] = True
+            return {"error": f"cut off at summary.max_new_tokens ({request.max_new_tokens})"}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return {"error": f"not JSON: {exc.msg}"}
+        return data if isinstance(data, dict) else {"error": "not a JSON object"}
 
     def provenance(self) -> dict[str, Any]:
         return {

@@ -16,8 +16,18 @@ from daemon.config import DEFAULT_MODEL
 from daemon.engine import prompts
 from daemon.engine.alerts import parse_verdicts, rule_answer_tokens
 from daemon.engine.analyzer import ModelLoadError, new_stats
+from daemon.engine.backends.grammar import (
+    _compile,
+    _compile_grammar,
+    event_grammar,
+    summary_grammar,
+    verify_grammar,
+)
 from daemon.engine.budget import resolve_dtype, round_side
 from daemon.engine.prompts import parse_events
+from daemon.engine.summary import summary_schema
+
+__all__ = ["QwenAnalyzer", "event_grammar", "verify_grammar"]
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,7 +35,7 @@ if TYPE_CHECKING:
     import torch
 
     from daemon.config import Config
-    from daemon.models import ChunkInput, Frame, RuleQuestion, VerifyInput
+    from daemon.models import ChunkInput, Frame, RuleQuestion, SummaryInput, VerifyInput
 
 log = structlog.get_logger(__name__)
 
@@ -40,12 +50,6 @@ _ADVICE = (
     "Set model.name in the config to a local directory with a Qwen3-VL checkpoint, "
     f"or allow network access to download {DEFAULT_MODEL}."
 )
-
-# Compiling the answer grammar against a 151k-token vocabulary is the slow part of start-up; a
-# process that builds a second analyzer for the same model and schema (a reload, tests) reuses it.
-# Alert rules add one grammar per set of rules that apply to a recording, and the second look one.
-_GRAMMARS: dict[tuple[str, str | None, int, str], Any] = {}
-_TOKENIZERS: dict[tuple[str, str | None, int], Any] = {}
 
 
 def resolve_device(setting: str) -> str:
@@ -117,115 +121,6 @@ def video_payload(
 
 # One character of a label or description: anything but a quote, a backslash or a control
 # character, so the text is valid JSON without escapes and its length is its character count.
-_TEXT_CHAR = r'[^"\\\x00-\x1f]'
-
-
-def event_grammar(
-    max_events: int,
-    label_chars: int,
-    description_chars: int,
-    rules: Sequence[str] = (),
-    reason_chars: int = 160,
-) -> str:
-    """EBNF for the answer that `prompts.event_schema` describes, in json.dumps' compact layout.
-
-    Why not compile the schema itself: xgrammar checks the schema's bounded-string `pattern` at
-    decode time, 24-37 ms of CPU per generated token, while the same bounds written as EBNF
-    repetitions are precomputed at compile time (0.3 ms per token, 3-6 s once). The grammar admits a
-    subset of the schema: keys in schema order, no whitespace runs, and times as plain non-negative
-    decimals with at most 7 integer and 6 fractional digits, so a weak model cannot loop on digits
-    ("600.6666...") until max_new_tokens and lose the chunk.
-
-    With `rules` (alert rule names, slugs) the events are followed by "rules": one verdict per
-    rule, in the given order, no other: `{"happened": false}` or `{"happened": true, "start_s":
-    .., "end_s": .., "why": ".."}`. Without rules the grammar is exactly the events-only one.
-    """
-    more = f' (", " event){{0,{max_events - 1}}}' if max_events > 1 else ""
-    if rules:
-        verdicts = ' ", " '.join(f'"\\"{name}\\": " verdict' for name in rules)
-        root = [
-            'root ::= "{\\"events\\": [" (event'
-            + more
-            + ')? "], \\"rules\\": {" '
-            + verdicts
-            + ' "}}"',
-            'verdict ::= "{\\"happened\\": false}" | "{\\"happened\\": true, \\"start_s\\": " '
-            'seconds ", \\"end_s\\": " seconds ", \\"why\\": \\"" why "\\"}"',
-            f"why ::= {_TEXT_CHAR}{{0,{reason_chars}}}",
-        ]
-    else:
-        root = ['root ::= "{\\"events\\": [" (event' + more + ')? "]}"']
-    return "\n".join(
-        [
-            *root,
-            'event ::= "{\\"start_s\\": " seconds ", \\"end_s\\": " seconds'
-            ' ", \\"label\\": \\"" label "\\", \\"description\\": \\"" description "\\"}"',
-            f"label ::= {_TEXT_CHAR}{{0,{label_chars}}}",
-            f"description ::= {_TEXT_CHAR}{{0,{description_chars}}}",
-            'seconds ::= ("0" | [1-9] [0-9]{0,6}) ("." [0-9]{1,6})?',
-        ]
-    )
-
-
-def verify_grammar(reason_chars: int) -> str:
-    """EBNF for a second look's answer (`prompts.verify_schema`): one yes/no and its reason."""
-    return "\n".join(
-        [
-            'root ::= "{\\"happened\\": " ("true" | "false") ", \\"reason\\": \\"" reason "\\"}"',
-            f"reason ::= {_TEXT_CHAR}{{0,{reason_chars}}}",
-        ]
-    )
-
-
-def _compile_grammar(
-    tokenizer: Any,
-    vocab_size: int,
-    bounds: tuple[int, int, int],
-    model: str,
-    revision: str | None,
-    rules: Sequence[str] = (),
-    reason_chars: int = 160,
-) -> Any:
-    schema = prompts.event_schema(*bounds, rules=rules, reason_chars=reason_chars)
-    return _compile(
-        tokenizer,
-        vocab_size,
-        model,
-        revision,
-        prompts.schema_key(schema),
-        lambda: event_grammar(*bounds, rules=rules, reason_chars=reason_chars),
-        bounds=bounds,
-        rules=len(rules),
-    )
-
-
-def _compile(
-    tokenizer: Any,
-    vocab_size: int,
-    model: str,
-    revision: str | None,
-    schema_key: str,
-    ebnf: Any,
-    **what: Any,
-) -> Any:
-    import xgrammar as xgr
-
-    key = (model, revision, vocab_size, schema_key)
-    if key in _GRAMMARS:
-        return _GRAMMARS[key]
-    started = time.perf_counter()
-    info = _TOKENIZERS.get((model, revision, vocab_size))
-    if info is None:
-        # The model's vocabulary is padded past the tokenizer's; the mask must cover every logit.
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-        _TOKENIZERS[(model, revision, vocab_size)] = info
-    compiler = xgr.GrammarCompiler(info, cache_enabled=False)
-    grammar = compiler.compile_grammar(ebnf())
-    _GRAMMARS[key] = grammar
-    log.info("grammar_compiled", seconds=round(time.perf_counter() - started, 2), **what)
-    return grammar
-
-
 def _placement(device: str, dtype: torch.dtype, quantization: str | None) -> dict[str, Any]:
     """from_pretrained options that put the weights on `device`, quantized when asked."""
     has_accelerate = importlib.util.find_spec("accelerate") is not None
@@ -574,6 +469,55 @@ class QwenAnalyzer:
             return {"error": stats["parse_error"]}
         log.debug("verify_answered", happened=data["happened"], **_brief(stats))
         return {"happened": data["happened"], "reason": str(data.get("reason", ""))}
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` with the model's tokenizer (the summary's batches are cut with it)."""
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def summarize(self, request: SummaryInput) -> dict[str, Any]:
+        """A text-only pass (no frames): the summary answer, decoded greedily under its grammar
+        ({"title", "summary", "chapters", "key_events"}), or {"error": why} when unusable."""
+        started = time.perf_counter()
+        stats: dict[str, Any] = new_stats(0)
+        self.last_stats = stats
+        messages = [{"role": "user", "content": [{"type": "text", "text": request.prompt}]}]
+        text = self.processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        inputs = self.processor.tokenizer([text], return_tensors="pt").to(self.device)
+        stats["prompt_tokens"] = int(inputs["input_ids"].shape[1])
+        bounds = (
+            request.max_chapters,
+            request.max_key_events,
+            request.title_chars,
+            request.text_chars,
+            request.chapter_title_chars,
+        )
+        grammar = _compile(
+            self.processor.tokenizer,
+            self._vocab_size(),
+            self.model_name,
+            self.revision,
+            prompts.schema_key(summary_schema(request)),
+            lambda: summary_grammar(*bounds),
+            summary=True,
+        )
+        config = copy.deepcopy(self._generation_config)
+        config.max_new_tokens = request.max_new_tokens
+        new_tokens, finished = self._generate(inputs, grammar, config, stats)
+        answer = self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        if not finished:
+            stats["truncated"] = True
+            stats["parse_error"] = f"cut off at summary.max_new_tokens ({config.max_new_tokens})"
+            return {"error": stats["parse_error"]}
+        try:
+            data = json.loads(answer)
+        except json.JSONDecodeError as exc:
+            stats["parse_error"] = f"not JSON: {exc.msg}"
+            return {"error": stats["parse_error"]}
+        log.debug("summary_answered", **_brief(stats))
+        return data if isinstance(data, dict) else {"error": "not a JSON object"}
 
     def provenance(self) -> dict[str, Any]:
         """What produced the events, stored with each of them."""
