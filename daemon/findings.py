@@ -1,5 +1,6 @@
-"""What a chunk commit stores beside its events: the alert candidates of its rule answers, and
-the speech segments a neighbouring chunk has not stored already (daemon/worker.py commits them)."""
+"""What a chunk commit stores beside its events: its provenance (how it was made), the alert
+candidates of its rule answers, and the speech segments a neighbouring chunk has not stored
+already (daemon/worker.py commits them)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,49 @@ if TYPE_CHECKING:
     from daemon.store import Store
 
 log = structlog.get_logger(__name__)
+
+
+def chunk_provenance(
+    own: dict[str, Any],
+    settings: dict[str, Any],
+    window: ChunkWindow,
+    result: ChunkResult,
+    memory: dict[str, Any],
+) -> dict[str, Any]:
+    """A chunk's provenance: the analyzer's own (`own`: model, backend), the prompt hash and
+    sampling settings with what was really sent (frames, size), the memory plan, the answer's
+    counts and timings, and why the model was not asked (static, no frames) or which rules it
+    was asked."""
+    sent = result.frame_times if result.static or result.empty else window.sample_times
+    provenance = {
+        **own,
+        "prompt_hash": settings["prompt_hash"],
+        "sampling": {
+            **settings["sampling"],
+            "frames": len(sent),
+            "width": window.width,
+            "height": window.height,
+        },
+        "memory": memory,
+        "counts": result.counts.as_dict(),
+        "decode_s": round(result.decode_s, 3),
+        "analyze_s": round(result.analyze_s, 3),
+        "analyzer": result.analyzer_stats,
+    }
+    if result.empty is not None:
+        provenance["no_frames"] = result.empty  # a gap in the file's frames: model not asked
+    if result.static is not None:
+        # Recorded, not silent: a person can see the chunk was judged static, and why.
+        provenance["static"] = result.static
+        provenance["skipped_static"] = result.static["action"] == "skipped"
+    if result.asked:
+        # Only when rules were asked: a chunk without them stores what it always stored.
+        provenance["alerts"] = {
+            "asked": list(result.asked),
+            "hits": [h.rule for h in result.hits],
+            "refused": result.refused_hits,
+        }
+    return provenance
 
 
 def alert_candidates(

@@ -34,7 +34,7 @@ from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.engine.prompts import instructions, prompt_hash
 from daemon.engine.speech import AsrSettings, Transcriber
 from daemon.files import NotRegularFile, printable, storable
-from daemon.findings import alert_candidates, overlaps, speech_to_store
+from daemon.findings import alert_candidates, chunk_provenance, overlaps, speech_to_store
 from daemon.gpu import CudaFault, GpuRuntime, is_cuda_fault, is_oom, release_memory, trim_heap
 from daemon.identity import fingerprint, owner_id
 from daemon.memory import GpuMemory
@@ -529,37 +529,15 @@ class Worker:
             own = self.analyzer.provenance()
         except AnalyzerFailed as exc:
             return self._failed(rec, chunk, str(exc), permanent=exc.permanent)
-        provenance = {
-            **own,
-            "prompt_hash": settings["prompt_hash"],
-            "sampling": {
-                **settings["sampling"],
-                "frames": len(
-                    result.frame_times if result.static or result.empty else window.sample_times
-                ),
-                "width": window.width,
-                "height": window.height,
-            },
-            "memory": self.memory.provenance(planned_window, window, steps, settings.get("fitted")),
-            "counts": result.counts.as_dict(),
-            "decode_s": round(result.decode_s, 3),
-            "analyze_s": round(result.analyze_s, 3),
-            "analyzer": result.analyzer_stats,
-        }
-        if result.empty is not None:
-            provenance["no_frames"] = result.empty  # a gap in the file's frames: model not asked
-        if result.static is not None:
-            # Recorded, not silent: a person can see the chunk was judged static, and why.
-            provenance["static"] = result.static
-            provenance["skipped_static"] = result.static["action"] == "skipped"
+        provenance = chunk_provenance(
+            own,
+            settings,
+            window,
+            result,
+            self.memory.provenance(planned_window, window, steps, settings.get("fitted")),
+        )
         alerting: dict[str, Any] = {}
         if result.asked:
-            # Only when rules were asked: a chunk without them stores what it always stored.
-            provenance["alerts"] = {
-                "asked": list(result.asked),
-                "hits": [h.rule for h in result.hits],
-                "refused": result.refused_hits,
-            }
             alerting = alert_candidates(self.config, chunk, task, rules, result, own)
         speech: list[Utterance] = []
         heard: dict[str, Any] | None = None  # None: speech is off
