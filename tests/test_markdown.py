@@ -279,3 +279,69 @@ def test_report_with_a_summary_opens_with_it(tmp_path: Path) -> None:
     assert 'href="talk.mp4#t=60">00:01:00</a> to 00:02:00 Demo [x](y)' in html
     assert 'href="talk.mp4#t=70">00:01:10</a> <strong>demo</strong>' in html
     assert "<b>" not in html and 'href="y"' not in html and "<img" not in html
+
+
+@pytest.mark.parametrize("out_dir", [None, "reports (all) & more"])
+@pytest.mark.parametrize("with_summary", [False, True])
+def test_timeline_thumbnails_resolve_from_the_reports_folder(
+    tmp_path: Path, out_dir: str | None, with_summary: bool
+) -> None:
+    """Events with pictures on disk (Thumbnails.save, as the worker saves them) in a media folder
+    whose name needs escaping; the dispatcher hands the plugin each picture's path: every image
+    of the rendered report (markdown-it-py) resolves from the report's folder to that event's
+    file, beside the video or in an output `dir`; events without a picture show none."""
+    from urllib.parse import unquote
+
+    import numpy as np
+
+    from daemon.models import Chapter, Frame, Summary
+    from daemon.thumbnails import Thumbnails
+
+    settings = {"dir": out_dir} if out_dir else {}
+    media = "media (shared) [x] <y> é"
+    cfg = make_config(
+        tmp_path,
+        {"markdown_export": settings},
+        storage={
+            "url": f"sqlite:///{tmp_path / 'fw.db'}",
+            "media_dir": media,
+        },
+    )
+    pm = manager(cfg)
+    store = Store(cfg.storage_url())
+    video = tmp_path / "my videos (2024)" / "talk #1.mp4"
+    video.parent.mkdir()
+    video.write_bytes(b"")
+    chunks = [[ev(5, 9, "intro", HOSTILE[5]), ev(20, 25, "slide")], [ev(70, 80, "demo")]]
+    rec = analysed(store, pm, video, chunks, finish=None)
+    events = store.events.of(rec.id)
+    pictured = [events[0], events[2]]
+    frame = np.zeros((90, 160, 3), np.uint8)
+    Thumbnails(cfg.media_dir()).save(pictured, [Frame(e.start_s, frame) for e in pictured])
+    if with_summary:
+        chapters = (Chapter(0.0, 60.0, "Intro"), Chapter(60.0, 120.0, "Demo"))
+        store.summaries.put(Summary(rec.id, "A talk", "Spoken.", chapters, (), {}))
+    store.recordings.set_status(
+        rec.id,
+        "done",
+        notify=[(p, "recording_finished") for p in pm.subscribers("recording_finished")],
+    )
+    assert Dispatcher(store, pm, cfg).deliver_all() == 1
+    folder = tmp_path / out_dir if out_dir else video.parent
+    out = folder / "talk #1.framewatch.md"
+    text = out.read_text()
+    tokens = walk(MarkdownIt("commonmark").parse(text))
+    assert not [t for t in tokens if t.type.startswith("html")]
+    images = [t for t in tokens if t.type == "image"]
+    assert len(images) == len(pictured)
+    for img, e in zip(images, pictured, strict=True):
+        src = str(img.attrs["src"])
+        assert not src.startswith(("/", "file:")) and "://" not in src
+        target = (folder / unquote(src)).resolve()
+        assert target.is_file() and target == (cfg.media_dir() / str(rec.id) / f"{e.id}.jpg")
+        assert text_of(img) == f"{e.label} at {hms(e.start_s)}"
+    items = timeline_items(MarkdownIt("commonmark").parse(text))
+    assert [sum(c.type == "image" for c in i.children or []) for i in items] == [1, 0, 1]
+    html = MarkdownIt("commonmark").render(text)
+    assert html.count("<img ") == len(pictured)
+    store.close()

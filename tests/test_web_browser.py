@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from daemon.models import Chapter, hms
 from daemon.store import Store
 from plugins import web
 from plugins.web.app import create_app
@@ -172,14 +173,24 @@ def test_deep_link_and_list_page(browser: Any, site: tuple[str, int]) -> None:
 
 
 THUMBS_SCREENSHOT_ENV = "FRAMEWATCH_DOCS_THUMBS_SCREENSHOT"  # docs/timeline-thumbnails.png
+CHAPTERS = (
+    Chapter(0.0, 4.0, "Title slide"),
+    Chapter(4.0, 8.0, "The experiment"),
+    Chapter(8.0, 12.0, "The blue screen"),
+)
 
 
-def test_timeline_shows_each_events_thumbnail(browser: Any, tmp_path: Path) -> None:
+def test_timeline_shows_summary_chapters_and_each_events_thumbnail(
+    browser: Any, tmp_path: Path
+) -> None:
     """Thumbnails made the way the worker makes them (Thumbnails.save from the sampled frames at
-    each event's time, here sampled directly from the clip), then shown on the page."""
+    each event's time, here sampled directly from the clip) and a stored summary (written here,
+    not by a model: Store.summaries.put), shown on the page of a read-only store as `serve`
+    opens it; a chapter seeks the player."""
     from types import SimpleNamespace
 
     from daemon.engine.sampler import sample_frames
+    from daemon.models import Summary
     from daemon.thumbnails import Thumbnails
 
     video = make_video(
@@ -195,6 +206,19 @@ def test_timeline_shows_each_events_thumbnail(browser: Any, tmp_path: Path) -> N
     frames = sample_frames(video, sorted(e.start_s for e in events), 640, 352)
     media = tmp_path / "media"
     assert Thumbnails(media).save(events, frames).written == len(events)
+    store.summaries.put(
+        Summary(
+            rec.id,
+            "Thermodynamics, lecture 4",
+            "The lecture opens on a red title slide, shows a green test pattern as its "
+            "experiment, and ends on a blue screen while a student asks about entropy.",
+            CHAPTERS,
+            (events[0].id, events[3].id),  # type: ignore[arg-type]
+            {"model": "written by this test", "prompt_hash": "none"},
+        )
+    )
+    store.close()
+    store = Store(f"sqlite:///{tmp_path / 'fw.db'}", read_only=True)
     config = SimpleNamespace(media_dir=lambda: media)  # a stand-in for Config: media_dir() only
     app = create_app(store, config, trusted_hosts=web.LOOPBACK_NAMES)
     server = web.WebServer(app, "127.0.0.1", 0)
@@ -210,6 +234,19 @@ def test_timeline_shows_each_events_thumbnail(browser: Any, tmp_path: Path) -> N
             "#events img.thumb", "els => els.map(i => [i.naturalWidth, i.naturalHeight])"
         )
         assert sizes == [[320, 176]] * len(events)
+        assert page.locator("h2", has_text="Thermodynamics, lecture 4").count() == 1
+        assert "red title slide" in page.locator("p.summary").inner_text()
+        assert page.locator("#chapters li").all_inner_texts() == [
+            f"{hms(c.start_s)} {c.title}" for c in CHAPTERS
+        ]
+        page.wait_for_function(f"{PLAYER}.readyState >= 1")
+        page.locator("#chapters").get_by_role("button", name="00:00:08 The blue screen").click()
+        assert abs(landed(page, 8.0) - 8.0) <= 1 / FPS
+        page.locator("#chapters").get_by_role("button", name="00:00:04 The experiment").click()
+        landed(page, 4.0)
+        page.wait_for_function(f"!{PLAYER}.seeking && {PLAYER}.readyState >= 2")
+        page.mouse.move(0, 0)
+        page.wait_for_timeout(300)  # the player's spinner fades out
         assert page.evaluate("window.__pwned") is None
         shot = tmp_path / "timeline-thumbnails.png"
         page.screenshot(path=str(shot), full_page=True)

@@ -148,30 +148,46 @@ def test_webhook_payload_links_thumbnails_with_web_url(tmp_path: Path) -> None:
         receiver.close()
 
 
-def test_the_page_lists_summary_chapters_through_the_hook_point(
-    setup: tuple[Store, Path, list[int]],
+def test_the_page_and_the_api_show_the_stored_summary(
+    setup: tuple[Store, Path, list[int]], tmp_path: Path
 ) -> None:
-    """The store keeps no summaries on this branch: a stand-in `summaries` part (get(id) ->
-    Summary, KeyError when none) shows what the page does once it does."""
-    from daemon.models import Chapter, Summary
+    """A summary stored with Store.summaries.put, read through a read-only Store (what `serve`
+    opens): the page lists its title, text and chapters (escaped), GET /api/recordings/{id}
+    carries it as `summary` (models.summary_json's keys), null for a recording without one."""
+    from daemon.models import Chapter, Summary, summary_json
 
     store, media, ids = setup
     rec_id = store.events.get(ids[0]).recording_id
-    summary = Summary(
-        rec_id,
-        "Camera <day>",
-        "Stand-in summary.",
-        (Chapter(0.0, 30.0, "Morning & <b>coffee</b>"), Chapter(30.0, 90.0, "Visitors")),
-        (),
+    summary = store.summaries.put(
+        Summary(
+            rec_id,
+            "Camera <day>",
+            "A stored summary.",
+            (Chapter(0.0, 30.0, "Morning & <b>coffee</b>"), Chapter(30.0, 90.0, "Visitors")),
+            (ids[0],),
+            {"model": "written by this test", "prompt_hash": "none"},
+        )
     )
-
-    class StandInSummaries:
-        def get(self, recording_id: int) -> Summary:
-            if recording_id != rec_id:
-                raise KeyError(recording_id)
-            return summary
-
-    store.summaries = StandInSummaries()  # type: ignore[attr-defined]
-    page = client(store, media).get(f"/recordings/{rec_id}").text
-    assert "Camera &lt;day&gt;" in page and "Morning &amp; &lt;b&gt;coffee&lt;/b&gt;" in page
-    assert 'data-start="30.0" data-end="90.0"' in page and "Chapters (2)" in page
+    other = populate(store, tmp_path / "other.mp4", [[ev(1, 2)]], chunk_s=60)
+    reader = Store(store.url, read_only=True)
+    try:
+        c = client(reader, media)
+        page = c.get(f"/recordings/{rec_id}").text
+        assert "Camera &lt;day&gt;" in page and "Morning &amp; &lt;b&gt;coffee&lt;/b&gt;" in page
+        assert 'data-start="30.0" data-end="90.0"' in page and "Chapters (2)" in page
+        got = c.get(f"/api/recordings/{rec_id}").json()["summary"]
+        assert got == summary_json(summary)
+        assert got["chapters"][0] == {
+            "start_s": 0.0,
+            "end_s": 30.0,
+            "title": summary.chapters[0].title,
+        }
+        assert (
+            got["key_events"] == [ids[0]] and got["provenance"]["model"] == "written by this test"
+        )
+        assert c.get(f"/api/recordings/{other.id}").json()["summary"] is None
+        assert "Chapters (" not in c.get(f"/recordings/{other.id}").text
+        schema = c.get("/openapi.json").json()["components"]["schemas"]
+        assert set(schema["SummaryOut"]["properties"]) == set(got)
+    finally:
+        reader.close()

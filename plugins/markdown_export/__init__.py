@@ -8,7 +8,9 @@ reference definition naming its recording, so when two recordings with the same 
 report into one `dir`, the second gets `<video stem>.<8 hex digits>.framewatch.md` instead of
 overwriting the first. Every value a template prints is escaped for Markdown unless a filter
 marked it safe, so model text can neither change the document's structure nor inject HTML, even
-in a user's own template.
+in a user's own template. Each timeline entry whose event has a thumbnail (EventInfo.thumbnail,
+a JPEG in the store's media folder) shows it as an image whose link is relative to the report's
+folder and percent-encoded, so the report and the media folder can move together.
 """
 
 from __future__ import annotations
@@ -142,6 +144,14 @@ def report_path(recording: RecordingInfo, settings: MarkdownSettings) -> Path:
     return folder / f"{video.stem}.{_owner(recording)}{SUFFIX}"
 
 
+def relative_href(target: str | os.PathLike[str], folder: Path) -> str:
+    """A link destination for `target` relative to `folder`: `/`-separated and percent-encoded
+    (spaces, parentheses, `<>`, non-ASCII), so CommonMark reads it as one plain destination."""
+    return quote(
+        os.path.relpath(os.path.abspath(target), os.path.abspath(folder)).replace(os.sep, "/")
+    )
+
+
 def summary_chapters(summary: Summary, events: Sequence[EventInfo]) -> list[TimelineChapter]:
     """The timeline grouped by the summary's chapters (an event belongs to the chapter its
     start lies in); fewer than two chapters: [] (no grouping)."""
@@ -171,11 +181,19 @@ def render(
     summary: Summary | None = None,
 ) -> str:
     """The report's text for `out` (links to the video are relative to where the report lies)."""
-    href = quote(os.path.relpath(recording.path, out.parent).replace(os.sep, "/"))
+    href = relative_href(recording.path, out.parent)
 
     def link(e: EventInfo | StaticSpan | AlertInfo | Any) -> Markup:
         # Media fragment: browsers and many players open the video at that second.
         return Markup(f"[{hms(e.start_s)}]({href}#t={int(e.start_s)})")
+
+    def thumb(e: EventInfo | Any) -> Markup:
+        """The event's picture as an image (alt: label and time), or nothing without one."""
+        picture = getattr(e, "thumbnail", None)
+        if not picture:
+            return Markup("")
+        alt = md_escape(f"{e.label} at {hms(e.start_s)}")
+        return Markup(f"![{alt}]({relative_href(picture, out.parent)})")
 
     ordered = sorted(events, key=lambda e: (e.start_s, e.end_s))
     settings_items = _flatten("", {k: v for k, v in recording.settings.items() if k != "model"})
@@ -195,6 +213,7 @@ def render(
         if summary is not None
         else chapters(ordered, settings.chapter_gap_s, settings.chapter_min_s),
         "link": link,
+        "thumb": thumb,
         "recording": recording,
         "static_spans": list(static_spans),
         "skipped_s": sum(s.end_s - s.start_s for s in static_spans if s.action == "skipped"),

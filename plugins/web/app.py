@@ -57,6 +57,7 @@ from plugins.web.schema import (
     media_type,
     recording_out,
     speech_out,
+    summary_out,
     timestamp_of,
 )
 from plugins.web.video import (
@@ -213,18 +214,6 @@ def create_app(
     def events_out(recording_id: int) -> list[EventOut]:
         return [event_out(e, thumbnail_url(e)) for e in store.events.of(recording_id)]
 
-    def summary_of(recording_id: int) -> Any:
-        """The recording's summary (title, text, chapters), or None. HOOK POINT: summaries are
-        stored by the summary pass (issue 15, another branch); until the store has that part
-        there is none, and the page shows no chapters."""
-        part = getattr(store, "summaries", None)
-        if part is None:
-            return None
-        try:
-            return part.get(recording_id)
-        except KeyError:
-            return None
-
     def page(name: str, **context: Any) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**context))
 
@@ -237,6 +226,7 @@ def create_app(
 
     def detail(recording_id: int) -> RecordingDetail:
         rec, chunks = recording_or_404(recording_id)
+        summary = summary_out(store.summaries.get(recording_id))  # None when there is none
         done = sum(1 for c in chunks if c.status == "done")
         base = recording_out(rec, done, len(chunks) or 0)
         return RecordingDetail(
@@ -253,6 +243,7 @@ def create_app(
                 )
                 for c in chunks
             ],
+            summary=summary,
         )
 
     def status() -> StatusOut:
@@ -302,7 +293,8 @@ def create_app(
 
     @app.get("/api/recordings/{recording_id}", tags=["recordings"], responses=NOT_FOUND)
     def get_recording(recording_id: RecordingId) -> RecordingDetail:
-        """One recording with its chunks and their states."""
+        """One recording with its chunks and their states, and its summary and chapters (null
+        when it has none)."""
         return detail(recording_id)
 
     @app.get("/api/recordings/{recording_id}/events", tags=["events"], responses=NOT_FOUND)
@@ -479,7 +471,7 @@ def create_app(
             events=events,
             alerts=alerts,
             speech=speech,
-            summary=summary_of(recording_id),
+            summary=rec.summary,
             duration=duration,
             query="",
         )

@@ -18,9 +18,11 @@ from daemon.models import (
     EventInfo,
     RecordingInfo,
     SpeechSegment,
+    Summary,
     event_json,
     hms,
     speech_json,
+    summary_json,
 )
 
 
@@ -63,6 +65,10 @@ class _Alerts(Protocol):
     def get(self, alert_id: int) -> AlertInfo: ...
 
 
+class _Summaries(Protocol):
+    def get(self, recording_id: int) -> Summary | None: ...
+
+
 class ReadStore(Protocol):
     """What the web app uses of the store (daemon.store.Store, which plugins see as `app.store`):
     reads only. Search hits carry `event` (or `speech`, for what was said), `recording_path`,
@@ -74,6 +80,7 @@ class ReadStore(Protocol):
     speech: _Speech
     outbox: _Outbox
     alerts: _Alerts
+    summaries: _Summaries
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -110,8 +117,32 @@ class ChunkOut(BaseModel):
     error: str | None
 
 
+class ChapterOut(BaseModel):
+    start_s: float = Field(description="Seconds from the recording's start.")
+    end_s: float
+    title: str
+
+
+class SummaryOut(BaseModel):
+    """A recording's summary (models.summary_json): made by a text pass over its stored events."""
+
+    title: str
+    text: str = Field(description="A few sentences on what the recording was about.")
+    chapters: list[ChapterOut] = Field(
+        description="In order, covering the recording without gaps or overlaps."
+    )
+    key_events: list[int] = Field(description="Ids of its key events.")
+    provenance: dict[str, Any] = Field(
+        description="How it was made: model, prompt hash, batches, corrections."
+    )
+
+
 class RecordingDetail(RecordingOut):
     chunks: list[ChunkOut]
+    summary: SummaryOut | None = Field(
+        description="Its summary and chapters, or null (none made yet, [summary] off, failed, "
+        "or its events changed since)."
+    )
 
 
 class EventOut(BaseModel):
@@ -223,6 +254,10 @@ def recording_out(r: RecordingInfo, done: int, total: int) -> RecordingOut:
         page=f"/recordings/{r.id}",
         video=f"/api/recordings/{r.id}/video",
     )
+
+
+def summary_out(s: Summary | None) -> SummaryOut | None:
+    return SummaryOut(**summary_json(s)) if s is not None else None
 
 
 def event_out(e: EventInfo, thumbnail: str | None = None) -> EventOut:
