@@ -245,6 +245,9 @@ def test_timeline_shows_summary_chapters_and_each_events_thumbnail(
         page.locator("#chapters").get_by_role("button", name="00:00:04 The experiment").click()
         landed(page, 4.0)
         page.wait_for_function(f"!{PLAYER}.seeking && {PLAYER}.readyState >= 2")
+        # 4 s is where one chapter ends and the next begins: only the one beginning is current.
+        page.wait_for_function("document.querySelectorAll('#chapters .current').length === 1")
+        assert "The experiment" in page.locator("#chapters .current").inner_text()
         page.mouse.move(0, 0)
         page.wait_for_timeout(300)  # the player's spinner fades out
         assert page.evaluate("window.__pwned") is None

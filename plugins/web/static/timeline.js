@@ -36,7 +36,10 @@
   player.addEventListener("timeupdate", () => {
     const t = player.currentTime;
     for (const el of document.querySelectorAll(".event[data-start], .mark")) {
-      const on = t >= parseFloat(el.dataset.start) && t <= parseFloat(el.dataset.end);
+      const start = parseFloat(el.dataset.start), end = parseFloat(el.dataset.end);
+      // Chapters tile the recording: one ends where the next begins, so only one is current.
+      const chapter = el.closest("#chapters") !== null;
+      const on = t >= start && (chapter ? t < end : t <= end);
       el.classList.toggle("current", on);
     }
   });
