@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.media import make_video
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -269,3 +271,63 @@ def _epoch(stamp: Any) -> float | None:
     if not isinstance(stamp, str):
         return None
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+class Inbox:
+    """A watched folder ("in") for tests of the real `framewatch run`: a staging folder beside
+    it ("outside"), the fake analyzer plugin (tests/fake_analyzer.py) installed, an SQLite store
+    URL, and clips that are each different (same bytes would be the same recording)."""
+
+    def __init__(self, root: Path, clip_seconds: float = 5.0):
+        self.root = root
+        self.inbox = root / "in"
+        self.inbox.mkdir()
+        self.outside = root / "outside"
+        self.outside.mkdir()
+        self.site = install_fake_plugin(root / "site")
+        self.url = f"sqlite:///{root / 'fw.db'}"
+        self.clip_seconds = clip_seconds
+        self.clips = 0
+
+    def config(
+        self,
+        name: str = "config.toml",
+        *,
+        fake: dict[str, Any] | None = None,
+        extra: dict[str, dict[str, Any]] | None = None,
+        **daemon: Any,
+    ) -> Path:
+        """Two-second chunks overlapping by 0.5 s (a 5 s clip: [0, 2], [1.5, 3.5], [3, 5])."""
+        return write_config(
+            self.root / name,
+            {
+                "storage": {"url": self.url},
+                "chunking": {"seconds": 2, "overlap_seconds": 0.5},
+                "sampling": {"fps": 1, "max_side": 64},
+                "daemon": {"queue_poll_s": 2, **daemon},
+                "plugins.fake": fake or {},
+                **(extra or {}),
+            },
+            [{"path": "in", "settle_seconds": 0.5}],
+        )
+
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": f"{self.site}{os.pathsep}{ROOT}"}
+
+    def start(self, config: Path, env: dict[str, str] | None = None) -> Daemon:
+        return Daemon(config, env={**self.env(), **(env or {})}).started()
+
+    def clip(self, name: str, where: Path | None = None, seconds: float | None = None) -> Path:
+        """A new clip, made under a plain name and moved into `where` (the inbox) as `name`."""
+        self.clips += 1
+        colour = ((self.clips * 53) % 256, (self.clips * 101) % 256, 64)
+        staged = make_video(
+            self.outside / f"clip{self.clips}.mp4",
+            seconds=self.clip_seconds if seconds is None else seconds,
+            fps=2,
+            size=(32, 32),
+            scenes=[(0.0, colour)],
+        )
+        target = (where or self.inbox) / name
+        os.rename(staged, target)
+        return target

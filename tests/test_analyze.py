@@ -19,6 +19,7 @@ import pytest
 from daemon.analysis import analyze_recording
 from daemon.cli import main
 from daemon.config import load_config
+from daemon.selftest.testmodel import TINY_SUMMARY
 from daemon.store import Store
 from daemon.worker import Worker
 from tests.daemon_proc import run_cli
@@ -32,15 +33,7 @@ def write_config(tmp: Path, model: Path, **over: Any) -> Path:
         "chunking": {"seconds": 4, "overlap_seconds": 1},
         "sampling": {"fps": 1, "max_side": 64},
         "analysis": {"max_events": 2, "label_chars": 16, "description_chars": 40},
-        # Small bounds: the random model's summary must end inside max_new_tokens.
-        "summary": {
-            "max_new_tokens": 400,
-            "max_chars": 80,
-            "title_chars": 16,
-            "chapter_title_chars": 16,
-            "max_chapters": 2,
-            "max_key_events": 2,
-        },
+        "summary": TINY_SUMMARY,
     }
     for key, value in over.items():
         section, _, name = key.partition("__")

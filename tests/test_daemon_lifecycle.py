@@ -18,60 +18,23 @@ import pytest
 from daemon.store import Store
 from tests.daemon_proc import (
     Daemon,
+    Inbox,
     NotifySocket,
-    install_fake_plugin,
     status_json,
     unique_copies,
     wait_until,
-    write_config,
 )
 from tests.media import make_video
 
 pytestmark = pytest.mark.slow
 
 
-class Setup:
+class Setup(Inbox):
+    """The inbox with its store open, to look at what the daemon did."""
+
     def __init__(self, root: Path):
-        self.root = root
-        self.inbox = root / "in"
-        self.inbox.mkdir()
-        self.outside = root / "outside"
-        self.outside.mkdir()
-        self.site = install_fake_plugin(root / "site")
-        self.url = f"sqlite:///{root / 'fw.db'}"
+        super().__init__(root)
         self.store = Store(self.url)
-        self.clips = 0
-
-    def config(
-        self, name: str = "config.toml", *, fake: dict[str, Any] | None = None, **daemon: Any
-    ) -> Path:
-        return write_config(
-            self.root / name,
-            {
-                "storage": {"url": self.url},
-                # Three chunks for a 5 s clip: [0, 2], [1.5, 3.5], [3, 5].
-                "chunking": {"seconds": 2, "overlap_seconds": 0.5},
-                "sampling": {"fps": 1, "max_side": 64},
-                "daemon": {"queue_poll_s": 2, **daemon},
-                "plugins.fake": fake or {},
-            },
-            [{"path": "in", "settle_seconds": 0.5}],
-        )
-
-    def start(self, config: Path, env: dict[str, str] | None = None) -> Daemon:
-        return Daemon(config, env={"PYTHONPATH": str(self.site), **(env or {})}).started()
-
-    def clip(self, name: str, seconds: float = 5.0) -> Path:
-        """A new clip moved into the watched folder; each one different (same bytes would be
-        the same recording)."""
-        self.clips += 1
-        colour = ((self.clips * 53) % 256, (self.clips * 101) % 256, 64)
-        staged = make_video(
-            self.outside / name, seconds=seconds, fps=2, size=(32, 32), scenes=[(0.0, colour)]
-        )
-        target = self.inbox / name
-        os.rename(staged, target)
-        return target
 
     def recording(self, path: Path) -> Any:
         rec = self.store.recordings.find(str(path))

@@ -19,8 +19,8 @@ from daemon.store import Store
 from tests.daemon_proc import (
     ROOT,
     Daemon,
+    Inbox,
     NotifySocket,
-    install_fake_plugin,
     run_cli,
     status_json,
     wait_until,
@@ -35,59 +35,9 @@ WEBHOOK_SECRET = "whsec_" + "ZnJhbWV3YXRjaC10ZXN0LXNlY3JldC0zMi1ieXRlcyE="
 ESCAPE_NAME = "red\x1b[31m\nfake line.mp4"  # an escape sequence and a newline
 
 
-class Setup:
-    def __init__(self, root: Path):
-        self.root = root
-        self.inbox = root / "in"
-        self.inbox.mkdir()
-        self.outside = root / "outside"
-        self.outside.mkdir()
-        self.site = install_fake_plugin(root / "site")
-        self.url = f"sqlite:///{root / 'fw.db'}"
-        self.clips = 0
-
-    def config(
-        self,
-        *,
-        fake: dict[str, Any] | None = None,
-        extra: dict[str, dict[str, Any]] | None = None,
-        **daemon: Any,
-    ) -> Path:
-        return write_config(
-            self.root / "config.toml",
-            {
-                "storage": {"url": self.url},
-                "chunking": {"seconds": 2, "overlap_seconds": 0.5},
-                "sampling": {"fps": 1, "max_side": 64},
-                "daemon": {"queue_poll_s": 2, **daemon},
-                "plugins.fake": fake or {},
-                **(extra or {}),
-            },
-            [{"path": "in", "settle_seconds": 0.5}],
-        )
-
-    def env(self) -> dict[str, str]:
-        return {"PYTHONPATH": f"{self.site}{os.pathsep}{ROOT}"}
-
-    def clip(self, name: str, where: Path | None = None) -> Path:
-        """A new 1 s clip (different from every other one) moved into `where` (the inbox)."""
-        self.clips += 1
-        colour = ((self.clips * 53) % 256, (self.clips * 101) % 256, 64)
-        staged = make_video(
-            self.outside / f"clip{self.clips}.mp4",
-            seconds=1.0,
-            fps=2,
-            size=(32, 32),
-            scenes=[(0.0, colour)],
-        )
-        target = (where or self.inbox) / name
-        os.rename(staged, target)
-        return target
-
-
 @pytest.fixture
-def setup(tmp_path: Path) -> Setup:
-    return Setup(tmp_path)
+def setup(tmp_path: Path) -> Inbox:
+    return Inbox(tmp_path, clip_seconds=1.0)
 
 
 def by_reason(config: Path) -> dict[str, dict[str, Any]]:
@@ -95,7 +45,7 @@ def by_reason(config: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_fifo_and_non_utf8_name_in_the_inbox_are_skipped_once_and_the_daemon_goes_on(
-    setup: Setup,
+    setup: Inbox,
 ) -> None:
     # Dropped before the start: the start-up scan used to block in open() on the FIFO for ever.
     os.mkfifo(setup.inbox / "before.mp4")
@@ -162,7 +112,7 @@ def test_fifo_and_non_utf8_name_in_the_inbox_are_skipped_once_and_the_daemon_goe
         assert d.stop() == 0
 
 
-def test_analyze_on_a_fifo_or_a_non_utf8_name_returns_a_readable_error(setup: Setup) -> None:
+def test_analyze_on_a_fifo_or_a_non_utf8_name_returns_a_readable_error(setup: Inbox) -> None:
     config = setup.config()
     os.mkfifo(setup.outside / "pipe.mp4")
     # A guard, not a measurement: before the fix this call never returned.
@@ -187,7 +137,7 @@ def test_analyze_on_a_fifo_or_a_non_utf8_name_returns_a_readable_error(setup: Se
     assert "Traceback" not in out.stderr
 
 
-def test_an_intake_stuck_in_a_plugin_stops_feeding_the_watchdog(setup: Setup) -> None:
+def test_an_intake_stuck_in_a_plugin_stops_feeding_the_watchdog(setup: Inbox) -> None:
     notify = NotifySocket()
     config = setup.config(
         fake={"accept_sleep_s": 3.0, "slow_accept_names": ["slow-intake"]},
@@ -216,7 +166,7 @@ def test_an_intake_stuck_in_a_plugin_stops_feeding_the_watchdog(setup: Setup) ->
         notify.close()
 
 
-def test_two_concurrent_analyze_runs_the_loser_says_busy_and_exits_5(setup: Setup) -> None:
+def test_two_concurrent_analyze_runs_the_loser_says_busy_and_exits_5(setup: Inbox) -> None:
     hold = setup.root / "hold"  # the winner's chunk lasts until this file is gone
     hold.touch()
     config = setup.config(fake={"hold_while_exists": str(hold)})

@@ -25,19 +25,11 @@ from daemon.engine.summary import (
 from daemon.models import EventInfo, SpeechSegment, SummaryInput
 from daemon.pluginhost.analyzer import check_analyzer
 from daemon.pluginhost.dispatch import Dispatcher
+from daemon.selftest.testmodel import TINY_SUMMARY
 from daemon.store import Store
 from daemon.worker import Worker
 from tests.media import BLUE, GREEN, RED, make_video
 from tests.outbox import analysed, ev, make_config, manager
-
-SMALL_SUMMARY = {
-    "max_new_tokens": 400,
-    "max_chars": 80,
-    "title_chars": 16,
-    "chapter_title_chars": 16,
-    "max_chapters": 2,
-    "max_key_events": 2,
-}
 
 
 def check_schema(value: Any, schema: dict[str, Any], where: str = "$") -> None:
@@ -106,7 +98,7 @@ def test_summary_on_the_tiny_model_is_schema_valid_stored_replaced_and_remade_wi
         "[sampling]\nfps = 1\nmax_side = 64\n"
         "[analysis]\nmax_events = 2\nlabel_chars = 16\ndescription_chars = 40\n"
         "[summary]\n"
-        + "".join(f"{k} = {v}\n" for k, v in SMALL_SUMMARY.items())
+        + "".join(f"{k} = {v}\n" for k, v in TINY_SUMMARY.items())
         + f'[plugins.markdown_export]\ndir = "{tmp_path / "reports"}"\n'
     )
     assert main(["analyze", str(clip), "--config", str(cfg), "--json"]) == 0

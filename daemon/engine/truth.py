@@ -18,11 +18,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from daemon.engine.events import as_number
 
 FIELDS = ("path", "start_s", "end_s", "label")
 
@@ -128,27 +129,12 @@ def _resolve(base: Path, path: str) -> str:
     return os.path.abspath(base / Path(path).expanduser())
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        v = float(value)
-    elif isinstance(value, str):
-        try:
-            v = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _span(
     start: Any, end: Any, label: Any, where: str, sep: str, problems: list[tuple[str, str]]
 ) -> Span | None:
     """A checked event, or None with its problems added (`where` + sep + field)."""
     before = len(problems)
-    s, e = _number(start), _number(end)
+    s, e = as_number(start), as_number(end)
     if s is None:
         problems.append((f"{where}{sep}start_s", f"expected a number of seconds, got {start!r}"))
     elif s < 0:

@@ -20,7 +20,7 @@ def run_selftest(keep: str | None = None) -> dict[str, Any]:
     from daemon.analysis import analyze_path
     from daemon.config import parse_config
     from daemon.selftest.clips import make_video, voice_track
-    from daemon.selftest.testmodel import make_test_model
+    from daemon.selftest.testmodel import TINY_SUMMARY, make_test_model
     from daemon.selftest.testwhisper import make_test_whisper
 
     t0 = time.perf_counter()
@@ -53,15 +53,7 @@ def run_selftest(keep: str | None = None) -> dict[str, Any]:
                 "sampling": {"fps": 1, "max_side": 128},
                 "analysis": {"max_events": 2, "label_chars": 16, "description_chars": 40},
                 "speech": speech_settings,
-                # Small bounds: the random model's summary must end inside max_new_tokens.
-                "summary": {
-                    "max_new_tokens": 400,
-                    "max_chars": 80,
-                    "title_chars": 16,
-                    "chapter_title_chars": 16,
-                    "max_chapters": 2,
-                    "max_key_events": 2,
-                },
+                "summary": TINY_SUMMARY,
             }
         )
         result, summary = analyze_path(cfg, str(clip))

