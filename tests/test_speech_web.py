@@ -114,7 +114,7 @@ def test_timeline_page_shows_and_seeks_to_speech(browser: Any, stored: tuple[Sto
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{server.url}/recordings/{rid}")
-        page.wait_for_function(f"{PLAYER}.readyState >= 1")
+        page.wait_for_function(f"() => {PLAYER}.readyState >= 1")
         assert page.locator("#timeline .mark.speech").count() == 2
         page.locator("#speech").get_by_role("button").nth(1).click()
         assert abs(landed(page, 6.2) - 6.2) <= 1 / FPS

@@ -109,19 +109,19 @@ def test_click_an_event_and_the_player_lands_on_it(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.goto(f"{url}/recordings/{rid}")
-    page.wait_for_function(f"{PLAYER}.readyState >= 1")
+    page.wait_for_function(f"() => {PLAYER}.readyState >= 1")
 
     page.locator("#events").get_by_role("button", name="00:00:08 blue screen").click()
     assert abs(landed(page, 8.3) - 8.3) <= 1 / FPS
     page.wait_for_function(
-        f"(() => {{ const [r, g, b] = ({PIXEL})(); return b > 150 && r < 100 && g < 100; }})()"
+        f"() => {{ const [r, g, b] = ({PIXEL})(); return b > 150 && r < 100 && g < 100; }}"
     )
     assert page.locator("#events .event.current").count() >= 1
 
     page.locator("#timeline .mark").nth(1).click()  # the timeline bar seeks too
     assert abs(landed(page, 4.2) - 4.2) <= 1 / FPS
     page.wait_for_function(
-        f"(() => {{ const [r, g, b] = ({PIXEL})(); return g > 150 && r < 100 && b < 100; }})()"
+        f"() => {{ const [r, g, b] = ({PIXEL})(); return g > 150 && r < 100 && b < 100; }}"
     )
     assert page.evaluate("location.hash") == "#t=4.2"
 
@@ -142,7 +142,7 @@ def test_click_an_event_and_the_player_lands_on_it(
 
     page.locator("#events").get_by_role("button", name="00:00:00 title slide").click()
     landed(page, 0.5)
-    page.wait_for_function(f"{PLAYER}.readyState >= 2")  # the frame is there, no spinner
+    page.wait_for_function(f"() => {PLAYER}.readyState >= 2")  # the frame is there, no spinner
     page.mouse.move(0, 0)
     page.wait_for_timeout(300)
     shot = tmp_path / "timeline.png"
@@ -156,7 +156,7 @@ def test_deep_link_and_list_page(browser: Any, site: tuple[str, int]) -> None:
     url, rid = site
     page = browser.new_page()
     page.goto(f"{url}/recordings/{rid}#t=9")
-    page.wait_for_function(f"{PLAYER}.readyState >= 1")
+    page.wait_for_function(f"() => {PLAYER}.readyState >= 1")
     assert abs(landed(page, 9.0) - 9.0) <= 1 / FPS
 
     page.goto(url + "/")
@@ -168,7 +168,7 @@ def test_deep_link_and_list_page(browser: Any, site: tuple[str, int]) -> None:
     page.wait_for_url("**/search?q=entropy")
     page.locator("ol.hits a").first.click()
     page.wait_for_url(f"**/recordings/{rid}#t=9")
-    page.wait_for_function(f"{PLAYER} && {PLAYER}.readyState >= 1")
+    page.wait_for_function(f"() => {PLAYER} && {PLAYER}.readyState >= 1")
     assert abs(landed(page, 9.0) - 9.0) <= 1 / FPS
 
 
@@ -227,7 +227,7 @@ def test_timeline_shows_summary_chapters_and_each_events_thumbnail(
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{server.url}/recordings/{rec.id}")
         page.wait_for_function(
-            "[...document.querySelectorAll('#events img.thumb')]"
+            "() => [...document.querySelectorAll('#events img.thumb')]"
             ".every(i => i.complete && i.naturalWidth > 0)"
         )
         sizes = page.eval_on_selector_all(
@@ -239,14 +239,14 @@ def test_timeline_shows_summary_chapters_and_each_events_thumbnail(
         assert page.locator("#chapters li").all_inner_texts() == [
             f"{hms(c.start_s)} {c.title}" for c in CHAPTERS
         ]
-        page.wait_for_function(f"{PLAYER}.readyState >= 1")
+        page.wait_for_function(f"() => {PLAYER}.readyState >= 1")
         page.locator("#chapters").get_by_role("button", name="00:00:08 The blue screen").click()
         assert abs(landed(page, 8.0) - 8.0) <= 1 / FPS
         page.locator("#chapters").get_by_role("button", name="00:00:04 The experiment").click()
         landed(page, 4.0)
-        page.wait_for_function(f"!{PLAYER}.seeking && {PLAYER}.readyState >= 2")
+        page.wait_for_function(f"() => !{PLAYER}.seeking && {PLAYER}.readyState >= 2")
         # 4 s is where one chapter ends and the next begins: only the one beginning is current.
-        page.wait_for_function("document.querySelectorAll('#chapters .current').length === 1")
+        page.wait_for_function("() => document.querySelectorAll('#chapters .current').length === 1")
         assert "The experiment" in page.locator("#chapters .current").inner_text()
         page.mouse.move(0, 0)
         page.wait_for_timeout(300)  # the player's spinner fades out
