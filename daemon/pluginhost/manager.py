@@ -22,7 +22,6 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from daemon import __version__, hookspecs
-from daemon.config import ConfigError
 from daemon.engine.analyzer import AnalyzerRefused
 from daemon.log import get_logger
 from daemon.pluginhost import analyzer as default_analyzer
@@ -148,7 +147,7 @@ class PluginManager:
                 if name not in known:
                     errors.append((f"alerts.{i}.plugins", name, "no such plugin is installed"))
         if errors:
-            raise ConfigError(str(self.config.source) if self.config.source else None, errors)
+            raise _config_error(str(self.config.source) if self.config.source else None, errors)
         log.debug("plugins_loaded", active=sorted(self._meta), inactive=sorted(self._inactive))
 
     def register(self, plugin: object, name: str, *, version: str | None = None) -> None:
@@ -161,7 +160,7 @@ class PluginManager:
         errors += self._validate_settings([name])
         if errors:
             self.unregister(name)
-            raise ConfigError(None, errors)
+            raise _config_error(None, errors)
 
     def unregister(self, name: str) -> None:
         plugin = self.pm.get_plugin(name)
@@ -354,6 +353,14 @@ def add_plugin_commands(
         hook = getattr(plugin, "register_commands", None)
         if hook is not None and hasattr(hook, "framewatch_impl"):
             hook(hookspecs.Commands(subparsers, lambda run, name=ep.name: bind(name, run)))
+
+
+def _config_error(path: str | None, errors: list[tuple[str, Any, str]]) -> Exception:
+    # Imported here: the config's models cost 60 ms, and `framewatch --help` loads this module
+    # (for the plugins' commands) without a config.
+    from daemon.config import ConfigError
+
+    return ConfigError(path, errors)
 
 
 def load_plugins(

@@ -32,15 +32,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from daemon.hookspecs import ConfigPath, hookimpl
+from daemon.hookspecs import ConfigPath, get_logger, hookimpl
 from daemon.models import EventInfo, RecordingInfo, SpeechSegment, Summary
 from plugins._shared import chapters, one_line, write_atomically
 from plugins.subtitles.chapterfiles import to_ffmetadata, to_matroska_xml
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 NAME = "subtitles"
 Cue = tuple[float, float, tuple[str, ...]]

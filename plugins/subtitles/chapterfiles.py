@@ -15,7 +15,6 @@ new key or section nor break the XML.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from xml.sax.saxutils import escape
 
 from daemon.models import Chapter
 from plugins._shared import one_line
@@ -66,6 +65,8 @@ def _mkv_time(ms: int) -> str:
 def _xml_text(text: str) -> str:
     # XML 1.0 cannot carry most control characters at all (one_line already removed them) or
     # lone surrogates; quotes are escaped too, though only element text is written.
+    from xml.sax.saxutils import escape  # here: `framewatch --help` loads every plugin
+
     cleaned = "".join(ch for ch in text if not 0xD800 <= ord(ch) <= 0xDFFF)
     return escape(cleaned, {'"': "&quot;", "'": "&apos;"})
 
