@@ -331,3 +331,32 @@ class Inbox:
         target = (where or self.inbox) / name
         os.rename(staged, target)
         return target
+
+
+# Measures in a grandchild: Linux keeps a process's peak RSS across exec, and a child spawned
+# straight from this (large) test process would report this process's peak as its own.
+_MEASURE = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(p.pid, 0)
+print(f"\\nchild_rss {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss // 1024}")
+"""
+
+
+def child_rss(*args: str) -> tuple[int, str, int]:
+    """Run `python ARGS` in this checkout; (exit code, stdout+stderr, peak RSS in MiB) from
+    wait4's rusage of that process alone, spawned by a small Python in between."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    text, _, last = out.rstrip().rpartition("\n")
+    word, code, rss = last.split()
+    assert word == "child_rss", out
+    return int(code), text, int(rss)

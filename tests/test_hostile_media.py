@@ -6,50 +6,18 @@ model."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from daemon.engine.probe import UnsupportedMedia, probe
 from daemon.store import Store
-from tests.daemon_proc import ROOT, install_fake_plugin, run_cli, write_config
+from tests.daemon_proc import child_rss, install_fake_plugin, run_cli, write_config
 from tests.media import make_sample_count_bomb, make_timed_frames, make_video
 
 # What a refused probe may take at most: the interpreter, PyAV and a few KB of file (about 60 MiB
 # here). Before the checks, the 60 M-sample MP4 took 4 GiB and `plan` of the 1e8 s file 3 GB.
 RSS_CEILING_MIB = 400
-
-
-# Measures in a grandchild: Linux keeps a process's peak RSS across exec, and a child spawned
-# straight from this (large) test process would report this process's peak as its own.
-_MEASURE = """
-import os, subprocess, sys
-p = subprocess.Popen(sys.argv[1:])
-_, status, usage = os.wait4(p.pid, 0)
-print(f"\\nchild_rss {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss // 1024}")
-"""
-
-
-def child_rss(*args: str) -> tuple[int, str, int]:
-    """Run `python ARGS` in this checkout; (exit code, stdout+stderr, peak RSS in MiB) from
-    wait4's rusage of that process alone, spawned by a small Python in between."""
-    out = subprocess.run(
-        [sys.executable, "-c", _MEASURE, sys.executable, *args],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    text, _, last = out.rstrip().rpartition("\n")
-    word, code, rss = last.split()
-    assert word == "child_rss", out
-    return int(code), text, int(rss)
 
 
 PROBE = "from daemon.engine.probe import probe; import sys; probe(sys.argv[1])"
