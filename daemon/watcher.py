@@ -12,13 +12,14 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
+import queue
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from watchdog.events import (
@@ -260,6 +261,7 @@ class Watcher:
             )
             obs.stop()
             folder.observer = None
+            self._drain(obs, folder)
             # A folder deleted (and perhaps made again) ended its watch: watch it afresh, by
             # inotify again where it applies. Only a watch that died over a folder still there
             # (a subfolder beyond the inotify limit) falls back to polling for good.
@@ -271,6 +273,19 @@ class Watcher:
             observer.start()
             folder.observer, folder.polling = observer, True
             log.warning("watching", folder=folder.root, mode="poll", reason="inotify observer died")
+
+    def _drain(self, obs: Any, folder: Folder) -> None:
+        """Read what a dead observer's emitter queued but its dispatcher had not handed over yet:
+        the emitter queues the root's deletion just before it stops, so a rescan that comes
+        between the two must still see it (and watch the folder made again by inotify)."""
+        while True:
+            try:
+                item = obs.event_queue.get_nowait()
+            except queue.Empty:
+                return
+            event = item[0] if isinstance(item, tuple) and item else None
+            if isinstance(event, DirDeletedEvent):
+                self._on_event(folder, event)
 
     # -- events -------------------------------------------------------------------------------
 

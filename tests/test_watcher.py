@@ -231,6 +231,17 @@ def test_a_watch_folder_deleted_and_made_again_is_watched_by_inotify_again(watch
     w, taken, folder = watch()
     old = w.folders[0].observer
     assert old is not None and not w.folders[0].polling
+    # The worst order, made certain: the emitter has queued the root's deletion and stopped, and
+    # the rescan comes before the dispatcher hands that event over (once the first deletion, of
+    # a file in the folder, has been dispatched, this dispatcher only sleeps).
+    (folder / "notes.txt").write_text("x")
+    time.sleep(0.3)  # its created event is dispatched before the slow dispatcher takes over
+    held = threading.Event()
+
+    def slow(_queue: Any) -> None:
+        held.wait(5)
+
+    old.dispatch_events = slow
     shutil.rmtree(folder)
     folder.mkdir()
     # The inotify watch ends with the folder it was set on (watchdog stops its emitter).
@@ -239,6 +250,7 @@ def test_a_watch_folder_deleted_and_made_again_is_watched_by_inotify_again(watch
         time.sleep(0.05)
     with capture_logs() as logs:
         w.rescan()  # the periodic rescan checks the observers
+    held.set()
     assert any(e["event"] == "observer_died" for e in logs), logs
     new = w.folders[0]
     assert new.observer is not old and not new.polling  # inotify, not polling for good
