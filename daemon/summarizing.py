@@ -62,7 +62,8 @@ def _counter(analyzer: Any) -> Any:
     try:
         if own("probe") is None:  # a checked plugin analyzer without a tokenizer says None
             return None
-    except Exception:
+    except Exception as exc:  # its tokenizer cannot count: batches are sized by estimate
+        log.warning("summary_token_counter_failed", error=f"{type(exc).__name__}: {exc}")
         return None
     return own
 

@@ -88,17 +88,7 @@ class PluginAnalyzer:
         return dict(stats) if isinstance(stats, dict) else {}
 
     def analyze(self, chunk: ChunkInput) -> list[Any]:
-        try:
-            raw = self.inner.analyze(chunk)
-        except Exception as exc:
-            # Out of memory and CUDA faults are the GPU's, whoever raised them: the worker steps
-            # down or ends the process.
-            if not self._stranger or is_oom(exc) or is_cuda_fault(exc):
-                raise
-            raise AnalyzerFailed(
-                f"the analyzer of plugin {self.plugin!r} raised {type(exc).__name__}: {exc}",
-                permanent=False,
-            ) from exc
+        raw = self._call("analyze", chunk, "")
         if not isinstance(raw, list):
             raise AnalyzerFailed(
                 f"the analyzer of plugin {self.plugin!r} returned {type(raw).__name__}, "
@@ -108,6 +98,21 @@ class PluginAnalyzer:
         if chunk.rules and self._stranger:
             raw = self._checked_hits(raw, {r.name for r in chunk.rules})
         return raw
+
+    def _call(self, method: str, request: Any, what: str) -> Any:
+        """Call the inner analyzer's `method`; an exception raised inside a plugin's analyzer
+        becomes AnalyzerFailed naming the plugin (`what`: which call, for the message). Out of
+        memory and CUDA faults are the GPU's, whoever raised them: the worker steps down or ends
+        the process, so they pass unchanged, as does everything from framewatch's own."""
+        try:
+            return getattr(self.inner, method)(request)
+        except Exception as exc:
+            if not self._stranger or is_oom(exc) or is_cuda_fault(exc):
+                raise
+            raise AnalyzerFailed(
+                f"the analyzer of plugin {self.plugin!r}{what} raised {type(exc).__name__}: {exc}",
+                permanent=False,
+            ) from exc
 
     def _checked_hits(self, raw: list[Any], asked: set[str]) -> list[Any]:
         out = []
@@ -134,16 +139,7 @@ class PluginAnalyzer:
     def verify(self, request: VerifyInput) -> dict[str, Any]:
         """The analyzer's answer to one candidate's yes/no question, checked: a dict with a
         boolean `happened` (and a `reason`), or {"error": why} when it cannot be used."""
-        try:
-            raw = self.inner.verify(request)
-        except Exception as exc:
-            if not self._stranger or is_oom(exc) or is_cuda_fault(exc):
-                raise
-            raise AnalyzerFailed(
-                f"the analyzer of plugin {self.plugin!r}: verify() raised "
-                f"{type(exc).__name__}: {exc}",
-                permanent=False,
-            ) from exc
+        raw = self._call("verify", request, ": verify()")
         if not isinstance(raw, dict) or not (
             isinstance(raw.get("happened"), bool) or isinstance(raw.get("error"), str)
         ):
@@ -164,16 +160,7 @@ class PluginAnalyzer:
         """The analyzer's summary answer, checked: a dict (engine/summary.py repairs what is in
         it), or {"error": why}. Raises AnalyzerFailed naming the plugin when it raised or broke
         the contract."""
-        try:
-            raw = self.inner.summarize(request)
-        except Exception as exc:
-            if not self._stranger or is_oom(exc) or is_cuda_fault(exc):
-                raise
-            raise AnalyzerFailed(
-                f"the analyzer of plugin {self.plugin!r}: summarize() raised "
-                f"{type(exc).__name__}: {exc}",
-                permanent=False,
-            ) from exc
+        raw = self._call("summarize", request, ": summarize()")
         if not isinstance(raw, dict):
             raise AnalyzerFailed(
                 f"the analyzer of plugin {self.plugin!r}: summarize() returned "
@@ -189,9 +176,15 @@ class PluginAnalyzer:
             return None
         try:
             n = own(text)
-        except Exception:
+        except Exception as exc:
             if not self._stranger:
                 raise
+            log.warning(
+                "analyzer_count_tokens_failed",
+                plugin=self.plugin,
+                error=f"{type(exc).__name__}: {exc}",
+                action="sizing the summary's batches by estimate",
+            )
             return None
         return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
 
